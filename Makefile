@@ -1,0 +1,18 @@
+# Seam: the two commands a newcomer needs are `make run` and `make test` (see README.md).
+PY := .venv/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup serve
+
+run: setup  ## set up, then serve the chat page on http://$(HOST):$(PORT)
+	$(MAKE) --no-print-directory serve
+
+test: setup  ## set up, then run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+setup:  ## install system packages, .venv, npm packages, and TVM's web runtime (skips what is done)
+	@bash tools/setup.sh
+
+serve:
+	$(PY) -m router --host $(HOST) --port $(PORT)

@@ -1,0 +1,1 @@
+"""Weight quantization: preset names -> configs, numpy packing, and the fused dequantize kernels."""

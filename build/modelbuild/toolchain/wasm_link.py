@@ -1,0 +1,37 @@
+"""Link TVM-compiled model code with the cached web runtime into one `.wasm` that tvmjs loads.
+
+Pass an instance as `fcompile` to `Executable.export_library`. It asks TVM for wasm object files
+(`object_format = "o"`) because wasm-ld 14 cannot read the LLVM-22 bitcode TVM would emit otherwise.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from modelbuild.errors import ToolchainError
+from modelbuild.toolchain import web_runtime
+
+# Same settings as tvm.support.emcc.create_tvmjs_wasm, which tvmjs expects.
+LINK_FLAGS = ["--no-entry", "-s", "WASM_BIGINT=1", "-s", "ERROR_ON_UNDEFINED_SYMBOLS=0", "-s", "STANDALONE_WASM=1",
+              "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "TOTAL_MEMORY=160MB"]
+
+
+class WasmLinker:
+    """`-O1` links in about a second (6-7 MB); `-O3` takes about a minute and gives half the size."""
+
+    object_format = "o"
+
+    def __init__(self, opt_level: str = "-O1"):
+        self.opt_level = opt_level
+
+    def __call__(self, output: str, objects, options=None) -> None:
+        emcc = shutil.which("emcc")
+        if emcc is None:
+            raise ToolchainError("emcc not found", "run `make setup`, which installs Debian's emscripten package")
+        objects = [objects] if isinstance(objects, str) else list(objects)
+        runtime = [str(o) for o in web_runtime.runtime_objects()]
+        cmd = [emcc, self.opt_level, *LINK_FLAGS, "-o", output, *runtime, *objects, *(options or [])]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolchainError(f"linking {output} failed:\n{(proc.stdout + proc.stderr)[-2000:]}",
+                                 "rebuild the web runtime with `make setup`; if it persists, report the log above")

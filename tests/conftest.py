@@ -1,0 +1,41 @@
+"""Fixtures shared by every test: the browser harness (see tests/harness.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.harness import CHROMIUM, CHROMIUM_FLAGS, StaticServer
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright launches Debian's Chromium with WebGPU instead of a downloaded browser."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make setup` (it installs Debian's chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_FLAGS, "headless": True}
+
+
+@pytest.fixture
+def page(page):
+    """The plugin's page, but any uncaught page error or console error fails the test."""
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: problems.append(f"console error: {msg.text} ({msg.location.get('url')})") if msg.type == "error" else None)
+    yield page
+    assert not problems, "the page reported errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def serve_folder():
+    """Serve folders over HTTP on 127.0.0.1 for one test: `url = serve_folder(path)`."""
+    servers: list[StaticServer] = []
+
+    def start(folder: Path) -> str:
+        server = StaticServer(folder).__enter__()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.__exit__()

@@ -1,0 +1,54 @@
+"""The one browser harness every browser test uses: Debian's Chromium with WebGPU, and local servers.
+
+Chromium comes from Debian (`make setup`), never from `playwright install`. Headless Chromium gets a
+WebGPU adapter on SwiftShader (no GPU here) with just `--enable-unsafe-webgpu`; the other flags keep it
+from reaching for the network, which is closed on these machines. Playwright gives each browser launch
+a fresh temporary profile, so no cache or storage leaks from one run into the next.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",  # the tests run as root
+    "--headless=new",
+    "--enable-unsafe-webgpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+REPO = Path(__file__).resolve().parent.parent
+TVMJS = REPO / "webapp" / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".wasm": "application/wasm", ".js": "text/javascript", ".json": "application/json"}
+
+    def log_message(self, *args):
+        pass
+
+
+class StaticServer:
+    """Serves one folder on a random 127.0.0.1 port (a secure context, so WebGPU is exposed)."""
+
+    def __init__(self, folder: Path):
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "StaticServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
