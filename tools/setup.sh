@@ -16,7 +16,7 @@ fail() { printf '[setup] FAILED: %s\n' "$*" >&2; exit 1; }
 EMSCRIPTEN_VERSION="3.1.6~dfsg-5"   # Debian 12's; its clang-14/wasm-ld-14 are what the runtime is built with
 CHROMIUM_MIN_MAJOR=150              # Debian's security updates replace chromium often, so a floor, not a pin
 
-installed_version() { dpkg-query -W -f='${Status}|${Version}' "$1" 2>/dev/null | sed -n 's/^install ok installed|//p'; }
+installed_version() { { dpkg-query -W -f='${Status}|${Version}' "$1" 2>/dev/null || true; } | sed -n 's/^install ok installed|//p'; }
 
 apt_wanted=()
 [ "$(installed_version emscripten)" = "$EMSCRIPTEN_VERSION" ] || apt_wanted+=("emscripten=$EMSCRIPTEN_VERSION")
