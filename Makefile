@@ -3,9 +3,9 @@ PY := .venv/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup serve
+.PHONY: run test setup build-model serve
 
-run: setup  ## set up, then serve the chat page on http://$(HOST):$(PORT)
+run: build-model  ## set up, build the default model, serve the chat page on http://$(HOST):$(PORT)
 	$(MAKE) --no-print-directory serve
 
 test: setup  ## set up, then run the whole test suite
@@ -13,6 +13,9 @@ test: setup  ## set up, then run the whole test suite
 
 setup:  ## install system packages, .venv, npm packages, and TVM's web runtime (skips what is done)
 	@bash tools/setup.sh
+
+build-model: setup  ## MODEL=path/to.gguf|hf-folder QUANT=q4f32_1,q4f16_1 (defaults: SmolLM2-135M-Instruct, both)
+	$(PY) -m modelbuild build $(if $(MODEL),--model "$(MODEL)") $(if $(QUANT),--quant "$(QUANT)")
 
 serve:
 	$(PY) -m router --host $(HOST) --port $(PORT)

@@ -55,23 +55,30 @@ def dequantize_weight(packed: np.ndarray, scale: np.ndarray, q: GroupQuant) -> n
     return codes * np.repeat(scale.astype(np.float32), q.group_size, axis=1)
 
 
-def dequantize_matmul_te(x: te.Tensor, packed: te.Tensor, scale: te.Tensor, q: GroupQuant) -> te.Tensor:
-    """`x @ dequantize(W).T` as one TE compute, so the dequantize is fused into the matmul's loads."""
-    *lead, in_dim = x.shape
-    out_dim = packed.shape[0]
-    k = te.reduce_axis((0, in_dim), name="k")
+def dequantize_te(packed: te.Tensor, scale: te.Tensor, q: GroupQuant) -> te.Tensor:
+    """The float weight W[out, in] from its packed codes and group scales."""
     mask = tirx.const((1 << q.bits) - 1, "uint32")
 
-    def weight(o, kk):
-        word = packed[o, kk // q.per_word]
-        code = (word >> (tirx.Cast("uint32", kk % q.per_word) * tirx.const(q.bits, "uint32"))) & mask
-        return (code.astype(q.model_dtype) - tirx.const(q.max_int, q.model_dtype)) * scale[o, kk // q.group_size]
+    def value(o, k):
+        word = packed[o, k // q.per_word]
+        code = (word >> (tirx.Cast("uint32", k % q.per_word) * tirx.const(q.bits, "uint32"))) & mask
+        return (code.astype(q.model_dtype) - tirx.const(q.max_int, q.model_dtype)) * scale[o, k // q.group_size]
+
+    return te.compute((packed.shape[0], packed.shape[1] * q.per_word), value, name="dequantize")
+
+
+def dequantize_matmul_te(x: te.Tensor, packed: te.Tensor, scale: te.Tensor, q: GroupQuant) -> te.Tensor:
+    """`x @ dequantize(W).T` as one kernel: the dequantize stays a separate block inside it, so a
+    schedule can inline it into the loads (GEMV) or dequantize a tile into registers once (prefill)."""
+    *lead, in_dim = x.shape
+    w = dequantize_te(packed, scale, q)
+    k = te.reduce_axis((0, in_dim), name="k")
 
     def body(*idx):
         row, o = idx[:-1], idx[-1]
-        return te.sum(x[(*row, k)] * weight(o, k), axis=k)
+        return te.sum(x[(*row, k)] * w[o, k], axis=k)
 
-    return te.compute((*lead, out_dim), body, name="dequantize_matmul")
+    return te.compute((*lead, packed.shape[0]), body, name="dequantize_matmul")
 
 
 class GroupQuantLinear(nn.Module):
@@ -83,6 +90,42 @@ class GroupQuantLinear(nn.Module):
         self.q_weight = nn.Parameter((out_features, in_features // q.per_word), "uint32")
         self.q_scale = nn.Parameter((out_features, in_features // q.group_size), q.model_dtype)
 
+    def to(self, dtype=None) -> None:
+        """No-op: the preset fixed these dtypes (a cast would turn the packed codes into floats)."""
+
     def forward(self, x: nn.Tensor) -> nn.Tensor:
+        return op.tensor_expr_op(lambda x, w, s: dequantize_matmul_te(x, w, s, self.q), "dequantize_matmul",
+                                 [x, self.q_weight, self.q_scale])
+
+
+def dequantize_rows_te(packed: te.Tensor, scale: te.Tensor, ids: te.Tensor, q: GroupQuant) -> te.Tensor:
+    """Gather rows `ids` of a quantized table and dequantize them: the embedding lookup."""
+    mask = tirx.const((1 << q.bits) - 1, "uint32")
+    hidden = packed.shape[1] * q.per_word
+
+    def value(t, d):
+        word = packed[ids[t], d // q.per_word]
+        code = (word >> (tirx.Cast("uint32", d % q.per_word) * tirx.const(q.bits, "uint32"))) & mask
+        return (code.astype(q.model_dtype) - tirx.const(q.max_int, q.model_dtype)) * scale[ids[t], d // q.group_size]
+
+    return te.compute((ids.shape[0], hidden), value, name="dequantize_embedding")
+
+
+class GroupQuantEmbedding(nn.Module):
+    """A quantized embedding table; with tied weights it is also the LM head (`lm_head_forward`)."""
+
+    def __init__(self, num: int, dim: int, q: GroupQuant):
+        self.q = q
+        self.q_weight = nn.Parameter((num, dim // q.per_word), "uint32")
+        self.q_scale = nn.Parameter((num, dim // q.group_size), q.model_dtype)
+
+    def to(self, dtype=None) -> None:
+        """No-op: the preset fixed these dtypes."""
+
+    def forward(self, ids: nn.Tensor) -> nn.Tensor:
+        return op.tensor_expr_op(lambda w, s, i: dequantize_rows_te(w, s, i, self.q), "dequantize_embedding",
+                                 [self.q_weight, self.q_scale, ids])
+
+    def lm_head_forward(self, x: nn.Tensor) -> nn.Tensor:
         return op.tensor_expr_op(lambda x, w, s: dequantize_matmul_te(x, w, s, self.q), "dequantize_matmul",
                                  [x, self.q_weight, self.q_scale])

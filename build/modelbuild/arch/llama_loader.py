@@ -1,0 +1,48 @@
+"""Hugging Face Llama weights -> this project's parameter names, written out explicitly.
+
+Q, K and V are concatenated into `qkv_proj` and gate/up into `gate_up_proj` (see llama.py).
+Every source tensor must be used or listed as unused, so a renamed or extra tensor cannot slip by.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from modelbuild.arch.llama import LlamaConfig
+from modelbuild.errors import BuildError
+
+UNUSED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def load_params(tensors: Iterator[tuple[str, np.ndarray]], c: LlamaConfig) -> Iterator[tuple[str, np.ndarray]]:
+    source = dict(tensors)
+    used: set[str] = set()
+
+    def take(name: str) -> np.ndarray:
+        if name not in source:
+            raise BuildError(f"the weights have no tensor {name}", "check that the model is a complete Llama checkpoint")
+        used.add(name)
+        return source[name]
+
+    yield "model.embed_tokens.weight", take("model.embed_tokens.weight")
+    for i in range(c.num_hidden_layers):
+        hf, ours = f"model.layers.{i}.", f"model.layers.{i}."
+        yield ours + "input_layernorm.weight", take(hf + "input_layernorm.weight")
+        yield ours + "self_attn.qkv_proj.weight", np.concatenate(
+            [take(hf + f"self_attn.{x}_proj.weight") for x in "qkv"], axis=0)
+        yield ours + "self_attn.o_proj.weight", take(hf + "self_attn.o_proj.weight")
+        yield ours + "post_attention_layernorm.weight", take(hf + "post_attention_layernorm.weight")
+        yield ours + "mlp.gate_up_proj.weight", np.concatenate(
+            [take(hf + "mlp.gate_proj.weight"), take(hf + "mlp.up_proj.weight")], axis=0)
+        yield ours + "mlp.down_proj.weight", take(hf + "mlp.down_proj.weight")
+    yield "model.norm.weight", take("model.norm.weight")
+    if c.tie_word_embeddings:
+        used.add("lm_head.weight")  # some checkpoints store the tied copy too
+    else:
+        yield "lm_head.weight", take("lm_head.weight")
+
+    unused = sorted(n for n in source if n not in used and not n.endswith(UNUSED_SUFFIXES))
+    if unused:
+        raise BuildError(f"the weights have tensors a Llama model does not use: {', '.join(unused[:5])}",
+                         "check that the checkpoint really is a Llama-family model")

@@ -1,0 +1,100 @@
+"""The artifact contract: each model's `mlc-chat-config.json`, and the catalog `models/manifest.json`.
+
+The catalog is the only file the server reads to learn what was built; models/manifest.schema.json
+describes it and every write is validated against that schema first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import jsonschema
+
+from modelbuild.convert import sha256_file
+from modelbuild.toolchain import web_runtime
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "models" / "manifest.schema.json"
+SCHEMA_VERSION = 1
+PAGE_SIZE = 16
+
+
+def chat_config(source, config, preset, param_names: list[str]) -> dict:
+    """MLC's mlc-chat-config.json fields, plus the chat template and parameter order this runtime uses."""
+    return {
+        "model_type": source.architecture,
+        "quantization": preset.name,
+        "model_config": config.to_dict(),
+        "vocab_size": config.vocab_size,
+        "context_window_size": config.context_window_size,
+        "prefill_chunk_size": config.prefill_chunk_size,
+        "sliding_window_size": -1,
+        "attention_sink_size": -1,
+        "tensor_parallel_shards": 1,
+        "kv_cache_page_size": PAGE_SIZE,
+        "temperature": 0.7,
+        "top_p": 0.95,
+        "tokenizer_files": ["tokenizer.json"],
+        "chat_template": source.chat_template,
+        "bos_token_id": source.bos_token_id,
+        "stop_token_ids": source.stop_token_ids,
+        "param_names": param_names,
+    }
+
+
+def toolchain_versions() -> dict:
+    tvm_version = metadata.version("apache-tvm")
+    emcc = subprocess.run(["emcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return {"tvm": tvm_version, "tvm_ffi": metadata.version("apache-tvm-ffi"), "web_runtime": web_runtime.cache_key(),
+            "tvmjs": ".".join(tvm_version.split(".")[:2]), "emcc": emcc}
+
+
+def catalog_entry(folder: Path) -> dict:
+    info = json.loads((folder / "build-info.json").read_text())
+    files = info["files"]
+    chat = json.loads((folder / files["config"]).read_text())
+    c = chat["model_config"]
+    dtype_bytes = 2 if info["quantization"].endswith(("f16_1", "f16")) else 4
+    # KV cache: K and V for every layer, head and position of the context window, in the model dtype.
+    kv_layer = 2 * c["num_key_value_heads"] * c["head_dim"] * chat["context_window_size"] * dtype_bytes
+    # Prefill activations: a few live buffers of chunk x (widest layer output) at a time.
+    widest = max(2 * c["intermediate_size"], (c["num_attention_heads"] + 2 * c["num_key_value_heads"]) * c["head_dim"])
+    activations = 4 * chat["prefill_chunk_size"] * widest * dtype_bytes + 4 * c["vocab_size"]
+    largest_buffer = max(info["largest_param_bytes"], kv_layer, chat["prefill_chunk_size"] * widest * dtype_bytes)
+    downloaded = [folder / files[k] for k in ("config", "tokenizer", "wasm")]
+    content = hashlib.sha256()
+    for path in [folder / files["tensor_cache"], *downloaded]:
+        content.update(sha256_file(path).encode())
+    return {
+        "id": info["id"],
+        "model": info["model"],
+        "quantization": info["quantization"],
+        "version": content.hexdigest()[:16],
+        "path": f"{folder.name}/",
+        "files": files,
+        "download_bytes": info["shard_bytes"] + sum(p.stat().st_size for p in downloaded),
+        "context_window_size": chat["context_window_size"],
+        "prefill_chunk_size": chat["prefill_chunk_size"],
+        "requirements": {
+            "features": sorted(set(info["required_features"])),
+            "max_storage_buffer_binding_size": largest_buffer,
+            "max_buffer_size": largest_buffer,
+            "estimated_gpu_memory_bytes": info["shard_bytes"] + c["num_hidden_layers"] * kv_layer + activations,
+        },
+        "self_check": info["self_check"],
+        "built_with": info["built_with"],
+    }
+
+
+def write_manifest(models_dir: Path) -> list[dict]:
+    folders = [p.parent for p in sorted(models_dir.glob("*/build-info.json")) if not p.parent.name.startswith(".")]
+    entries = [catalog_entry(folder) for folder in folders]
+    catalog = {"schema_version": SCHEMA_VERSION, "models": entries}
+    jsonschema.validate(catalog, json.loads(SCHEMA_PATH.read_text()))
+    tmp = models_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(catalog, indent=1))
+    os.replace(tmp, models_dir / "manifest.json")
+    return entries

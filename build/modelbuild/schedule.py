@@ -1,0 +1,101 @@
+"""GPU schedules for every kernel, and a record of which one each kernel got.
+
+DLight's rules cover most kernels: GEMV for the decode matmuls (one token: a matrix-vector product
+with the dequantize fused into its loads), Reduction/GeneralReduction for norms and softmax, Matmul
+for plain float matmuls. What DLight cannot schedule falls to its Fallback rule (one thread per
+output, no reuse), which is fine for small elementwise kernels but slow for a matmul. The dynamic-
+length prefill matmuls with fused dequantize are such a case, so they get our own rule first.
+"""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.ir.transform import module_pass
+from tvm.s_tir import dlight as dl
+from tvm.target import Target
+
+
+class DequantMatmulPrefill(dl.ScheduleRule):
+    """Register-tiled schedule for `x[1, n, K] @ dequantize(W)[O, K].T` (+ elementwise epilogue), n dynamic.
+
+    Each thread accumulates a ROWS x COLS tile of the output in registers, reading each packed weight
+    word once per ROWS rows and each activation once per COLS columns. There are no workgroup
+    barriers: on the software adapters here barriers cost 3-9x, and on real GPUs the register tile
+    already gives the reuse that makes prefill compute-bound rather than load-bound.
+    """
+
+    # Measured on SwiftShader for 128x576 @ 576x1536: 1.46 s vs 1.97 s with DLight's Fallback; explicit
+    # unroll pragmas make SwiftShader's shader compiler hang, so loops are left for it to unroll.
+    ROWS, COLS, THREADS, K_TILE = 4, 4, 64, 32
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_block(sch, "root") else []
+        names = [sch.get(b).name_hint for b in blocks]
+        if names[:2] != ["dequantize", "dequantize_matmul"]:
+            return None
+        dequantize, main = blocks[0], blocks[1]
+        loops = sch.get_loops(main)
+        if len(loops) != 4 or isinstance(sch.get(loops[1]).extent, tirx.IntImm):
+            return None  # only the dynamic-length (prefill) form; decode's n=1 is DLight's GEMV
+        batch, rows, cols, k = loops
+        row_out, row_in = sch.split(rows, [None, self.ROWS])
+        col_out, col_thread, col_in = sch.split(cols, [None, self.THREADS, self.COLS])
+        k_out, k_in = sch.split(k, [None, self.K_TILE])
+        sch.reorder(batch, row_out, col_out, col_thread, k_out, k_in, row_in, col_in)
+        sch.bind(sch.fuse(batch, row_out), "blockIdx.y")
+        sch.bind(col_out, "blockIdx.x")
+        sch.bind(col_thread, "threadIdx.x")
+        accumulate = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(accumulate, col_thread)
+        # Dequantize the tile's K_TILE x COLS weights once, into registers, for all ROWS rows.
+        sch.compute_at(dequantize, k_out)
+        sch.set_scope(dequantize, 0, "local")
+        for epilogue in blocks[2:]:  # e.g. the residual add: applied while writing the tile back
+            sch.reverse_compute_inline(epilogue)
+        sch.decompose_reduction(main, k_out)
+        return sch
+
+
+def _has_block(sch, name: str) -> bool:
+    try:
+        sch.get_sblock(name)
+        return True
+    except Exception:  # noqa: BLE001 - tvm raises its own error type for a missing block
+        return False
+
+
+def default_rules() -> list:
+    # dl.gpu.RMSNorm is left out on purpose: it emits 8-lane vectors that WGSL codegen rejects.
+    return [DequantMatmulPrefill(), dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(),
+            dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+
+
+@module_pass(opt_level=0, name="SeamApplySchedules")
+class ApplySchedules:
+    """Like dlight.ApplyDefaultSchedule, but fills `report` with kernel name -> rule name."""
+
+    def __init__(self, report: dict[str, str], rules: list | None = None):
+        self.report = report
+        self.rules = rules if rules is not None else default_rules()
+
+    def transform_module(self, mod, _ctx):
+        updated = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+                continue
+            target = func.attrs.get("target") or Target.current(allow_none=False)
+            for rule in self.rules:
+                space = rule.apply(func, target, False)
+                if space is None:
+                    continue
+                sch = space[0] if isinstance(space, list) else space
+                updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                self.report[gvar.name_hint] = type(rule).__name__
+                break
+            else:
+                self.report[gvar.name_hint] = "unscheduled"
+        for gvar, func in updated.items():
+            mod[gvar] = func
+        return mod

@@ -1,0 +1,74 @@
+"""The real default model (SmolLM2-135M-Instruct) as `make build-model` builds it: the catalog contract,
+and the CPU library's greedy tokens against a numpy forward pass over the same dequantized weights."""
+import json
+
+import jsonschema
+import pytest
+import tvm
+from tvm.contrib import tvmjs
+
+from modelbuild import chat, selfcheck
+from modelbuild.arch.llama import LlamaConfig
+from modelbuild.convert import verify_tensor_cache
+from modelbuild.cpu_runner import CpuRunner
+from modelbuild.manifest import SCHEMA_PATH
+from modelbuild.quantization import get_preset
+from modelbuild.reference import NumpyLlama, dequantized_weights
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Write a haiku about the sea."}],
+    [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Is 17 a prime number?"}],
+    [{"role": "user", "content": "List three colours of the rainbow."}],
+]
+NEW_TOKENS = 24
+
+
+@pytest.fixture(scope="module")
+def catalog(default_built):
+    return json.loads((default_built / "manifest.json").read_text())
+
+
+def test_catalog_follows_its_schema_and_lists_real_files(catalog, default_built):
+    jsonschema.validate(catalog, json.loads(SCHEMA_PATH.read_text()))
+    assert {m["id"] for m in catalog["models"]} >= {"SmolLM2-135M-Instruct-q4f32_1", "SmolLM2-135M-Instruct-q4f16_1"}
+    for entry in catalog["models"]:
+        folder = default_built / entry["path"]
+        verify_tensor_cache(folder)
+        index = json.loads((folder / "tensor-cache.json").read_text())
+        shard_bytes = sum(s["nbytes"] for s in index["records"])
+        other = sum((folder / entry["files"][k]).stat().st_size for k in ("config", "tokenizer", "wasm"))
+        assert entry["download_bytes"] == shard_bytes + other
+        assert entry["requirements"]["features"] == (["shader-f16"] if entry["quantization"] == "q4f16_1" else [])
+        assert entry["requirements"]["estimated_gpu_memory_bytes"] > shard_bytes
+
+
+def load(default_built, model_id):
+    folder = default_built / model_id
+    config = json.loads((folder / "mlc-chat-config.json").read_text())
+    runner = CpuRunner(folder / f"{model_id}-cpu.so", folder, config["param_names"], config["context_window_size"],
+                       config["prefill_chunk_size"])
+    params, _ = tvmjs.load_tensor_cache(str(folder), tvm.cpu())
+    preset = get_preset(config["quantization"])
+    reference = NumpyLlama(LlamaConfig.from_dict(config["model_config"]),
+                           dequantized_weights({k: v.numpy() for k, v in params.items()}, preset))
+    return config, runner, reference
+
+
+@pytest.mark.parametrize("model_id", ["SmolLM2-135M-Instruct-q4f32_1", "SmolLM2-135M-Instruct-q4f16_1"])
+def test_cpu_greedy_tokens_equal_the_numpy_reference(default_built, model_id):
+    config, runner, reference = load(default_built, model_id)
+    tokenizer_json = (default_built / model_id / "tokenizer.json").read_text()
+    for messages in PROMPTS:
+        prompt = chat.encode_chat(tokenizer_json, config["chat_template"], messages)
+        ours, _ = runner.greedy(prompt, NEW_TOKENS, config["stop_token_ids"])
+        theirs, logits = reference.greedy(prompt, NEW_TOKENS, config["stop_token_ids"])
+        selfcheck.compare_greedy(ours, theirs, logits, get_preset(config["quantization"]).model_dtype)
+
+
+def test_golden_tokens_reproduce(catalog, default_built):
+    for entry in catalog["models"]:
+        config, runner, _ = load(default_built, entry["id"])
+        check = entry["self_check"]
+        tokens, _ = runner.greedy(check["prompt_token_ids"], check["max_tokens"], config["stop_token_ids"])
+        assert tokens == check["golden_token_ids"]

@@ -1,0 +1,31 @@
+"""A rerun with nothing changed rebuilds nothing; a missing or changed preset rebuilds only itself."""
+import shutil
+
+from modelbuild import pipeline
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_rebuilds_only_the_preset_that_needs_it(tiny_built, tmp_path, capsys):
+    source_folder, built = tiny_built
+    out = tmp_path / "models"
+    shutil.copytree(built, out, ignore=shutil.ignore_patterns("*.html", "tvmjs.js"))
+    kept = snapshot(out / "tiny-llama-q4f32_1")
+    shutil.rmtree(out / "tiny-llama-q0f32")
+
+    options = pipeline.BuildOptions(model=source_folder, presets=["q0f32", "q4f32_1"], out_dir=out, wasm_opt="-O1")
+    entries = pipeline.build(options)
+    printed = capsys.readouterr().out
+    assert "tiny-llama-q4f32_1: up to date, skipped" in printed
+    assert "tiny-llama-q0f32: building" in printed
+    assert snapshot(out / "tiny-llama-q4f32_1") == kept
+    assert [e["id"] for e in entries] == ["tiny-llama-q0f32", "tiny-llama-q4f32_1"]
+
+    rebuilt = snapshot(out)
+    pipeline.build(options)
+    printed = capsys.readouterr().out
+    assert printed.count("up to date, skipped") == 2 and "building" not in printed
+    assert {k: v for k, v in snapshot(out).items() if k.name != "manifest.json"} == \
+           {k: v for k, v in rebuilt.items() if k.name != "manifest.json"}

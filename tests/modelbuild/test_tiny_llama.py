@@ -1,0 +1,71 @@
+"""A tiny random Llama through the real pipeline, checked against numpy on the CPU and in Chromium.
+
+Tolerance: max |logits - reference| <= 1e-3 * max |reference logits|, per step. The reference runs in
+float64 on the very parameters the compiled model loads (dequantized for q4f32_1), so the bound only
+has to cover float32 rounding through two layers, RoPE and softmax (measured around 1e-6 of scale on
+the CPU and 1e-5 on SwiftShader); a wrong mask, RoPE pairing, KV page or dequantize is off by 1e-1.
+"""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tvm
+from tvm.contrib import tvmjs
+
+from modelbuild.arch.llama import LlamaConfig
+from modelbuild.cpu_runner import CpuRunner
+from modelbuild.quantization import get_preset
+from modelbuild.reference import NumpyLlama, dequantized_weights
+from tests.harness import TVMJS
+
+RTOL = 1e-3
+PRESETS = ("q0f32", "q4f32_1")
+PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, 49152, size=40)]  # 3 prefill chunks of 16
+DECODE = [17, 4242, 30000]
+
+
+@pytest.fixture(scope="module")
+def built(tiny_built):
+    return tiny_built[1]
+
+
+def reference_steps(model_dir, preset_name):
+    """float64 numpy logits after the prompt and after each decode token."""
+    config = json.loads((model_dir / "mlc-chat-config.json").read_text())
+    params, _ = tvmjs.load_tensor_cache(str(model_dir), tvm.cpu())
+    weights = dequantized_weights({k: v.numpy() for k, v in params.items()}, get_preset(preset_name))
+    model = NumpyLlama(LlamaConfig.from_dict(config["model_config"]), weights)
+    steps = [model.forward(PROMPT)[-1]]
+    steps += [model.forward([token])[-1] for token in DECODE]
+    return config, steps
+
+
+def assert_logits_close(got, want):
+    err = np.abs(np.asarray(got, np.float64) - want).max()
+    assert err <= RTOL * np.abs(want).max(), f"max logit error {err:.3g}, logits of scale {np.abs(want).max():.3g}"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cpu_library_logits_match_numpy(built, preset):
+    model_dir = built / f"tiny-llama-{preset}"
+    config, expected = reference_steps(model_dir, preset)
+    runner = CpuRunner(model_dir / f"tiny-llama-{preset}-cpu.so", model_dir, config["param_names"],
+                       config["context_window_size"], config["prefill_chunk_size"])
+    runner.reset()
+    got = [runner.prefill(PROMPT)] + [runner.decode(token) for token in DECODE]
+    for g, e in zip(got, expected):
+        assert_logits_close(g, e)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_webgpu_logits_in_chromium_match_numpy(built, preset, page, serve_folder):
+    model_dir = built / f"tiny-llama-{preset}"
+    _, expected = reference_steps(model_dir, preset)
+    shutil.copy(TVMJS, built / "tvmjs.js")
+    shutil.copy(__file__.replace("test_tiny_llama.py", "logits.html"), built / "logits.html")
+    page.goto(serve_folder(built) + "logits.html")
+    result = page.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", "promptIds": PROMPT, "decodeIds": DECODE})
+    assert len(result["steps"]) == len(expected)
+    for g, e in zip(result["steps"], expected):
+        assert_logits_close(g, e)
