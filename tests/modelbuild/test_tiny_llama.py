@@ -1,9 +1,10 @@
 """A tiny random Llama through the real pipeline, checked against numpy on the CPU and in Chromium.
 
-Tolerance: max |logits - reference| <= 1e-3 * max |reference logits|, per step. The reference runs in
-float64 on the very parameters the compiled model loads (dequantized for q4f32_1), so the bound only
-has to cover float32 rounding through two layers, RoPE and softmax (measured around 1e-6 of scale on
-the CPU and 1e-5 on SwiftShader); a wrong mask, RoPE pairing, KV page or dequantize is off by 1e-1.
+Tolerance: max |logits - reference| <= 2e-3 * max |reference logits| per step, and the same argmax.
+The reference runs in float64 on the very parameters the compiled model loads (dequantized for q4f32_1),
+so the bound covers float32 rounding through two layers, RoPE and softmax. Measured: 1.6e-6 of scale on
+the CPU, 4.2e-4 on SwiftShader, whose WGSL exp2/inverseSqrt may be several ULP off (the WGSL spec allows
+it) in the attention kernels; a wrong mask, RoPE pairing, KV page or dequantize is off by 1e-1 or more.
 """
 import json
 import shutil
@@ -19,7 +20,7 @@ from modelbuild.quantization import get_preset
 from modelbuild.reference import NumpyLlama, dequantized_weights
 from tests.harness import TVMJS
 
-RTOL = 1e-3
+RTOL = 2e-3
 PRESETS = ("q0f32", "q4f32_1")
 PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, 49152, size=40)]  # 3 prefill chunks of 16
 DECODE = [17, 4242, 30000]
@@ -42,6 +43,7 @@ def reference_steps(model_dir, preset_name):
 
 
 def assert_logits_close(got, want):
+    assert int(np.argmax(got)) == int(np.argmax(want))
     err = np.abs(np.asarray(got, np.float64) - want).max()
     assert err <= RTOL * np.abs(want).max(), f"max logit error {err:.3g}, logits of scale {np.abs(want).max():.3g}"
 

@@ -2,8 +2,8 @@
 
 Tolerance: max |out - ref| <= 1e-4 * max |ref|, on float32 outputs against a float64 reference.
 float32 rounding over a 128-term dot product, WGSL's inverseSqrt (2 ULP) and a different summation
-order give errors around 1e-6 of the output scale; a real defect (a wrong code, scale group, shift
-or stride) moves outputs by 1e-2 or more, so the bound keeps a 100x margin on both sides.
+order give errors of 3.8e-7 of the output scale (measured, on the CPU and on SwiftShader alike); a real
+defect (a wrong code, scale group, shift or stride) moves outputs by 1e-2 or more.
 """
 import shutil
 

@@ -114,8 +114,11 @@ class LlamaForCausalLM(nn.Module):
         self.dtype = "float32"  # nn.Module.to() updates it
 
     def _logits(self, hidden: nn.Tensor) -> nn.Tensor:
-        if self.c.tie_word_embeddings:
-            logits = self.model.embed_tokens.lm_head_forward(hidden)
+        embed = self.model.embed_tokens
+        if self.c.tie_word_embeddings and hasattr(embed, "lm_head_forward"):  # quantized table
+            logits = embed.lm_head_forward(hidden)
+        elif self.c.tie_word_embeddings:
+            logits = op.matmul(hidden, op.permute_dims(embed.weight))
         else:
             logits = self.lm_head(hidden)
         return logits.astype("float32") if logits.dtype != "float32" else logits
