@@ -17,5 +17,5 @@ setup:  ## install system packages, .venv, npm packages, and TVM's web runtime (
 build-model: setup  ## MODEL=path/to.gguf|hf-folder QUANT=q4f32_1,q4f16_1 (defaults: SmolLM2-135M-Instruct, both)
 	$(PY) -m modelbuild build $(if $(MODEL),--model "$(MODEL)") $(if $(QUANT),--quant "$(QUANT)")
 
-serve:
-	$(PY) -m router --host $(HOST) --port $(PORT)
+serve:  ## serve under gunicorn (router/gunicorn.conf.py): SEAM_WORKERS processes, SEAM_THREADS threads each
+	HOST=$(HOST) PORT=$(PORT) .venv/bin/gunicorn -c router/gunicorn.conf.py "router:create_app()"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_FLAGS, StaticServer
+from tests.harness import CHROMIUM, CHROMIUM_FLAGS, REPO, StaticServer
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,16 @@ def serve_folder():
     yield start
     for server in servers:
         server.__exit__()
+
+
+@pytest.fixture(scope="session")
+def default_built():
+    """The real default model, built by the same code `make build-model` runs, into models/.
+
+    The build is incremental: after `make build-model` this only checks that nothing changed.
+    """
+    from modelbuild import pipeline, source
+
+    pipeline.build(pipeline.BuildOptions(model=source.default_model_path(), presets=["q4f32_1", "q4f16_1"],
+                                         out_dir=REPO / "models"))
+    return REPO / "models"

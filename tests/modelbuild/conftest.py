@@ -1,10 +1,8 @@
 """Models built once per test session through the real pipeline."""
 import pytest
 
-from modelbuild import pipeline, source
+from modelbuild import pipeline
 from tests.modelbuild.tiny_llama import write_tiny_llama
-
-REPO_MODELS = pipeline.CODE_DIR.parents[1] / "models"
 
 
 @pytest.fixture(scope="session")
@@ -15,14 +13,3 @@ def tiny_built(tmp_path_factory):
     out = root / "models"
     pipeline.build(pipeline.BuildOptions(model=folder, presets=["q0f32", "q4f32_1"], out_dir=out, wasm_opt="-O1"))
     return folder, out
-
-
-@pytest.fixture(scope="session")
-def default_built():
-    """The real default model, built by the same code `make build-model` runs, into models/.
-
-    The build is incremental: after `make build-model` this only checks that nothing changed.
-    """
-    pipeline.build(pipeline.BuildOptions(model=source.default_model_path(), presets=["q4f32_1", "q4f16_1"],
-                                         out_dir=REPO_MODELS))
-    return REPO_MODELS

@@ -1,0 +1,174 @@
+"""The cloud path: the embedded CPU engine, or any OpenAI-compatible upstream. Both turn a validated
+chat request into a stream of `Chunk`s, so the API formats one shape whatever answered.
+
+`start()` does everything that can fail with a clean HTTP error (unknown model, context overflow, busy
+engine, unreachable upstream) before the first byte of a response is sent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from router.catalog import Catalog
+from router.engine import Chunk, Engine, EngineError, Sampling
+from router.errors import ApiError
+
+UPSTREAM_KEY_ENV = "SEAM_UPSTREAM_API_KEY"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str | None
+    messages: list[dict]
+    stream: bool
+    include_usage: bool
+    sampling: Sampling
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(self, catalog: Catalog, max_queue: int):
+        self.catalog, self.max_queue = catalog, max_queue
+        self._engines: dict[str, Engine] = {}
+        self._load_lock = threading.Lock()
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self.tokens_per_s: float | None = None
+        self.ttft_s: float | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.catalog.cloud_variant(None) is not None
+
+    def model_ids(self) -> list[str]:
+        return self.catalog.model_names()
+
+    def engine(self, model: str | None) -> Engine:
+        entry = self.catalog.cloud_variant(model)
+        if entry is None:
+            known = ", ".join(self.catalog.model_names()) or "none (run `make build-model`)"
+            raise ApiError(404, f"the model {model!r} does not exist; models here: {known}", "model", "model_not_found")
+        with self._load_lock:
+            if entry["id"] not in self._engines:
+                self._engines[entry["id"]] = Engine(self.catalog.folder / entry["path"], entry)
+            return self._engines[entry["id"]]
+
+    def start(self, req: ChatRequest, cancelled) -> Iterator[Chunk]:
+        engine = self.engine(req.model)
+        prompt = engine.prompt_ids(req.messages)
+        try:
+            engine.check_fits(prompt, req.sampling.max_tokens)
+        except EngineError as error:
+            raise ApiError(error.status, str(error), error.param, "context_length_exceeded") from None
+        with self._waiting_lock:
+            if self._waiting >= self.max_queue:
+                raise ApiError(503, f"the server's engine is busy with {self._waiting} requests; retry shortly",
+                               code="engine_busy")
+            self._waiting += 1
+        return self._run(engine, prompt, req.sampling, cancelled)
+
+    def _run(self, engine: Engine, prompt, sampling, cancelled) -> Iterator[Chunk]:
+        started = time.time()
+        first = None
+        try:
+            for chunk in engine.generate(prompt, sampling, cancelled):
+                first = first or time.time()
+                if chunk.finish_reason and chunk.completion_tokens > 1 and first:
+                    self.ttft_s = first - started
+                    self.tokens_per_s = chunk.completion_tokens / max(time.time() - first, 1e-6)
+                yield chunk
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+
+class UpstreamBackend:
+    """Forwards to an OpenAI-compatible server. Its key comes from the environment, per request."""
+
+    name = "upstream"
+    available = True
+    tokens_per_s = None
+    ttft_s = None
+
+    def __init__(self, base_url: str, model: str | None, timeout_s: float):
+        self.base_url, self.model, self.timeout_s = base_url.rstrip("/"), model, timeout_s
+
+    def model_ids(self) -> list[str]:
+        return [self.model] if self.model else []
+
+    def start(self, req: ChatRequest, cancelled) -> Iterator[Chunk]:
+        s = req.sampling
+        body = {"model": self.model or req.model, "messages": req.messages, "stream": True,
+                "stream_options": {"include_usage": True}, "max_tokens": s.max_tokens, "temperature": s.temperature,
+                "top_p": s.top_p}
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = list(s.stop)
+        headers = {"Accept": "text/event-stream"}
+        if os.environ.get(UPSTREAM_KEY_ENV):
+            headers["Authorization"] = f"Bearer {os.environ[UPSTREAM_KEY_ENV]}"
+        try:
+            response = requests.post(f"{self.base_url}/chat/completions", json=body, headers=headers, stream=True,
+                                     timeout=(min(5.0, self.timeout_s), self.timeout_s))
+        except requests.Timeout:
+            raise ApiError(504, f"the upstream model server did not answer within {self.timeout_s:.0f}s",
+                           code="upstream_timeout") from None
+        except requests.RequestException:
+            raise ApiError(502, "the upstream model server is unreachable", code="upstream_unreachable") from None
+        if response.status_code >= 400:
+            message = upstream_message(response)
+            response.close()
+            if response.status_code >= 500:
+                raise ApiError(502, f"the upstream model server failed ({response.status_code}): {message}",
+                               code="upstream_error")
+            raise ApiError(response.status_code, f"the upstream model server refused the request: {message}")
+        return self._chunks(response, cancelled)
+
+    def _chunks(self, response, cancelled) -> Iterator[Chunk]:
+        finish, usage = None, {}
+        try:
+            for line in response.iter_lines(decode_unicode=True):
+                if cancelled():
+                    break
+                if not line or not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = json.loads(data)
+                usage = event.get("usage") or usage
+                for choice in event.get("choices", []):
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    finish = choice.get("finish_reason") or finish
+                    if text:
+                        yield Chunk(text)
+        except requests.RequestException:
+            finish = finish or "error"
+        finally:
+            response.close()
+        yield Chunk("", finish_reason=finish or "stop", prompt_tokens=usage.get("prompt_tokens", 0),
+                    completion_tokens=usage.get("completion_tokens", 0))
+
+
+def upstream_message(response) -> str:
+    try:
+        return str(response.json()["error"]["message"])[:500]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def make_backend(config: dict, catalog: Catalog):
+    if config["UPSTREAM_BASE_URL"]:
+        return UpstreamBackend(config["UPSTREAM_BASE_URL"], config["UPSTREAM_MODEL"], config["UPSTREAM_TIMEOUT_S"])
+    if config["EMBEDDED_ENGINE"]:
+        return EmbeddedBackend(catalog, config["MAX_QUEUE"])
+    return None

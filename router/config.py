@@ -1,0 +1,48 @@
+"""Server settings: defaults, overridden by SEAM_* environment variables (or a test's mapping).
+
+Secrets are never stored here: the upstream API key is read from the environment at the moment a
+request is forwarded (see cloud.py), so it cannot leak through anything that renders the config.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def defaults() -> dict:
+    return {
+        "MODELS_DIR": str(REPO / "models"),
+        "POLICY_FILE": str(Path(__file__).with_name("policy.toml")),
+        "UPSTREAM_BASE_URL": None,          # an OpenAI-compatible base URL, e.g. http://host:8000/v1
+        "UPSTREAM_MODEL": None,             # the model name to ask the upstream for (default: the request's)
+        "UPSTREAM_TIMEOUT_S": 60.0,
+        "EMBEDDED_ENGINE": True,            # serve the CPU library from models/ when no upstream is set
+        "MAX_CONTENT_LENGTH": 1_000_000,    # request body limit, bytes
+        "MAX_TOKENS_LIMIT": 2048,           # largest max_tokens a request may ask for
+        "DEFAULT_MAX_TOKENS": 256,
+        "MAX_QUEUE": 8,                     # requests waiting for the embedded engine before 503s
+    }
+
+
+def from_env() -> dict:
+    """SEAM_<NAME> overrides <NAME>, parsed to the default's type."""
+    config = defaults()
+    for name, default in config.items():
+        raw = os.environ.get(f"SEAM_{name}")
+        if raw is None:
+            continue
+        if isinstance(default, bool):
+            config[name] = raw.lower() in ("1", "true", "yes")
+        elif isinstance(default, (int, float)):
+            config[name] = type(default)(raw)
+        else:
+            config[name] = raw
+    return config
+
+
+def load_policy(path: str) -> dict:
+    with open(path, "rb") as f:
+        return tomllib.load(f)

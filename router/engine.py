@@ -1,0 +1,163 @@
+"""The embedded cloud engine: a model's CPU library from models/, run in-process with TVM's runtime.
+
+It loads only what `make build-model` wrote (the `.so`, the tensor cache, tokenizer.json and
+mlc-chat-config.json) through TVM's runtime API; the server's entry points set TVM_USE_RUNTIME_LIB=1
+so that a serving process loads TVM's runtime library, not the compiler. One model has one KV cache,
+so answers are generated one at a time; a lock queues concurrent requests.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tvm
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+from tvm.runtime.vm import VirtualMachine
+
+PAGE_SIZE_DEFAULT = 16
+
+
+class EngineError(Exception):
+    """A request the engine cannot serve; `status` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Chunk:
+    """One piece of an answer: new text, and at the end the finish reason and token counts."""
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Engine:
+    def __init__(self, model_dir: Path, entry: dict):
+        self.id = entry["id"]
+        self.entry = entry
+        files = entry["files"]
+        self.config = json.loads((model_dir / files["config"]).read_text())
+        self.tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
+        self.template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+            self.config["chat_template"])
+        self.device = tvm.cpu()
+        self.vm = VirtualMachine(tvm.runtime.load_module(str(model_dir / files["cpu_library"])), self.device)
+        tensors = load_tensor_cache(model_dir / files["tensor_cache"], self.device)
+        self.params = [tensors[name] for name in self.config["param_names"]]
+        self.context_window = self.config["context_window_size"]
+        self.stop_ids = set(self.config["stop_token_ids"])
+        self.lock = threading.Lock()
+        self._kv = lambda name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
+
+    # --- prompt -----------------------------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        text = self.template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def check_fits(self, prompt: list[int], max_tokens: int) -> None:
+        if len(prompt) + max_tokens > self.context_window:
+            raise EngineError(f"the prompt is {len(prompt)} tokens and max_tokens is {max_tokens}, but the context "
+                              f"window of {self.id} is {self.context_window} tokens: shorten the conversation or "
+                              "lower max_tokens", param="messages")
+
+    # --- generation -------------------------------------------------------------------------------
+    def generate(self, prompt: list[int], sampling: Sampling, cancelled=lambda: False) -> Iterator[Chunk]:
+        """Stream the answer. Holds the model for the whole answer; `cancelled()` ends it early."""
+        rng = np.random.default_rng(sampling.seed)
+        with self.lock:
+            cache = self._new_cache()
+            logits = self._prefill(cache, prompt)
+            generated: list[int] = []
+            shown = ""
+            finish = "length"
+            while len(generated) < sampling.max_tokens and not cancelled():
+                token = sample(logits, sampling, rng)
+                if token in self.stop_ids:
+                    finish = "stop"
+                    break
+                generated.append(token)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                stop_at = first_stop(text, sampling.stop)
+                if stop_at is not None:
+                    text, finish = text[:stop_at], "stop"
+                if not text.endswith("\ufffd") and len(text) > len(shown):  # wait for whole UTF-8 characters
+                    yield Chunk(text[len(shown):])
+                    shown = text
+                if finish == "stop":
+                    break
+                logits = self._step(cache, "decode", [token])
+            yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated))
+
+    def _new_cache(self):
+        shape = tvm.runtime.ShapeTuple
+        cache = self.vm["create_tir_paged_kv_cache"](
+            shape([1]), shape([self.context_window]), shape([self.config["prefill_chunk_size"]]),
+            shape([self.config.get("kv_cache_page_size", PAGE_SIZE_DEFAULT)]), shape([0]))
+        self._kv("add_sequence")(cache, 0)
+        return cache
+
+    def _prefill(self, cache, prompt: list[int]) -> np.ndarray:
+        chunk = self.config["prefill_chunk_size"]
+        for start in range(0, len(prompt), chunk):
+            logits = self._step(cache, "prefill", prompt[start:start + chunk])
+        return logits
+
+    def _step(self, cache, function: str, token_ids: list[int]) -> np.ndarray:
+        shape = tvm.runtime.ShapeTuple
+        self._kv("begin_forward")(cache, shape([0]), shape([len(token_ids)]))
+        embeddings = self.vm["embed"](tvm.runtime.tensor(np.array(token_ids, dtype="int32"), self.device), self.params)
+        logits, _ = self.vm[function](embeddings, cache, self.params)
+        self._kv("end_forward")(cache)
+        return logits.numpy().reshape(-1)
+
+
+def sample(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
+    """Temperature 0 is greedy; otherwise softmax at the temperature, then the top-p nucleus."""
+    if sampling.temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = logits.astype(np.float64) / sampling.temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    cumulative = np.cumsum(probs[order])
+    keep = order[: int(np.searchsorted(cumulative, sampling.top_p) + 1)]
+    return int(rng.choice(keep, p=probs[keep] / probs[keep].sum()))
+
+
+def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def load_tensor_cache(index_path: Path, device) -> dict:
+    """Read the shards listed in tensor-cache.json, checking each shard's size and sha256 first."""
+    index = json.loads(index_path.read_text())
+    tensors = {}
+    for shard in index["records"]:
+        data = (index_path.parent / shard["dataPath"]).read_bytes()
+        if len(data) != shard["nbytes"] or hashlib.sha256(data).hexdigest() != shard["sha256"]:
+            raise RuntimeError(f"{shard['dataPath']} does not match its recorded size and sha256; "
+                               "rebuild with `make build-model`")
+        for record in shard["records"]:
+            raw = data[record["byteOffset"]: record["byteOffset"] + record["nbytes"]]
+            array = np.frombuffer(raw, dtype=record["dtype"]).reshape(record["shape"])
+            tensors[record["name"]] = tvm.runtime.tensor(array, device)
+    return tensors

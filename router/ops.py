@@ -1,0 +1,40 @@
+"""Operations: health, Prometheus metrics, and one log line per request."""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from router import metrics
+
+bp = Blueprint("ops", __name__)
+log = logging.getLogger("seam.requests")
+
+
+@bp.get("/healthz")
+def health():
+    state = current_app.extensions["seam"]
+    backend = state["cloud"]
+    return jsonify({"status": "ok", "models": len(state["catalog"].models),
+                    "cloud": backend.name if backend else None})
+
+
+@bp.get("/metrics")
+def prometheus():
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@bp.before_app_request
+def start_timer():
+    g.started = time.time()
+
+
+@bp.after_app_request
+def log_request(response):
+    seconds = time.time() - g.get("started", time.time())
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    metrics.REQUEST_SECONDS.labels(endpoint, str(response.status_code)).observe(seconds)
+    log.info("%s %s %s %.3fs", request.method, request.path, response.status_code, seconds)
+    return response

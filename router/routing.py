@@ -1,0 +1,165 @@
+"""The router's policy: a pure function from (probe report, catalog variants, server state, thresholds)
+to a decision {target, variant, reasons, predictions}. No Flask, no I/O: table-driven tests cover it.
+
+Order of reasoning:
+  1. Which variants could this browser run at all? (WebGPU, features, buffer limits, memory, storage,
+     context window.) Each refusal is a reason.
+  2. Predict time to first token and decode speed for the best runnable variant and for the cloud.
+  3. Apply the user's preference and the device's circumstances (battery saver, data saver, slow network,
+     not yet downloaded) to pick a target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ServerState:
+    cloud_available: bool
+    cloud_tokens_per_s: float | None = None  # measured by the server's own engine, when it has answered
+    cloud_ttft_s: float | None = None
+
+
+@dataclass
+class Decision:
+    target: str                      # "browser", "cloud", or "none" when nothing can answer
+    model: str | None
+    variant: str | None              # the catalog id the browser should load (also set when prefetching)
+    version: str | None
+    reasons: list[dict] = field(default_factory=list)
+    predictions: dict = field(default_factory=dict)
+    prefetch: bool = False           # start downloading the variant in the background
+    cached: bool = False             # the browser already holds this exact version
+
+    def to_json(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, **self.__dict__}
+
+
+def reason(code: str, message: str) -> dict:
+    return {"code": code, "message": message}
+
+
+def browser_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
+    """Why this browser cannot run this variant (empty when it can)."""
+    gpu = probe["webgpu"]
+    if not gpu.get("available"):
+        return [reason("no_webgpu", "this browser has no usable WebGPU")]
+    out = []
+    req = variant["requirements"]
+    missing = sorted(set(req["features"]) - set(gpu.get("features", [])))
+    if missing:
+        out.append(reason("missing_feature", f"{variant['id']} needs WebGPU feature {', '.join(missing)}"))
+    limits = gpu.get("limits", {})
+    for limit, need in (("maxStorageBufferBindingSize", req["max_storage_buffer_binding_size"]),
+                        ("maxBufferSize", req["max_buffer_size"])):
+        if limit in limits and limits[limit] < need:
+            out.append(reason("limit_too_small", f"{limit} is {int(limits[limit])}, {variant['id']} needs {need}"))
+    memory = probe.get("device_memory_gb")
+    need_gb = req["estimated_gpu_memory_bytes"] * policy["browser"]["memory_headroom"] / 1e9
+    if memory is not None and memory < need_gb:
+        out.append(reason("low_memory", f"the device reports {memory} GB of memory, {variant['id']} wants {need_gb:.1f} GB"))
+    storage = probe.get("storage")
+    if storage and not is_cached(probe, variant):
+        free = storage["quota_bytes"] - storage["usage_bytes"]
+        if free < variant["download_bytes"]:
+            out.append(reason("no_storage", f"{free / 1e6:.0f} MB of storage quota left, the download is "
+                                            f"{variant['download_bytes'] / 1e6:.0f} MB"))
+    tokens = probe.get("prompt_tokens", 0) + probe.get("max_tokens", 0)
+    if tokens > variant["context_window_size"]:
+        out.append(reason("context_too_long", f"{tokens} tokens exceed the context window of "
+                                              f"{variant['context_window_size']}"))
+    return out
+
+
+def is_cached(probe: dict, variant: dict) -> bool:
+    return any(c["id"] == variant["id"] and c["version"] == variant["version"] for c in probe.get("cached_models", []))
+
+
+def predict_browser(probe: dict, variant: dict, policy: dict) -> dict | None:
+    bench = probe.get("benchmark")
+    if not bench or bench["bandwidth_gbps"] <= 0:
+        return None
+    p = policy["browser"]
+    # Decode is memory-bound: every weight byte is read once per token.
+    tokens_per_s = bench["bandwidth_gbps"] * 1e9 * p["bandwidth_efficiency"] / variant["download_bytes"]
+    prefill_s = probe.get("prompt_tokens", 0) / (tokens_per_s * p["prefill_speedup"])
+    download_s = 0.0
+    if not is_cached(probe, variant):
+        downlink = (probe.get("network") or {}).get("downlink_mbps") or p["default_downlink_mbps"]
+        download_s = variant["download_bytes"] * 8 / (downlink * 1e6)
+    return {"ttft_s": round(download_s + p["load_seconds"] + prefill_s, 3), "tokens_per_s": round(tokens_per_s, 2),
+            "download_s": round(download_s, 3)}
+
+
+def predict_cloud(probe: dict, state: ServerState, policy: dict) -> dict | None:
+    if not state.cloud_available:
+        return None
+    c = policy["cloud"]
+    rtt = ((probe.get("network") or {}).get("rtt_ms") or c["default_rtt_ms"]) / 1000
+    return {"ttft_s": round((state.cloud_ttft_s or c["default_ttft_s"]) + rtt, 3),
+            "tokens_per_s": round(state.cloud_tokens_per_s or c["default_tokens_per_s"], 2)}
+
+
+def total_seconds(prediction: dict, tokens: int) -> float:
+    return prediction["ttft_s"] + tokens / max(prediction["tokens_per_s"], 1e-9)
+
+
+def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) -> Decision:
+    if not variants:
+        return Decision("cloud" if state.cloud_available else "none", None, None, None,
+                        [reason("no_model", "the catalog has no such model")])
+    preference = probe.get("preference", "auto")
+    runnable, reasons = [], []
+    for variant in variants:
+        blockers = browser_blockers(probe, variant, policy)
+        (reasons.extend(blockers) if blockers else runnable.append(variant))
+    # Among runnable variants: one already cached first, then the smallest download.
+    runnable.sort(key=lambda v: (not is_cached(probe, v), v["download_bytes"]))
+    best = runnable[0] if runnable else None
+    browser = predict_browser(probe, best, policy) if best else None
+    cloud = predict_cloud(probe, state, policy)
+    decision = Decision("none", variants[0]["model"], best["id"] if best else None, best["version"] if best else None,
+                        predictions={"browser": browser, "cloud": cloud}, cached=bool(best and is_cached(probe, best)))
+    if not state.cloud_available:
+        reasons.append(reason("cloud_unavailable", "the server has no cloud engine configured"))
+
+    def go(target: str, code: str, message: str) -> Decision:
+        decision.target = target
+        decision.reasons = [reason(code, message)] + reasons
+        decision.prefetch = target == "cloud" and best is not None and not decision.cached and prefetch_ok
+        return decision
+
+    network = probe.get("network") or {}
+    battery = probe.get("battery") or {}
+    slow_network = network.get("save_data") or network.get("effective_type") in policy["network"]["slow_types"]
+    prefetch_ok = preference in ("auto", "fastest", "local_only") and not slow_network and not battery.get("saver")
+
+    if preference == "cloud_only":
+        return go("cloud" if cloud else "none", "preference_cloud", "the user asked for the cloud")
+    if preference == "local_only":
+        if best:
+            return go("browser", "preference_local", "the user asked to keep everything on this device")
+        return go("none", "local_impossible", "the user asked for local only, and this browser cannot run the model")
+    if not best:
+        return go("cloud" if cloud else "none", "browser_cannot_run",
+                  "this browser cannot run the model" + ("" if cloud else ", and there is no cloud engine"))
+    if not cloud:
+        return go("browser", "only_browser", "the browser is the only engine available")
+    if not decision.cached:
+        # The download would delay this answer: answer from the cloud, fetch in the background if sensible.
+        return go("cloud", "not_downloaded", f"{best['id']} is not in this browser yet"
+                  + ("; downloading it in the background" if prefetch_ok else ""))
+    if battery.get("saver"):
+        return go("cloud", "battery_saver", "the device is saving battery")
+    if browser is None:
+        return go("browser", "cached", f"{best['id']} is cached in this browser (no speed measurement)")
+    if browser["tokens_per_s"] < policy["browser"]["min_tokens_per_s"]:
+        return go("cloud", "browser_too_slow", f"this GPU would give about {browser['tokens_per_s']} tokens/s")
+    if preference == "fastest":
+        tokens = probe.get("max_tokens") or policy["answer"]["default_max_tokens"]
+        if total_seconds(cloud, tokens) < total_seconds(browser, tokens):
+            return go("cloud", "cloud_faster", "the cloud is predicted to answer sooner")
+        return go("browser", "browser_faster", "this browser is predicted to answer sooner")
+    return go("browser", "cached", f"{best['id']} is cached in this browser and fast enough")

@@ -1,0 +1,203 @@
+"""The server's HTTP surface through Flask's test client, with the real default model built in models/."""
+import json
+
+import pytest
+
+from router import create_app
+
+UPSTREAM_SECRET = "sk-test-never-shown-0123456789"
+
+
+@pytest.fixture(scope="module")
+def catalog(default_built):
+    return json.loads((default_built / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def app(default_built):
+    return create_app({"MODELS_DIR": str(default_built), "TESTING": True})
+
+
+@pytest.fixture
+def client(app, monkeypatch):
+    monkeypatch.setenv("SEAM_UPSTREAM_API_KEY", UPSTREAM_SECRET)  # must never reach any response
+    return app.test_client()
+
+
+def assert_error(response, status, param=None, code=None):
+    assert response.status_code == status, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["message"] and error["type"]
+    if param is not None:
+        assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+PROBE = {"schema_version": 1, "webgpu": {"available": True, "features": [],
+                                         "limits": {"maxStorageBufferBindingSize": 134217728, "maxBufferSize": 268435456}},
+         "preference": "auto", "prompt_tokens": 12, "cached_models": [], "benchmark": {"bandwidth_gbps": 2.0}}
+
+
+# --- /api/route ------------------------------------------------------------------------------------
+
+def test_route_decides_and_explains(client):
+    response = client.post("/api/route", json=PROBE)
+    assert response.status_code == 200
+    decision = response.get_json()
+    assert decision["schema_version"] == 1
+    assert decision["target"] == "cloud" and decision["reasons"][0]["code"] == "not_downloaded"
+    assert decision["variant"] == "SmolLM2-135M-Instruct-q4f32_1" and decision["prefetch"] is True
+    assert set(decision["predictions"]) == {"browser", "cloud"}
+
+
+@pytest.mark.parametrize("body,where", [
+    ({"schema_version": 2, "webgpu": {"available": True}}, "schema_version"),
+    ({"schema_version": 1}, "(the report)"),
+    ({"schema_version": 1, "webgpu": {"available": "yes"}}, "webgpu/available"),
+    ({"schema_version": 1, "webgpu": {"available": True}, "preference": "whatever"}, "preference"),
+    ({"schema_version": 1, "webgpu": {"available": True}, "device_memory_gb": -1}, "device_memory_gb"),
+    ({"schema_version": 1, "webgpu": {"available": True}, "surprise": 1}, "(the report)"),
+])
+def test_route_rejects_malformed_reports(client, body, where):
+    assert_error(client.post("/api/route", json=body), 400, param=where)
+
+
+def test_route_rejects_non_json(client):
+    assert_error(client.post("/api/route", data="{not json", content_type="application/json"), 400)
+    assert_error(client.post("/api/route", json=[1, 2]), 400)
+
+
+# --- /v1 -------------------------------------------------------------------------------------------
+
+def test_models_lists_the_catalog(client):
+    body = client.get("/v1/models").get_json()
+    assert body["object"] == "list" and [m["id"] for m in body["data"]] == ["SmolLM2-135M-Instruct"]
+
+
+@pytest.mark.parametrize("change,param", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0]"),
+    ({"messages": [{"role": "user", "content": 7}]}, "messages[0]"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": 10**6}, "max_tokens"),
+    ({"max_tokens": "many"}, "max_tokens"),
+    ({"temperature": 3}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"seed": -1}, "seed"),
+    ({"n": 2}, "n"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"stream": "yes"}, "stream"),
+])
+def test_chat_rejects_invalid_requests(client, change, param):
+    body = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "hi"}], **change}
+    assert_error(client.post("/v1/chat/completions", json=body), 400, param=param)
+
+
+def test_chat_unknown_model_is_404(client):
+    body = {"model": "gpt-99", "messages": [{"role": "user", "content": "hi"}]}
+    assert_error(client.post("/v1/chat/completions", json=body), 404, param="model", code="model_not_found")
+
+
+def test_chat_prompt_longer_than_context_is_400(client):
+    body = {"messages": [{"role": "user", "content": "word " * 5000}], "max_tokens": 8}
+    assert_error(client.post("/v1/chat/completions", json=body), 400, code="context_length_exceeded")
+
+
+def test_huge_body_is_413(client):
+    body = {"messages": [{"role": "user", "content": "x" * 2_000_000}]}
+    assert_error(client.post("/v1/chat/completions", json=body), 413, code="request_too_large")
+
+
+def test_chat_greedy_answer_matches_the_build_golden_tokens(client, catalog):
+    check = next(m for m in catalog["models"] if m["quantization"] == "q4f32_1")["self_check"]
+    body = {"model": "SmolLM2-135M-Instruct", "messages": check["messages"], "temperature": 0,
+            "max_tokens": check["max_tokens"]}
+    answer = client.post("/v1/chat/completions", json=body).get_json()
+    assert answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": "The capital of France is Paris."}
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    golden = check["golden_token_ids"]  # ends with the stop token, which is not counted as completion
+    assert answer["usage"] == {"prompt_tokens": len(check["prompt_token_ids"]), "completion_tokens": len(golden) - 1,
+                               "total_tokens": len(check["prompt_token_ids"]) + len(golden) - 1}
+
+
+def parse_sse(text):
+    assert text.endswith("data: [DONE]\n\n")
+    return [json.loads(line[6:]) for line in text.split("\n\n") if line.startswith("data: {")]
+
+
+def test_chat_stream_is_openai_sse(client):
+    body = {"messages": [{"role": "user", "content": "Say hello."}], "temperature": 0, "max_tokens": 5,
+            "stream": True, "stream_options": {"include_usage": True}}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    events = parse_sse(response.get_data(as_text=True))
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert all(e["object"] == "chat.completion.chunk" for e in events)
+    finishes = [e["choices"][0]["finish_reason"] for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
+    assert finishes == ["length"]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 5
+    streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    plain = client.post("/v1/chat/completions", json={**body, "stream": False}).get_json()
+    assert streamed == plain["choices"][0]["message"]["content"] and streamed
+
+
+def test_seed_makes_sampling_reproducible(client):
+    body = {"messages": [{"role": "user", "content": "Name a fruit."}], "temperature": 1.0, "top_p": 0.9,
+            "max_tokens": 6, "seed": 1234}
+    first = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]["message"]["content"]
+    again = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]["message"]["content"]
+    assert first == again
+
+
+# --- artifacts -------------------------------------------------------------------------------------
+
+def test_catalog_is_never_cached(client):
+    response = client.get("/models/manifest.json")
+    assert response.status_code == 200 and "no-cache" in response.headers["Cache-Control"]
+
+
+def test_model_files_are_immutable_with_etag_and_ranges(client, catalog, default_built):
+    entry = catalog["models"][0]
+    url = f"/models/{entry['id']}/{entry['version']}/{entry['files']['wasm']}"
+    full = client.get(url)
+    assert full.status_code == 200 and full.mimetype == "application/wasm"
+    assert "immutable" in full.headers["Cache-Control"] and "max-age=31536000" in full.headers["Cache-Control"]
+    assert client.get(url, headers={"If-None-Match": full.headers["ETag"]}).status_code == 304
+    part = client.get(f"/models/{entry['id']}/{entry['version']}/params_shard_0.bin", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206
+    assert part.data == (default_built / entry["path"] / "params_shard_0.bin").read_bytes()[100:200]
+
+
+@pytest.mark.parametrize("path", [
+    "/models/{id}/0000000000000000/mlc-chat-config.json",    # not the current version
+    "/models/{id}/{version}/../../../pyproject.toml",        # escape attempts
+    "/models/{id}/{version}/%2e%2e/%2e%2e/pyproject.toml",
+    "/models/{id}/{version}/{id}-cpu.so",                    # server-side files
+    "/models/nope/{version}/tokenizer.json",
+])
+def test_no_path_escapes_or_leaks(client, catalog, path):
+    entry = catalog["models"][0]
+    response = client.get(path.format(id=entry["id"], version=entry["version"]))
+    assert response.status_code == 404
+
+
+# --- page and operations ----------------------------------------------------------------------------
+
+def test_page_gets_its_settings_as_json_and_no_secret(client, catalog):
+    page = client.get("/").get_data(as_text=True)
+    config = json.loads(page.split('<script id="seam-config" type="application/json">')[1].split("</script>")[0])
+    assert config["endpoints"]["route"] == "/api/route"
+    entry = config["models"][0]
+    assert entry["base_url"] == f"/models/{entry['id']}/{entry['version']}/"
+    assert UPSTREAM_SECRET not in page
+
+
+def test_health_and_metrics(client):
+    assert client.get("/healthz").get_json() == {"status": "ok", "models": 2, "cloud": "embedded"}
+    client.post("/api/route", json=PROBE)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'seam_route_decisions_total{reason="not_downloaded",target="cloud"}' in text
+    assert "seam_request_seconds_bucket" in text

@@ -1,0 +1,106 @@
+"""The routing policy, rule by rule: one table row per situation, with the target and the first reason."""
+import copy
+
+import pytest
+
+from router import routing
+from router.config import defaults, load_policy
+
+POLICY = load_policy(defaults()["POLICY_FILE"])
+MB = 1_000_000
+
+
+def variant(quant, features=(), download=90 * MB, binding=14 * MB, memory=300 * MB, version="v1"):
+    return {"id": f"Model-{quant}", "model": "Model", "quantization": quant, "version": version,
+            "download_bytes": download, "context_window_size": 4096,
+            "requirements": {"features": list(features), "max_storage_buffer_binding_size": binding,
+                             "max_buffer_size": binding, "estimated_gpu_memory_bytes": memory}}
+
+
+VARIANTS = [variant("q4f32_1", download=93 * MB), variant("q4f16_1", features=["shader-f16"], download=80 * MB)]
+GOOD_GPU = {"available": True, "features": ["shader-f16"],
+            "limits": {"maxStorageBufferBindingSize": 1 << 30, "maxBufferSize": 1 << 30}}
+BASE = {"schema_version": 1, "webgpu": GOOD_GPU, "device_memory_gb": 8,
+        "storage": {"quota_bytes": 10_000 * MB, "usage_bytes": 0},
+        "cached_models": [{"id": "Model-q4f16_1", "version": "v1"}],
+        "benchmark": {"bandwidth_gbps": 50.0}, "preference": "auto", "prompt_tokens": 20}
+CLOUD = routing.ServerState(cloud_available=True, cloud_tokens_per_s=8.0, cloud_ttft_s=1.0)
+NO_CLOUD = routing.ServerState(cloud_available=False)
+
+
+def probe(**changes):
+    p = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        if value is None:
+            p.pop(key, None)
+        else:
+            p[key] = value
+    return p
+
+
+CASES = [
+    # (name, probe, server, target, first reason code, variant)
+    ("cached and fast: browser", probe(), CLOUD, "browser", "cached", "Model-q4f16_1"),
+    ("no WebGPU: cloud", probe(webgpu={"available": False}), CLOUD, "cloud", "browser_cannot_run", None),
+    ("no shader-f16: the f32 variant", probe(webgpu={**GOOD_GPU, "features": []},
+                                               cached_models=[{"id": "Model-q4f32_1", "version": "v1"}]),
+     CLOUD, "browser", "cached", "Model-q4f32_1"),
+    ("binding limit too small: cloud", probe(webgpu={**GOOD_GPU, "limits": {"maxStorageBufferBindingSize": 1 * MB}}),
+     CLOUD, "cloud", "browser_cannot_run", None),
+    ("too little device memory: cloud", probe(device_memory_gb=0.25), CLOUD, "cloud", "browser_cannot_run", None),
+    ("storage quota too small and not cached: cloud",
+     probe(cached_models=[], storage={"quota_bytes": 50 * MB, "usage_bytes": 0}), CLOUD, "cloud", "browser_cannot_run", None),
+    ("not downloaded yet: cloud while prefetching", probe(cached_models=[]), CLOUD, "cloud", "not_downloaded", "Model-q4f16_1"),
+    ("older version cached: cloud while fetching the new one",
+     probe(cached_models=[{"id": "Model-q4f16_1", "version": "v0"}]), CLOUD, "cloud", "not_downloaded", "Model-q4f16_1"),
+    ("slow benchmark: cloud", probe(benchmark={"bandwidth_gbps": 0.1}), CLOUD, "cloud", "browser_too_slow", "Model-q4f16_1"),
+    ("prompt longer than the context: cloud", probe(prompt_tokens=5000), CLOUD, "cloud", "browser_cannot_run", None),
+    ("battery saver: cloud", probe(battery={"saver": True}), CLOUD, "cloud", "battery_saver", "Model-q4f16_1"),
+    ("local only and runnable: browser even if not cached", probe(preference="local_only", cached_models=[]),
+     CLOUD, "browser", "preference_local", "Model-q4f16_1"),
+    ("local only and impossible: none", probe(preference="local_only", webgpu={"available": False}),
+     CLOUD, "none", "local_impossible", None),
+    ("cloud only: cloud", probe(preference="cloud_only"), CLOUD, "cloud", "preference_cloud", "Model-q4f16_1"),
+    ("fastest, cloud slower: browser", probe(preference="fastest"), CLOUD, "browser", "browser_faster", "Model-q4f16_1"),
+    ("fastest, browser slower: cloud", probe(preference="fastest", benchmark={"bandwidth_gbps": 1.0}),
+     routing.ServerState(True, cloud_tokens_per_s=500.0, cloud_ttft_s=0.1), "cloud", "cloud_faster", "Model-q4f16_1"),
+    ("no cloud, browser can: browser", probe(cached_models=[]), NO_CLOUD, "browser", "only_browser", "Model-q4f16_1"),
+    ("no cloud, browser cannot: none", probe(webgpu={"available": False}), NO_CLOUD, "none", "browser_cannot_run", None),
+    ("no speed measurement but cached: browser", probe(benchmark=None), CLOUD, "browser", "cached", "Model-q4f16_1"),
+]
+
+
+@pytest.mark.parametrize("name,report,server,target,code,chosen", CASES, ids=[c[0] for c in CASES])
+def test_decision(name, report, server, target, code, chosen):
+    decision = routing.decide(report, VARIANTS, server, POLICY)
+    assert (decision.target, decision.reasons[0]["code"], decision.variant) == (target, code, chosen)
+    assert all(r["message"] for r in decision.reasons)
+
+
+def test_refusals_are_all_listed():
+    report = probe(webgpu={**GOOD_GPU, "features": [], "limits": {"maxStorageBufferBindingSize": 1 * MB}})
+    codes = [r["code"] for r in routing.decide(report, VARIANTS, CLOUD, POLICY).reasons]
+    assert codes[0] == "browser_cannot_run"
+    assert codes.count("limit_too_small") == 2 and "missing_feature" in codes
+
+
+def test_prefetch_only_when_sensible():
+    assert routing.decide(probe(cached_models=[]), VARIANTS, CLOUD, POLICY).prefetch
+    for situation in ({"network": {"save_data": True}}, {"network": {"effective_type": "3g"}},
+                      {"battery": {"saver": True}}, {"preference": "cloud_only"}):
+        assert not routing.decide(probe(cached_models=[], **situation), VARIANTS, CLOUD, POLICY).prefetch, situation
+
+
+def test_predictions_follow_the_measurements():
+    decision = routing.decide(probe(cached_models=[]), VARIANTS, CLOUD, POLICY)
+    browser, cloud = decision.predictions["browser"], decision.predictions["cloud"]
+    # 50 GB/s at 50% efficiency over an 80 MB model: about 312 tokens/s; the download adds 64 s at 10 Mbit/s.
+    assert browser["tokens_per_s"] == pytest.approx(50e9 * 0.5 / (80 * MB), rel=1e-3)
+    assert browser["download_s"] == pytest.approx(80 * MB * 8 / 10e6, rel=1e-3)
+    assert cloud == {"ttft_s": 1.1, "tokens_per_s": 8.0}
+    assert routing.decide(probe(), VARIANTS, NO_CLOUD, POLICY).predictions["cloud"] is None
+
+
+def test_no_model_in_catalog():
+    decision = routing.decide(probe(), [], CLOUD, POLICY)
+    assert decision.target == "cloud" and decision.reasons[0]["code"] == "no_model"
