@@ -152,7 +152,7 @@ class UpstreamBackend:
                     if text:
                         yield Chunk(text)
         except requests.RequestException:
-            finish = finish or "error"
+            raise ApiError(502, "the upstream model server broke off its answer", code="upstream_error") from None
         finally:
             response.close()
         yield Chunk("", finish_reason=finish or "stop", prompt_tokens=usage.get("prompt_tokens", 0),

@@ -1,0 +1,183 @@
+"""Real processes over real HTTP: gunicorn serving the real model, the official `openai` client, and a
+second instance of this server using the first as its OpenAI-compatible upstream."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import openai
+import pytest
+import requests
+
+from tests.harness import REPO
+
+SECRET = "sk-upstream-secret-do-not-leak-42"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def seam_server(models_dir, **env):
+    """`make serve`'s command line (gunicorn, 2 workers) on a free port; yields its base URL."""
+    port = free_port()
+    environ = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "SEAM_MODELS_DIR": str(models_dir),
+               "SEAM_WORKERS": "2", **env}
+    environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "router/gunicorn.conf.py", "router:create_app()"],
+                            cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if requests.get(url + "/healthz", timeout=1).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or a worker still starting
+                time.sleep(0.1)
+            if proc.poll() is not None:
+                pytest.fail("the server exited:\n" + proc.stdout.read())
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(default_built):
+    with seam_server(default_built) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def proxy(default_built, server):
+    """A second instance whose cloud path is the first one, reached as an OpenAI-compatible upstream."""
+    with seam_server(default_built, SEAM_UPSTREAM_BASE_URL=server + "/v1",
+                     SEAM_UPSTREAM_API_KEY=SECRET) as url:
+        yield url
+
+
+def client(url):
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def test_openai_client_non_streaming_and_streaming(server):
+    answer = client(server).chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION,
+                                                    temperature=0, max_tokens=16)
+    assert answer.choices[0].message.content == "The capital of France is Paris."
+    assert answer.choices[0].finish_reason == "stop" and answer.usage.completion_tokens == 7
+    stream = client(server).chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION, temperature=0,
+                                                    max_tokens=16, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "The capital of France is Paris."
+    assert chunks[-1].usage.completion_tokens == 7
+
+
+def test_openai_client_sees_errors_as_exceptions(server):
+    with pytest.raises(openai.NotFoundError):
+        client(server).chat.completions.create(model="nope", messages=QUESTION)
+    with pytest.raises(openai.BadRequestError):
+        client(server).chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION, temperature=9)
+
+
+def test_concurrent_requests_queue_and_the_server_keeps_serving(server):
+    results = []
+
+    def ask():
+        r = requests.post(server + "/v1/chat/completions", timeout=300,
+                          json={"messages": QUESTION, "temperature": 0, "max_tokens": 4})
+        results.append((r.status_code, r.json()["choices"][0]["message"]["content"]))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [status for status, _ in results] == [200] * 4
+    assert len({content for _, content in results}) == 1  # greedy: the same answer every time
+    assert requests.get(server + "/healthz", timeout=5).json()["status"] == "ok"
+
+
+def test_client_disconnecting_mid_stream_frees_the_engine(server):
+    body = {"messages": QUESTION, "max_tokens": 400, "temperature": 1.0, "seed": 1, "stream": True}
+    with requests.post(server + "/v1/chat/completions", json=body, stream=True, timeout=300) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line).startswith(b"data: ")
+    # Both workers must still answer; a leaked engine lock would block this for the whole 400 tokens.
+    for _ in range(2):
+        r = requests.post(server + "/v1/chat/completions", timeout=120,
+                          json={"messages": QUESTION, "temperature": 0, "max_tokens": 2})
+        assert r.status_code == 200
+
+
+def test_metrics_add_up_every_worker(server):
+    text = requests.get(server + "/metrics", timeout=5).text
+    served = [line for line in text.splitlines() if line.startswith("seam_tokens_served_total{")]
+    assert served and float(served[0].split()[-1]) > 0
+
+
+def test_upstream_path_answers_like_the_upstream(server, proxy):
+    direct = client(server).chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION,
+                                                    temperature=0, max_tokens=16)
+    via = client(proxy).chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION,
+                                                temperature=0, max_tokens=16)
+    assert via.choices[0].message.content == direct.choices[0].message.content
+    assert via.usage.completion_tokens == direct.usage.completion_tokens
+    streamed = client(proxy).chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION,
+                                                     temperature=0, max_tokens=16, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == direct.choices[0].message.content
+
+
+def test_upstream_errors_pass_through_and_the_key_never_shows(proxy):
+    r = requests.post(proxy + "/v1/chat/completions", json={"model": "nope", "messages": QUESTION}, timeout=60)
+    assert r.status_code == 404 and "does not exist" in r.json()["error"]["message"]
+    for path in ("/", "/healthz", "/v1/models", "/metrics", "/models/manifest.json"):
+        assert SECRET not in requests.get(proxy + path, timeout=10).text
+    assert SECRET not in r.text
+
+
+@contextmanager
+def silent_tcp_server():
+    """Accepts connections and never answers: an upstream that hangs."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        sock.close()
+
+
+def test_upstream_down_is_502_and_slow_is_504(default_built):
+    with seam_server(default_built, SEAM_UPSTREAM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1") as url:
+        r = requests.post(url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=60)
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable"
+    with silent_tcp_server() as hanging, seam_server(default_built, SEAM_UPSTREAM_BASE_URL=hanging,
+                                                     SEAM_UPSTREAM_TIMEOUT_S="1") as url:
+        r = requests.post(url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=60)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+        assert requests.get(url + "/healthz", timeout=5).ok
