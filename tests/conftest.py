@@ -52,3 +52,19 @@ def default_built():
     pipeline.build(pipeline.BuildOptions(model=source.default_model_path(), presets=["q4f32_1", "q4f16_1"],
                                          out_dir=REPO / "models"))
     return REPO / "models"
+
+
+@pytest.fixture(scope="session")
+def live_app(default_built):
+    """The Flask app serving the real models/ on a random 127.0.0.1 port, in a thread: its base URL."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from router import create_app
+
+    server = make_server("127.0.0.1", 0, create_app({"MODELS_DIR": str(default_built)}), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()

@@ -1,0 +1,133 @@
+// Collects what the router needs to know about this device: the probe report, schema version 1
+// (router/schemas/probe-report.v1.json). Every probe is optional: a browser that lacks an API simply
+// reports less, and the router decides with what it has.
+
+const BENCH_BYTES = 16 * 1024 * 1024;
+
+async function probeWebGPU() {
+  if (!navigator.gpu) return { gpu: { available: false }, device: null };
+  let adapter = null;
+  try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { /* reported as unavailable */ }
+  if (!adapter) return { gpu: { available: false }, device: null };
+  let device = null;
+  try { device = await adapter.requestDevice(); } catch (e) { return { gpu: { available: false }, device: null }; }
+  const info = adapter.info || {};
+  const limits = {};
+  for (const name of ["maxStorageBufferBindingSize", "maxBufferSize", "maxComputeWorkgroupStorageSize",
+                      "maxComputeInvocationsPerWorkgroup"]) limits[name] = adapter.limits[name];
+  return {
+    gpu: {
+      available: true,
+      adapter: { vendor: info.vendor || "", architecture: info.architecture || "", description: info.description || "",
+                 is_fallback_adapter: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter) },
+      features: [...adapter.features].sort(),
+      limits,
+    },
+    device,
+  };
+}
+
+// Memory bandwidth, the quantity that bounds decode speed: each invocation sums a strided slice of a
+// 16 MB buffer. A few dispatches take well under a second even on software adapters.
+async function measureBandwidth(device) {
+  const code = `
+    @group(0) @binding(0) var<storage, read> data: array<vec4<f32>>;
+    @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+    @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+      let n = arrayLength(&data); let stride = 256u * 64u;
+      var acc = vec4<f32>(0.0);
+      for (var i = id.x; i < n; i += stride) { acc += data[i]; }
+      out[id.x] = acc.x + acc.y + acc.z + acc.w;
+    }`;
+  const data = device.createBuffer({ size: BENCH_BYTES, usage: GPUBufferUsage.STORAGE });
+  const out = device.createBuffer({ size: 256 * 64 * 4, usage: GPUBufferUsage.STORAGE });
+  const pipeline = device.createComputePipeline({ layout: "auto",
+    compute: { module: device.createShaderModule({ code }), entryPoint: "main" } });
+  const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer: data } }, { binding: 1, resource: { buffer: out } }] });
+  const run = async (times) => {
+    const encoder = device.createCommandEncoder();
+    for (let i = 0; i < times; i++) {
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline); pass.setBindGroup(0, group); pass.dispatchWorkgroups(64); pass.end();
+    }
+    device.queue.submit([encoder.finish()]);
+    await device.queue.onSubmittedWorkDone();
+  };
+  await run(1);  // compile and warm up
+  const started = performance.now();
+  await run(4);
+  const seconds = (performance.now() - started) / 1000;
+  data.destroy(); out.destroy();
+  return { bandwidth_gbps: Number(((4 * BENCH_BYTES) / seconds / 1e9).toFixed(3)) };
+}
+
+async function probeStorage() {
+  if (!navigator.storage || !navigator.storage.estimate) return null;
+  const { quota = 0, usage = 0 } = await navigator.storage.estimate();
+  const persisted = navigator.storage.persisted ? await navigator.storage.persisted() : false;
+  return { quota_bytes: quota, usage_bytes: usage, persisted };
+}
+
+// Which catalog versions this browser already holds: the engine stores a model's files under its
+// versioned URLs, so a cached tensor-cache.json at that URL means that version is here.
+async function probeCachedModels(models) {
+  if (!self.caches) return [];
+  const found = [];
+  for (const name of await caches.keys()) {
+    const cache = await caches.open(name);
+    for (const m of models) {
+      const url = new URL(m.base_url + m.files.tensor_cache, location.href).href;
+      if (await cache.match(url)) found.push({ id: m.id, version: m.version });
+    }
+  }
+  return found;
+}
+
+function probeNetwork() {
+  const c = navigator.connection;
+  if (!c) return null;
+  const network = {};
+  if (typeof c.saveData === "boolean") network.save_data = c.saveData;
+  if (["slow-2g", "2g", "3g", "4g"].includes(c.effectiveType)) network.effective_type = c.effectiveType;
+  if (typeof c.rtt === "number") network.rtt_ms = c.rtt;
+  if (typeof c.downlink === "number") network.downlink_mbps = c.downlink;
+  return network;
+}
+
+async function probeBattery() {
+  if (!navigator.getBattery) return null;
+  try {
+    const b = await navigator.getBattery();
+    // No browser exposes the OS battery saver; a discharging battery under 20% is treated as one.
+    return { charging: b.charging, level: b.level, saver: !b.charging && b.level < 0.2 };
+  } catch (e) { return null; }
+}
+
+export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, maxTokens, model }) {
+  const { gpu, device } = await probeWebGPU();
+  const report = {
+    schema_version: 1,
+    webgpu: gpu,
+    device_memory_gb: typeof navigator.deviceMemory === "number" ? navigator.deviceMemory : null,
+    storage: await probeStorage(),
+    cached_models: await probeCachedModels(models),
+    benchmark: device ? await measureBandwidth(device) : null,
+    network: probeNetwork(),
+    battery: await probeBattery(),
+    preference,
+    prompt_tokens: promptTokens,
+  };
+  if (maxTokens) report.max_tokens = maxTokens;
+  if (model) report.model = model;
+  if (device) device.destroy();
+  return report;
+}
+
+export async function askRouter(endpoint, report) {
+  const response = await fetch(endpoint, { method: "POST", headers: { "Content-Type": "application/json" },
+                                           body: JSON.stringify(report) });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : `router answered ${response.status}`);
+  return body;
+}
