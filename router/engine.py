@@ -86,7 +86,7 @@ class Engine:
             cache = self._new_cache()
             logits = self._prefill(cache, prompt)
             generated: list[int] = []
-            shown = ""
+            shown, text = "", ""
             finish = "length"
             while len(generated) < sampling.max_tokens and not cancelled():
                 token = sample(logits, sampling, rng)
@@ -98,12 +98,16 @@ class Engine:
                 stop_at = first_stop(text, sampling.stop)
                 if stop_at is not None:
                     text, finish = text[:stop_at], "stop"
-                if not text.endswith("\ufffd") and len(text) > len(shown):  # wait for whole UTF-8 characters
-                    yield Chunk(text[len(shown):])
-                    shown = text
+                # Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
+                ready = text if finish == "stop" else text[:len(text) - held_back(text, sampling.stop)]
+                if not ready.endswith("\ufffd") and len(ready) > len(shown):
+                    yield Chunk(ready[len(shown):])
+                    shown = ready
                 if finish == "stop":
                     break
                 logits = self._step(cache, "decode", [token])
+            if len(text) > len(shown):  # a held-back tail that never became a stop string
+                yield Chunk(text[len(shown):].rstrip("\ufffd"))
             yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated))
 
     def _new_cache(self):
@@ -140,6 +144,12 @@ def sample(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> 
     cumulative = np.cumsum(probs[order])
     keep = order[: int(np.searchsorted(cumulative, sampling.top_p) + 1)]
     return int(rng.choice(keep, p=probs[keep] / probs[keep].sum()))
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of `text` that is the start of a stop string."""
+    return max((n for stop in stops for n in range(min(len(stop) - 1, len(text)), 0, -1)
+                if stop.startswith(text[-n:])), default=0)
 
 
 def first_stop(text: str, stops: tuple[str, ...]) -> int | None:

@@ -144,6 +144,16 @@ def test_chat_stream_is_openai_sse(client):
     assert streamed == plain["choices"][0]["message"]["content"] and streamed
 
 
+def test_stop_strings_end_the_answer_before_them(client):
+    body = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0,
+            "max_tokens": 16, "stop": ["Paris"]}
+    answer = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]
+    assert answer == {"index": 0, "message": {"role": "assistant", "content": "The capital of France is "},
+                      "finish_reason": "stop", "logprobs": None}
+    events = parse_sse(client.post("/v1/chat/completions", json={**body, "stream": True}).get_data(as_text=True))
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events) == "The capital of France is "
+
+
 def test_seed_makes_sampling_reproducible(client):
     body = {"messages": [{"role": "user", "content": "Name a fruit."}], "temperature": 1.0, "top_p": 0.9,
             "max_tokens": 6, "seed": 1234}
