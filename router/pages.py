@@ -1,9 +1,17 @@
 """The chat page. Everything the page's scripts need (catalog, URLs) goes in as one JSON object."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template, url_for
+from pathlib import Path
+
+from flask import Blueprint, current_app, render_template, send_from_directory, url_for
+
+from router.errors import ApiError
 
 bp = Blueprint("pages", __name__)
+NODE_MODULES = Path(__file__).resolve().parent.parent / "webapp" / "node_modules"
+# The browser libraries the page may load, pinned by webapp/package-lock.json; nothing else is served.
+VENDOR = {"tvmjs.js": "@mlc-ai/web-runtime/lib/index.js", "tokenizers.js": "@mlc-ai/web-tokenizers/lib/index.js",
+          "jinja.js": "@huggingface/jinja/dist/index.js"}
 
 
 def page_config() -> dict:
@@ -14,10 +22,20 @@ def page_config() -> dict:
               for m in catalog.models]
     return {"models": models,
             "endpoints": {"route": url_for("api.route"), "chat": url_for("api.chat_completions"),
-                          "models": url_for("api.models"), "manifest": url_for("artifacts.manifest")}}
+                          "models": url_for("api.models"), "manifest": url_for("artifacts.manifest")},
+            "engine": {"workerUrl": url_for("static", filename="js/engine/worker.js"),
+                       "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR}}}
 
 
 @bp.get("/")
 def index():
     """The chat page."""
     return render_template("index.html", page_config=page_config())
+
+
+@bp.get("/vendor/<name>")
+def vendor(name: str):
+    """tvmjs, web-tokenizers and jinja from the pinned npm packages."""
+    if name not in VENDOR:
+        raise ApiError(404, f"{name} is not a served library")
+    return send_from_directory(NODE_MODULES, VENDOR[name], mimetype="text/javascript")

@@ -1,7 +1,15 @@
 // Page wiring. Settings and URLs come from the server (the #seam-config JSON), never from constants here.
+import { WorkerEngine } from "./engine/client.js";
 import { askRouter, collectProbeReport } from "./probe.js";
 
 const config = JSON.parse(document.getElementById("seam-config").textContent);
+
+// The browser engine starts only when asked: the worker and its libraries are not loaded before.
+let browserEngine = null;
+window.seam = {
+  config,
+  browserEngine: () => (browserEngine ??= new WorkerEngine(config.engine)),
+};
 
 async function showRoute() {
   const out = document.getElementById("route");

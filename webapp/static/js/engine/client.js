@@ -1,0 +1,80 @@
+// The page's handle on the browser engine: the same shape as OpenAI's client,
+// `engine.chat.completions.create({messages, stream, temperature, top_p, max_tokens, seed})`, so the UI
+// does not care whether tokens come from this worker or from the server.
+import { EngineError } from "./errors.js";
+
+export class WorkerEngine {
+  constructor({ workerUrl, vendor }) {
+    this.worker = new Worker(workerUrl, { type: "module" });
+    this.vendor = vendor;
+    this.pending = new Map();  // generation id -> {push, fail}
+    this.nextId = 1;
+    this.chat = { completions: { create: (request) => this.create(request) } };
+    this.worker.onmessage = ({ data }) => this.receive(data);
+  }
+
+  load(model, onProgress = () => {}) {
+    return new Promise((resolve, reject) => {
+      this.loading = { resolve, reject, onProgress };
+      this.worker.postMessage({ type: "load", model, vendor: this.vendor, origin: location.origin });
+    });
+  }
+
+  receive(data) {
+    if (data.type === "progress") return this.loading?.onProgress(data);
+    if (data.type === "loaded") { this.model = data; return this.loading?.resolve(data); }
+    if (data.type === "error" && data.id === undefined) return this.loading?.reject(EngineError.fromJSON(data.error));
+    const target = this.pending.get(data.id);
+    if (!target) return;
+    if (data.type === "error") target.fail(EngineError.fromJSON(data.error));
+    else target.push(data);
+  }
+
+  stop(id) { this.worker.postMessage({ type: "stop", id }); }
+
+  create({ messages, stream = false, model, ...options }) {
+    const id = this.nextId++;
+    const queue = [];
+    let wake = null, failure = null, finished = false;
+    this.pending.set(id, {
+      push: (data) => { queue.push(data); wake?.(); },
+      fail: (error) => { failure = error; wake?.(); },
+    });
+    this.worker.postMessage({ type: "generate", id, messages, options });
+    const created = Math.floor(Date.now() / 1000);
+    const name = model || this.model?.id || "browser";
+    const chunk = (delta, finish = null, extra = {}) => ({
+      id: `chatcmpl-browser-${id}`, object: "chat.completion.chunk", created, model: name,
+      choices: [{ index: 0, delta, finish_reason: finish }], ...extra });
+    const engine = this;
+    async function* chunks() {
+      try {
+        yield chunk({ role: "assistant", content: "" });
+        for (;;) {
+          while (!queue.length && !failure) await new Promise((resolve) => { wake = resolve; });
+          if (failure) throw failure;
+          const data = queue.shift();
+          if (data.type === "chunk") { yield chunk({ content: data.text }); continue; }
+          finished = true;
+          yield chunk({}, data.finish_reason === "abort" ? "stop" : data.finish_reason,
+                      { usage: data.usage, seam: { stats: data.stats, token_ids: data.token_ids } });
+          return;
+        }
+      } finally {
+        if (!finished) engine.stop(id);  // the consumer left early: free the GPU
+        engine.pending.delete(id);
+      }
+    }
+    if (stream) {
+      const iterator = chunks();
+      iterator.stop = () => this.stop(id);
+      return Promise.resolve(iterator);
+    }
+    return (async () => {
+      let content = "", last = null;
+      for await (const c of chunks()) { content += c.choices[0].delta.content || ""; last = c; }
+      return { id: last.id, object: "chat.completion", created, model: name, usage: last.usage, seam: last.seam,
+               choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: last.choices[0].finish_reason }] };
+    })();
+  }
+}

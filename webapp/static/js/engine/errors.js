@@ -1,0 +1,27 @@
+// Typed engine errors. Each says what happened and what to do; `kind` survives the trip from the worker
+// to the page, where the hybrid seam decides on it (e.g. hand the answer to the cloud).
+
+export const ErrorKind = {
+  NoWebGPU: "WebGPUNotAvailableError",
+  MissingFeature: "FeatureMissingError",
+  LimitsTooSmall: "AdapterLimitsError",
+  StorageQuota: "StorageQuotaError",
+  Download: "DownloadError",
+  Integrity: "IntegrityError",
+  Shader: "ShaderCompilationError",
+  DeviceLost: "DeviceLostError",
+  ContextWindow: "ContextWindowError",
+  NotLoaded: "EngineNotLoadedError",
+};
+
+export class EngineError extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.name = kind;
+    this.kind = kind;
+  }
+
+  toJSON() { return { kind: this.kind, message: this.message }; }
+
+  static fromJSON({ kind, message }) { return new EngineError(kind, message); }
+}

@@ -1,0 +1,139 @@
+// The browser engine: a model compiled by `make build-model`, run on WebGPU with tvmjs. It lives in a
+// Web Worker (worker.js). Loading follows a flat sequence of steps; generation is prefill in chunks,
+// then one decode per token, sampling on the CPU.
+import { EngineError, ErrorKind } from "./errors.js";
+import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
+import { makeRandom, sample } from "./sampler.js";
+
+export class LocalEngine {
+  constructor(vendor) {
+    this.vendor = vendor;  // URLs of tvmjs, web-tokenizers and jinja, from the server
+    this.lost = null;
+  }
+
+  async load(model, origin, onProgress) {
+    // Step 1. The libraries (UMD bundles set globals; jinja is a module).
+    await import(this.vendor.tvmjs);
+    await import(this.vendor.tokenizers);
+    const { Template } = await import(this.vendor.jinja);
+    // Step 2. A WebGPU device that has what this variant needs.
+    const gpu = await tvmjs.detectGPUDevice();
+    if (!gpu) throw new EngineError(ErrorKind.NoWebGPU, "this browser has no usable WebGPU; the answer can come from the cloud");
+    const features = new Set(gpu.device.features);
+    const missing = model.requirements.features.filter((f) => !features.has(f));
+    if (missing.length) throw new EngineError(ErrorKind.MissingFeature,
+      `${model.id} needs WebGPU feature ${missing.join(", ")}, which this GPU lacks; pick a q4f32 variant`);
+    const limits = gpu.device.limits;
+    if (limits.maxStorageBufferBindingSize < model.requirements.max_storage_buffer_binding_size)
+      throw new EngineError(ErrorKind.LimitsTooSmall, `${model.id} needs storage buffers of ` +
+        `${model.requirements.max_storage_buffer_binding_size} bytes, this GPU allows ${limits.maxStorageBufferBindingSize}`);
+    this.adapter = gpu.adapterInfo.description || gpu.adapterInfo.architecture || gpu.adapterInfo.vendor || "WebGPU";
+    gpu.device.lost.then((info) => { this.lost = info; });
+    gpu.device.addEventListener("uncapturederror", (event) => { this.gpuError = event.error.message; });
+    // Step 3. The files, verified and cached.
+    const { urls, cache } = await ensureModelFiles(model, origin, onProgress);
+    const read = async (url) => (await cache.match(url)).arrayBuffer();
+    this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
+    this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
+    this.template = new Template(this.config.chat_template);
+    // Step 4. The wasm, the weights on the GPU, and the compiled functions, created once per load.
+    const tvm = await tvmjs.instantiate(await read(urls.wasm), tvmjs.createPolyfillWASI(), () => {});
+    tvm.initWebGPU(gpu.device);
+    this.tvm = tvm;
+    this.device = tvm.webgpu();
+    tvm.beginScope();
+    await tvm.fetchTensorCache(urls.base, this.device, CACHE_NAME, "cache");
+    this.params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(this.config.param_names));
+    const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(this.device));
+    this.fn = {};
+    for (const name of ["embed", "prefill", "decode", "create_tir_paged_kv_cache"])
+      this.fn[name] = tvm.detachFromCurrentScope(vm.getFunction(name));
+    this.logitsOnHost = tvm.detachFromCurrentScope(tvm.empty([this.config.vocab_size], "float32", tvm.cpu()));
+    tvm.endScope();
+    await this.device.sync();
+    this.checkDevice();
+    this.model = model;
+    return { adapter: this.adapter };
+  }
+
+  checkDevice() {
+    if (this.lost) throw new EngineError(ErrorKind.DeviceLost, `the GPU was lost (${this.lost.message || this.lost.reason}); ` +
+                                         "the answer can continue in the cloud");
+    if (this.gpuError) throw new EngineError(ErrorKind.Shader, `the GPU rejected a kernel: ${this.gpuError}`);
+  }
+
+  promptIds(messages) {
+    const text = this.template.render({ messages, add_generation_prompt: true, bos_token: "", eos_token: "" });
+    return Array.from(this.tokenizer.encode(text, false));
+  }
+
+  // Yields {text} pieces, then {finish_reason, usage, stats, token_ids}.
+  async *generate(messages, options, shouldStop) {
+    if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
+    const tvm = this.tvm;
+    const started = performance.now();
+    const prompt = this.promptIds(messages);
+    const maxTokens = options.max_tokens ?? 256;
+    if (prompt.length + maxTokens > this.config.context_window_size)
+      throw new EngineError(ErrorKind.ContextWindow, `the prompt is ${prompt.length} tokens and max_tokens is ${maxTokens}, ` +
+                            `over the context window of ${this.config.context_window_size}; shorten the conversation`);
+    const random = makeRandom(options.seed);
+    const stopIds = new Set(this.config.stop_token_ids);
+    const S = (a) => tvm.makeShapeTuple(a);
+    const kvState = (name) => tvm.getGlobalFunc(`vm.builtin.kv_state_${name}`);
+    tvm.beginScope();
+    const cache = tvm.detachFromCurrentScope(this.fn.create_tir_paged_kv_cache(
+      S([1]), S([this.config.context_window_size]), S([this.config.prefill_chunk_size]),
+      S([this.config.kv_cache_page_size]), S([0])));
+    kvState("add_sequence")(cache, new tvmjs.Scalar(0, "int64"));
+    tvm.endScope();
+    const step = async (name, ids) => {
+      tvm.beginScope();
+      kvState("begin_forward")(cache, S([0]), S([ids.length]));
+      const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
+      const out = this.fn[name](this.fn.embed(input, this.params), cache, this.params);
+      kvState("end_forward")(cache);
+      this.logitsOnHost.copyFrom(out.get(0));
+      tvm.endScope();
+      await this.device.sync();
+      this.checkDevice();
+      return this.logitsOnHost.toArray();
+    };
+    const generated = [];
+    let shown = "", finish = "length", firstTokenAt = null, prefillDone = null;
+    try {
+      let logits;
+      for (let i = 0; i < prompt.length; i += this.config.prefill_chunk_size)
+        logits = await step("prefill", prompt.slice(i, i + this.config.prefill_chunk_size));
+      prefillDone = performance.now();
+      while (generated.length < maxTokens) {
+        if (shouldStop()) { finish = "abort"; break; }
+        const token = sample(logits, options, random);
+        firstTokenAt = firstTokenAt ?? performance.now();
+        if (stopIds.has(token)) { finish = "stop"; break; }
+        generated.push(token);
+        const text = this.tokenizer.decode(Int32Array.from(generated));
+        if (!text.endsWith("\ufffd") && text.length > shown.length) {  // whole UTF-8 characters only
+          yield { text: text.slice(shown.length) };
+          shown = text;
+        }
+        if (generated.length < maxTokens) logits = await step("decode", [token]);
+      }
+    } finally {
+      cache.dispose();
+    }
+    const now = performance.now();
+    const decodeSeconds = ((now - (prefillDone ?? now)) / 1000) || 1e-9;
+    yield {
+      finish_reason: finish,
+      token_ids: generated,
+      usage: { prompt_tokens: prompt.length, completion_tokens: generated.length, total_tokens: prompt.length + generated.length },
+      stats: {
+        where: "browser", adapter: this.adapter,
+        ttft_s: ((firstTokenAt ?? now) - started) / 1000,
+        prefill_tokens_per_s: prompt.length / (((prefillDone ?? now) - started) / 1000 || 1e-9),
+        decode_tokens_per_s: generated.length / decodeSeconds,
+      },
+    };
+  }
+}
