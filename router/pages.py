@@ -14,12 +14,18 @@ VENDOR = {"tvmjs.js": "@mlc-ai/web-runtime/lib/index.js", "tokenizers.js": "@mlc
           "jinja.js": "@huggingface/jinja/dist/index.js"}
 
 
+def base_url(entry: dict) -> str:
+    """The URL folder of one model version: its config file's URL without the file name."""
+    config_url = url_for("artifacts.model_file", model_id=entry["id"], version=entry["version"],
+                         filename=entry["files"]["config"])
+    return config_url.rsplit("/", 1)[0] + "/"
+
+
 def page_config() -> dict:
     catalog = current_app.extensions["seam"]["catalog"]
-    models = [{**{k: m[k] for k in ("id", "model", "quantization", "version", "files", "download_bytes",
-                                    "context_window_size", "prefill_chunk_size", "requirements", "self_check")},
-               "base_url": url_for("artifacts.model_file", model_id=m["id"], version=m["version"], filename="x")[:-1]}
-              for m in catalog.models]
+    shown = ("id", "model", "quantization", "version", "files", "download_bytes", "context_window_size",
+             "prefill_chunk_size", "requirements", "self_check")
+    models = [{**{k: m[k] for k in shown}, "base_url": base_url(m)} for m in catalog.models]
     return {"models": models,
             "endpoints": {"route": url_for("api.route"), "chat": url_for("api.chat_completions"),
                           "models": url_for("api.models"), "manifest": url_for("artifacts.manifest")},
