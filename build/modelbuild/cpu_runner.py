@@ -12,6 +12,8 @@ import tvm
 from tvm import relax
 from tvm.contrib import tvmjs
 
+from modelbuild.selfcheck import greedy_decode
+
 PAGE_SIZE = 16
 
 
@@ -50,13 +52,4 @@ class CpuRunner:
 
     def greedy(self, prompt_ids: list[int], max_new_tokens: int, stop_ids=()) -> tuple[list[int], list[np.ndarray]]:
         self.reset()
-        logits = self.prefill(prompt_ids)
-        tokens, all_logits = [], []
-        for _ in range(max_new_tokens):
-            token = int(logits.argmax())
-            tokens.append(token)
-            all_logits.append(logits)
-            if token in stop_ids:
-                break
-            logits = self.decode(token)
-        return tokens, all_logits
+        return greedy_decode(self.prefill, self.decode, prompt_ids, max_new_tokens, stop_ids)

@@ -11,6 +11,7 @@ import numpy as np
 from modelbuild.arch.llama import LlamaConfig
 from modelbuild.quantization import GroupQuant, NoQuant
 from modelbuild.quantization.group_quant import dequantize_weight
+from modelbuild.selfcheck import greedy_decode
 
 
 def dequantized_weights(params: dict[str, np.ndarray], preset: NoQuant | GroupQuant) -> dict[str, np.ndarray]:
@@ -76,13 +77,5 @@ class NumpyLlama:
     def greedy(self, prompt_ids: list[int], max_new_tokens: int, stop_ids=()) -> tuple[list[int], list[np.ndarray]]:
         """Greedy continuation; also returns the logits each choice was made from."""
         self.reset()
-        logits = self.forward(prompt_ids)[-1]
-        tokens, all_logits = [], []
-        for _ in range(max_new_tokens):
-            token = int(logits.argmax())
-            tokens.append(token)
-            all_logits.append(logits)
-            if token in stop_ids:
-                break
-            logits = self.forward([token])[-1]
-        return tokens, all_logits
+        return greedy_decode(lambda ids: self.forward(ids)[-1], lambda token: self.forward([token])[-1],
+                             prompt_ids, max_new_tokens, stop_ids)

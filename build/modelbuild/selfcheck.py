@@ -14,6 +14,21 @@ from modelbuild.errors import BuildError
 TIE_TOLERANCE = {"float32": 1e-2, "float16": 0.5}
 
 
+def greedy_decode(prefill, decode, prompt_ids: list[int], max_new_tokens: int, stop_ids=()):
+    """Greedy continuation of any model given as `prefill(ids) -> logits` and `decode(id) -> logits`;
+    returns the tokens and the logits each one was chosen from."""
+    logits = prefill(prompt_ids)
+    tokens, all_logits = [], []
+    for _ in range(max_new_tokens):
+        token = int(logits.argmax())
+        tokens.append(token)
+        all_logits.append(logits)
+        if token in stop_ids:
+            break
+        logits = decode(token)
+    return tokens, all_logits
+
+
 def compare_greedy(compiled: list[int], reference: list[int], reference_logits: list[np.ndarray], dtype: str) -> str:
     for i, (ours, theirs) in enumerate(zip(compiled, reference)):
         if ours == theirs:
