@@ -12,9 +12,8 @@ import tvm
 from tvm import relax
 from tvm.contrib import tvmjs
 
+from modelbuild.manifest import PAGE_SIZE
 from modelbuild.selfcheck import greedy_decode
-
-PAGE_SIZE = 16
 
 
 class CpuRunner:

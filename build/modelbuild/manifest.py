@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -47,9 +46,8 @@ def chat_config(source, config, preset, param_names: list[str]) -> dict:
 
 def toolchain_versions() -> dict:
     tvm_version = metadata.version("apache-tvm")
-    emcc = subprocess.run(["emcc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     return {"tvm": tvm_version, "tvm_ffi": metadata.version("apache-tvm-ffi"), "web_runtime": web_runtime.cache_key(),
-            "tvmjs": ".".join(tvm_version.split(".")[:2]), "emcc": emcc}
+            "tvmjs": ".".join(tvm_version.split(".")[:2]), "emcc": web_runtime.emcc_version("emcc")}
 
 
 def catalog_entry(folder: Path) -> dict:
