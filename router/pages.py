@@ -36,7 +36,9 @@ def page_config() -> dict:
 @bp.get("/")
 def index():
     """The chat page."""
-    return render_template("index.html", page_config=page_config())
+    limits = current_app.config
+    return render_template("index.html", page_config=page_config(), max_tokens_limit=limits["MAX_TOKENS_LIMIT"],
+                           default_max_tokens=limits["DEFAULT_MAX_TOKENS"])
 
 
 @bp.get("/vendor/<name>")

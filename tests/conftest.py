@@ -54,17 +54,45 @@ def default_built():
     return REPO / "models"
 
 
+class AppServer:
+    """The Flask app on a random 127.0.0.1 port, in a thread, remembering every path it was asked for."""
+
+    def __init__(self, models_dir: Path):
+        import threading
+
+        from flask import request
+        from werkzeug.serving import make_server
+
+        from router import create_app
+
+        self.paths: list[str] = []
+        app = create_app({"MODELS_DIR": str(models_dir)})
+        app.before_request(lambda: self.paths.append(request.path))
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def app_server():
+    """Start app servers over any models folder for one test: `server = app_server(folder)`."""
+    servers: list[AppServer] = []
+
+    def start(models_dir: Path) -> AppServer:
+        servers.append(AppServer(models_dir))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def live_app(default_built):
-    """The Flask app serving the real models/ on a random 127.0.0.1 port, in a thread: its base URL."""
-    import threading
-
-    from werkzeug.serving import make_server
-
-    from router import create_app
-
-    server = make_server("127.0.0.1", 0, create_app({"MODELS_DIR": str(default_built)}), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
+    """The Flask app serving the real models/, shared by the whole session: its base URL."""
+    server = AppServer(default_built)
+    yield server.url
+    server.close()

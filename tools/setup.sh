@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything Seam needs, from the registries only, and skips what is already done:
-#   1. Debian packages: emscripten (compiles TVM's web runtime and links model .wasm) and chromium
-#      (the browser the tests drive; never `playwright install`).
+#   1. Debian packages: emscripten (compiles TVM's web runtime and links model .wasm), chromium
+#      (the browser the tests drive; never `playwright install`), and firefox-esr with Mesa's Vulkan
+#      drivers (the second browser engine: WebGPU on lavapipe, which has shader-f16).
 #   2. .venv: the pinned Python packages from requirements.lock, then this project in editable mode.
 #   3. webapp/node_modules: the pinned npm packages from webapp/package-lock.json.
 #   4. TVM's web runtime, compiled once per TVM version into ~/.cache/seam (see build/modelbuild/toolchain).
@@ -22,8 +23,11 @@ apt_wanted=()
 [ "$(installed_version emscripten)" = "$EMSCRIPTEN_VERSION" ] || apt_wanted+=("emscripten=$EMSCRIPTEN_VERSION")
 chromium_version=$(installed_version chromium)
 [ -n "$chromium_version" ] && [ "${chromium_version%%.*}" -ge "$CHROMIUM_MIN_MAJOR" ] || apt_wanted+=(chromium)
+for package in firefox-esr mesa-vulkan-drivers; do  # a floor of "any": Debian keeps ESR current
+  [ -n "$(installed_version $package)" ] || apt_wanted+=("$package")
+done
 if [ ${#apt_wanted[@]} -eq 0 ]; then
-  say "Debian packages: already installed (emscripten $EMSCRIPTEN_VERSION, chromium $chromium_version)"
+  say "Debian packages: already installed (emscripten $EMSCRIPTEN_VERSION, chromium $chromium_version, firefox-esr $(installed_version firefox-esr))"
 else
   command -v apt-get >/dev/null || fail "apt-get not found; install ${apt_wanted[*]} with your system's package manager"
   [ "$(id -u)" -eq 0 ] || fail "installing ${apt_wanted[*]} needs root: run 'sudo apt-get install ${apt_wanted[*]}' and rerun"

@@ -1,6 +1,7 @@
 """A tiny random Llama through the real pipeline, checked against numpy on the CPU and in Chromium.
 
-Tolerance: max |logits - reference| <= 2e-3 * max |reference logits| per step, and the same argmax.
+Tolerance: max |logits - reference| <= 2e-3 * max |reference logits| per step (2e-2 with f16
+activations), and the same argmax unless the reference's top two are within twice that bound.
 The reference runs in float64 on the very parameters the compiled model loads (dequantized for q4f32_1),
 so the bound covers float32 rounding through two layers, RoPE and softmax. Measured: 1.6e-6 of scale on
 the CPU, 4.2e-4 on SwiftShader, whose WGSL exp2/inverseSqrt may be several ULP off (the WGSL spec allows
@@ -18,9 +19,11 @@ from modelbuild.arch.llama import LlamaConfig
 from modelbuild.cpu_runner import CpuRunner
 from modelbuild.quantization import get_preset
 from modelbuild.reference import NumpyLlama, dequantized_weights
+from tests.firefox import Firefox
 from tests.harness import TVMJS
 
 RTOL = 2e-3
+F16_RTOL = 2e-2
 PRESETS = ("q0f32", "q4f32_1")
 PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, 49152, size=40)]  # 3 prefill chunks of 16
 DECODE = [17, 4242, 30000]
@@ -42,10 +45,13 @@ def reference_steps(model_dir, preset_name):
     return config, steps
 
 
-def assert_logits_close(got, want):
-    assert int(np.argmax(got)) == int(np.argmax(want))
-    err = np.abs(np.asarray(got, np.float64) - want).max()
-    assert err <= RTOL * np.abs(want).max(), f"max logit error {err:.3g}, logits of scale {np.abs(want).max():.3g}"
+def assert_logits_close(got, want, rtol=RTOL):
+    got = np.asarray(got, np.float64)
+    bound = rtol * np.abs(want).max()
+    err = np.abs(got - want).max()
+    assert err <= bound, f"max logit error {err:.3g}, logits of scale {np.abs(want).max():.3g}"
+    # The same greedy token, unless the reference's best two are closer than the error bound allows.
+    assert want[int(np.argmax(got))] >= want.max() - 2 * bound
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -60,14 +66,35 @@ def test_cpu_library_logits_match_numpy(built, preset):
         assert_logits_close(g, e)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_webgpu_logits_in_chromium_match_numpy(built, preset, page, serve_folder):
-    model_dir = built / f"tiny-llama-{preset}"
-    _, expected = reference_steps(model_dir, preset)
+def serve_logits_page(built, serve_folder) -> str:
     shutil.copy(TVMJS, built / "tvmjs.js")
     shutil.copy(__file__.replace("test_tiny_llama.py", "logits.html"), built / "logits.html")
-    page.goto(serve_folder(built) + "logits.html")
-    result = page.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", "promptIds": PROMPT, "decodeIds": DECODE})
+    return serve_folder(built) + "logits.html"
+
+
+def assert_steps_close(result, expected, rtol=RTOL):
     assert len(result["steps"]) == len(expected)
-    for g, e in zip(result["steps"], expected):
-        assert_logits_close(g, e)
+    for got, want in zip(result["steps"], expected):
+        assert_logits_close(got, want, rtol)
+
+
+RUN = {"promptIds": PROMPT, "decodeIds": DECODE}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_webgpu_logits_in_chromium_match_numpy(built, preset, page, serve_folder):
+    _, expected = reference_steps(built / f"tiny-llama-{preset}", preset)
+    page.goto(serve_logits_page(built, serve_folder))
+    assert_steps_close(page.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", **RUN}), expected)
+
+
+@pytest.mark.parametrize("preset", ["q4f32_1", "q4f16_1"])
+def test_webgpu_logits_in_firefox_match_numpy(built, preset, serve_folder):
+    """Firefox's adapter (lavapipe) has shader-f16, so the f16 preset is checked here; f16 activations
+    round to 11 bits, hence the looser bound."""
+    _, expected = reference_steps(built / f"tiny-llama-{preset}", preset)
+    with Firefox() as firefox:
+        firefox.goto(serve_logits_page(built, serve_folder))
+        result = firefox.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", **RUN})
+        assert firefox.console_errors == []
+    assert_steps_close(result, expected, RTOL if preset.endswith("f32_1") else F16_RTOL)

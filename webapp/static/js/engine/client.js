@@ -13,11 +13,17 @@ export class WorkerEngine {
     this.worker.onmessage = ({ data }) => this.receive(data);
   }
 
+  // One load at a time: asking again for the model being loaded joins that load; another model waits.
   load(model, onProgress = () => {}) {
-    return new Promise((resolve, reject) => {
+    if (this.loadingId === model.id) return this.loadPromise;
+    const previous = (this.loadPromise || Promise.resolve()).catch(() => {});
+    this.loadingId = model.id;
+    this.loadPromise = previous.then(() => new Promise((resolve, reject) => {
       this.loading = { resolve, reject, onProgress };
       this.worker.postMessage({ type: "load", model, vendor: this.vendor, origin: location.origin });
-    });
+    }));
+    this.loadPromise.catch(() => { if (this.loadingId === model.id) this.loadingId = null; });
+    return this.loadPromise;
   }
 
   receive(data) {

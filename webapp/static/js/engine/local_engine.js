@@ -37,6 +37,7 @@ export class LocalEngine {
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
     this.template = new Template(this.config.chat_template);
     // Step 4. The wasm, the weights on the GPU, and the compiled functions, created once per load.
+    onProgress({ phase: "gpu" });
     const tvm = await tvmjs.instantiate(await read(urls.wasm), tvmjs.createPolyfillWASI(), () => {});
     tvm.initWebGPU(gpu.device);
     this.tvm = tvm;

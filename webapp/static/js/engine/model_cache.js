@@ -59,7 +59,8 @@ export async function ensureModelFiles(model, origin, onProgress, signal) {
   const report = (file) => {
     const seconds = (performance.now() - started) / 1000;
     const rate = seconds > 0.2 ? (loaded - (total - missingBytes)) / seconds : 0;
-    onProgress({ loaded, total, file, etaSeconds: rate > 0 ? (total - loaded) / rate : null, fromCache: missing.length === 0 });
+    onProgress({ phase: "download", loaded, total, file, etaSeconds: rate > 0 ? (total - loaded) / rate : null,
+                 fromCache: missing.length === 0 });
   };
   const missingBytes = missing.reduce((sum, f) => sum + (f.bytes || 0), 0);
   if (missingBytes > 0 && navigator.storage && navigator.storage.estimate) {

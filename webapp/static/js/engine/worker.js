@@ -11,8 +11,9 @@ const errorOf = (e) => (e instanceof EngineError ? e.toJSON() : { kind: "EngineE
 self.onmessage = async ({ data }) => {
   if (data.type === "load") {
     try {
-      engine = new LocalEngine(data.vendor);
-      const info = await engine.load(data.model, data.origin, (p) => self.postMessage({ type: "progress", ...p }));
+      const next = new LocalEngine(data.vendor);  // a failed load leaves the loaded model in place
+      const info = await next.load(data.model, data.origin, (p) => self.postMessage({ type: "progress", ...p }));
+      engine = next;
       self.postMessage({ type: "loaded", ...info });
     } catch (e) {
       self.postMessage({ type: "error", error: errorOf(e) });

@@ -1,0 +1,137 @@
+"""The chat page end to end, in headless Chromium on WebGPU (SwiftShader), with the real default model.
+
+Each test drives the page as a person would (settings, Enter, Stop, New chat) against the Flask app,
+and checks what the page shows against what the server's CPU library says for the same request.
+SwiftShader is slow (see README), so answers are kept to a few tokens and prompts short.
+"""
+import json
+import shutil
+
+import requests
+from playwright.sync_api import expect
+
+from tests.webapp.chat_page import ChatPage
+
+MODEL = "SmolLM2-135M-Instruct"
+BROWSER_VARIANT = f"{MODEL}-q4f32_1"  # SwiftShader has no shader-f16
+SYSTEM = "Be brief."                  # shorter than the template's default system prompt: faster prefill
+GREEDY = {"temperature": 0, "max_tokens": 6, "system": SYSTEM}
+
+
+def server_answer(base_url: str, messages: list[dict], max_tokens: int) -> dict:
+    body = {"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
+    return requests.post(base_url + "v1/chat/completions", json=body, timeout=600).json()
+
+
+def models_subset(default_built, folder, variant: str, corrupt: str | None = None):
+    """A models/ folder holding one variant of the real build, optionally with one file's bytes flipped."""
+    catalog = json.loads((default_built / "manifest.json").read_text())
+    catalog["models"] = [m for m in catalog["models"] if m["id"] == variant]
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps(catalog))
+    shutil.copytree(default_built / variant, folder / variant)
+    if corrupt:
+        shard = folder / variant / corrupt
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # same size, different bytes: only the sha256 can tell
+        shard.write_bytes(bytes(data))
+    return folder
+
+
+def test_chat_in_the_browser_matches_the_server_turn_by_turn(page, live_app):
+    chat = ChatPage(page, live_app).open(preference="local_only", **GREEDY)
+    loaded = chat.wait_until_loaded()
+    assert loaded["id"] == BROWSER_VARIANT and loaded["adapter"]
+    history = [{"role": "system", "content": SYSTEM}]
+    for question in ["What is the capital of France?", "And of Italy?"]:
+        history.append({"role": "user", "content": question})
+        shown = chat.ask(question)
+        expected = server_answer(live_app, history, GREEDY["max_tokens"])["choices"][0]
+        assert shown["text"] == expected["message"]["content"]
+        assert shown["finish_reason"] == expected["finish_reason"]
+        assert shown["where"] == "browser" and shown["state"] == "done"
+        # Where it ran, on which adapter, and the three speeds.
+        assert shown["stats"].startswith("browser · ") and "first token" in shown["stats"]
+        assert "prefill" in shown["stats"] and "decode" in shown["stats"]
+        history.append({"role": "assistant", "content": shown["text"]})
+    assert chat.messages.count() == 4
+
+
+def test_a_reload_downloads_nothing(page, default_built, app_server):
+    server = app_server(default_built)
+    chat = ChatPage(page, server.url).open(preference="local_only", **GREEDY)
+    chat.wait_until_loaded()
+    expect(page.locator("#loading")).to_be_hidden()
+    first = chat.ask("Hi!")
+    downloaded = [p for p in server.paths if p.startswith(f"/models/{BROWSER_VARIANT}/")]
+    assert any(p.endswith(".bin") for p in downloaded) and any(p.endswith(".wasm") for p in downloaded)
+
+    server.paths.clear()
+    page.reload()
+    chat.settings(preference="local_only", **GREEDY)
+    chat.wait_until_loaded()
+    assert chat.ask("Hi!")["text"] == first["text"]
+    assert [p for p in server.paths if p.startswith("/models/") and p != "/models/manifest.json"] == []
+    assert page.evaluate("window.seamLastDecision.cached") is True
+
+
+def test_a_corrupted_shard_is_reported_not_used(page, default_built, app_server, tmp_path):
+    models = models_subset(default_built, tmp_path / "models", BROWSER_VARIANT, corrupt="params_shard_1.bin")
+    server = app_server(models)
+    chat = ChatPage(page, server.url).open(preference="local_only", **GREEDY)
+    expect(chat.notice).to_contain_text("params_shard_1.bin is corrupt", timeout=300_000)
+    expect(chat.notice).to_have_attribute("data-kind", "error")
+    answer = chat.ask("Hi!")
+    assert answer["state"] == "error" and answer["error_kind"] == "IntegrityError"
+    assert answer["text"] == ""
+    # Nothing corrupt was stored: the cache lacks that shard, so a fixed server would be asked again.
+    stored = page.evaluate("""async () => (await (await caches.open("seam-models")).keys()).map((r) => r.url)""")
+    assert not any(url.endswith("params_shard_1.bin") for url in stored)
+
+
+def test_typing_works_mid_answer_and_stop_and_new_chat(page, live_app):
+    chat = ChatPage(page, live_app).open(preference="local_only", temperature=0, max_tokens=64, system=SYSTEM)
+    chat.wait_until_loaded()
+    answer = chat.send("Write a long story about a dragon.")
+    expect(answer.locator(".content")).not_to_be_empty(timeout=600_000)
+    # The worker computes; the page still takes input while the answer streams.
+    chat.prompt.type("typed while the model answers")
+    expect(chat.prompt).to_have_value("typed while the model answers")
+    expect(answer).to_have_attribute("data-state", "streaming")
+
+    chat.stop()
+    stopped = chat.wait_for_answer(answer)
+    assert stopped["state"] == "stopped" and "stopped" in stopped["stats"]
+    tokens = int(stopped["stats"].split(" tokens")[0].rsplit("· ", 1)[1])
+    assert 1 <= tokens < 64
+    page.wait_for_timeout(3000)  # longer than a decode step: nothing more arrives
+    assert answer.locator(".content").inner_text() == stopped["text"]
+
+    chat.new_chat()
+    expect(chat.messages).to_have_count(0)
+    chat.prompt.fill("")
+    chat.settings(max_tokens=GREEDY["max_tokens"])
+    fresh = chat.ask("What is the capital of France?")
+    expected = server_answer(live_app, [{"role": "system", "content": SYSTEM},
+                                        {"role": "user", "content": "What is the capital of France?"}],
+                             GREEDY["max_tokens"])
+    assert fresh["text"] == expected["choices"][0]["message"]["content"]
+
+
+def test_the_page_picks_a_variant_this_adapter_can_run(page, live_app):
+    chat = ChatPage(page, live_app).open(preference="local_only")
+    decision = page.evaluate("window.seamLastDecision")
+    assert decision["variant"] == BROWSER_VARIANT
+    assert any(r["code"] == "missing_feature" and "shader-f16" in r["message"] for r in decision["reasons"])
+    expect(chat.route).to_contain_text(BROWSER_VARIANT)
+
+
+def test_the_page_says_why_when_no_variant_can_run(page, default_built, app_server, tmp_path):
+    server = app_server(models_subset(default_built, tmp_path / "models", f"{MODEL}-q4f16_1"))
+    chat = ChatPage(page, server.url).open()
+    page.locator("#settings summary").click()
+    page.locator("#preference").select_option("local_only")
+    expect(chat.route).to_have_attribute("data-target", "none", timeout=60_000)
+    expect(chat.notice).to_contain_text("needs WebGPU feature shader-f16")
+    answer = chat.ask("Hi!")
+    assert answer["state"] == "error" and "shader-f16" in answer["stats"]

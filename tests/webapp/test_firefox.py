@@ -1,0 +1,77 @@
+"""The same chat flow in a second browser engine: Debian's Firefox ESR, WebGPU on Mesa lavapipe.
+
+Lavapipe has `shader-f16`, so the page picks the smaller q4f16_1 variant here; its tokens must equal
+the golden tokens the build computed with the CPU library of the same variant.
+"""
+import json
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from tests.firefox import FIREFOX, Firefox
+
+F16_VARIANT = "SmolLM2-135M-Instruct-q4f16_1"
+
+USE_THE_PAGE = """async ({ prompt, maxTokens }) => {
+  const until = async (check) => { while (!check()) await new Promise((r) => setTimeout(r, 200)); };
+  await until(() => document.getElementById("route").dataset.target !== "pending");
+  document.querySelector("#settings").open = true;
+  document.getElementById("temperature").value = "0";
+  document.getElementById("max-tokens").value = String(maxTokens);
+  const preference = document.getElementById("preference");
+  preference.value = "local_only";
+  preference.dispatchEvent(new Event("change"));
+  await until(() => window.seam.loaded !== null);
+  document.getElementById("prompt").value = prompt;
+  document.getElementById("composer").requestSubmit();
+  await until(() => document.querySelector(".message.assistant:not([data-state=streaming])"));
+  const answer = document.querySelector(".message.assistant");
+  return { loaded: window.seam.loaded.model.id, adapter: window.seam.loaded.adapter, state: answer.dataset.state,
+           text: answer.querySelector(".content").textContent, stats: answer.querySelector(".stats").textContent,
+           decision: window.seamLastDecision };
+}"""
+
+USE_THE_API = """async ({ messages, maxTokens }) => {
+  const r = await window.seam.browserEngine().chat.completions.create({ messages, temperature: 0, max_tokens: maxTokens });
+  return { token_ids: r.seam.token_ids, finish: r.choices[0].finish_reason, content: r.choices[0].message.content };
+}"""
+
+
+@pytest.fixture(scope="module")
+def firefox():
+    if not Path(FIREFOX).exists():
+        pytest.fail(f"{FIREFOX} is missing: run `make setup` (it installs Debian's firefox-esr)")
+    with Firefox() as browser:
+        yield browser
+        assert browser.console_errors == [], browser.console_errors
+
+
+@pytest.fixture(scope="module")
+def self_check(default_built):
+    """The f16 variant's catalog entry: the self-check prompt and the golden tokens of its CPU library."""
+    entry = next(m for m in json.loads((default_built / "manifest.json").read_text())["models"] if m["id"] == F16_VARIANT)
+    tokenizer = Tokenizer.from_file(str(default_built / F16_VARIANT / entry["files"]["tokenizer"]))
+    return entry["self_check"], tokenizer
+
+
+def test_firefox_picks_loads_and_answers_with_the_f16_variant(firefox, live_app, self_check):
+    check, tokenizer = self_check
+    firefox.goto(live_app)
+    shown = firefox.evaluate(USE_THE_PAGE, {"prompt": check["messages"][-1]["content"], "maxTokens": 1})
+    assert shown["decision"]["variant"] == F16_VARIANT and shown["loaded"] == F16_VARIANT
+    assert shown["state"] == "done" and shown["stats"].startswith("browser · ")
+    # The first token comes from prefill, whose logits match the CPU library's here (see the note below).
+    assert shown["text"] == tokenizer.decode(check["golden_token_ids"][:1])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug: on Firefox ESR 153 + Mesa lavapipe, decode steps of the real model are wrong in both q4f32_1 "
+    "and q4f16_1 while prefill matches the CPU library (1.9e-6 of scale in f32); the tiny model decodes "
+    "correctly there, and Chromium decodes the real model correctly; not caused by our matmul schedules "
+    "(identical with DLight's GEMV); left: TVM's paged-KV decode kernels at head_dim 64 / GQA group 3"))
+def test_firefox_decodes_the_golden_tokens(firefox, self_check):
+    check, _ = self_check
+    golden = check["golden_token_ids"]
+    api = firefox.evaluate(USE_THE_API, {"messages": check["messages"], "maxTokens": 3})
+    assert api["token_ids"] == golden[:3]

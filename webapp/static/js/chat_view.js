@@ -1,0 +1,143 @@
+// Everything the chat page draws. The controller (main.js) decides; this file only touches the DOM.
+
+const $ = (id) => document.getElementById(id);
+const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
+  if (seconds < 60) return `${Math.ceil(seconds)} s`;
+  return `${Math.floor(seconds / 60)} min ${Math.ceil(seconds % 60)} s`;
+}
+
+export function formatStats(stats, usage) {
+  const where = stats.where === "browser" ? `browser · ${stats.adapter}` : `server · ${stats.backend || "cloud"}`;
+  const parts = [where, `first token ${stats.ttft_s.toFixed(2)} s`];
+  if (stats.prefill_tokens_per_s) parts.push(`prefill ${stats.prefill_tokens_per_s.toFixed(1)} tok/s`);
+  if (stats.decode_tokens_per_s) parts.push(`decode ${stats.decode_tokens_per_s.toFixed(1)} tok/s`);
+  if (usage) parts.push(`${usage.completion_tokens} tokens`);
+  return parts.join(" · ");
+}
+
+class AnswerView {
+  constructor(element) {
+    this.element = element;
+    this.content = element.querySelector(".content");
+  }
+
+  append(text) { this.content.textContent += text; this.element.scrollIntoView({ block: "end" }); }
+
+  finish({ stats, usage, finishReason, stopped }) {
+    this.element.dataset.state = stopped ? "stopped" : "done";
+    this.element.dataset.where = stats.where;
+    this.element.dataset.finishReason = finishReason || "";
+    const line = document.createElement("div");
+    line.className = "stats";
+    line.textContent = formatStats(stats, usage) + (stopped ? " · stopped" : finishReason === "length" ? " · hit max tokens" : "");
+    this.element.append(line);
+  }
+
+  fail(error) {
+    this.element.dataset.state = "error";
+    this.element.dataset.errorKind = error.kind || error.name || "Error";
+    this.element.classList.add("error");
+    const line = document.createElement("div");
+    line.className = "stats";
+    line.textContent = `${error.kind || error.name}: ${error.message}`;
+    this.element.append(line);
+  }
+}
+
+export class ChatView {
+  constructor() {
+    this.messages = $("messages");
+    this.empty = $("empty");
+  }
+
+  settings() {
+    const number = (id) => ($(id).value === "" ? undefined : Number($(id).value));
+    return { preference: $("preference").value, system: $("system").value.trim(), temperature: number("temperature"),
+             top_p: number("top-p"), max_tokens: number("max-tokens"), seed: number("seed") };
+  }
+
+  onSend(handler) {
+    $("composer").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = $("prompt").value.trim();
+      if (!text || $("send").disabled) return;
+      $("prompt").value = "";
+      handler(text);
+    });
+    $("prompt").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("composer").requestSubmit(); }
+    });
+  }
+
+  onStop(handler) { $("stop").addEventListener("click", handler); }
+  onNewChat(handler) { $("new-chat").addEventListener("click", handler); }
+  onPreference(handler) { $("preference").addEventListener("change", handler); }
+
+  setBusy(busy) {
+    $("send").hidden = busy;
+    $("stop").hidden = !busy;
+    document.body.dataset.busy = busy ? "yes" : "no";
+  }
+
+  clear() {
+    this.messages.replaceChildren(this.empty);
+    this.empty.hidden = false;
+    this.notice(null);
+  }
+
+  addUserMessage(text) {
+    this.empty.hidden = true;
+    const element = this.bubble("user");
+    element.querySelector(".content").textContent = text;
+  }
+
+  addAnswer() {
+    const element = this.bubble("assistant");
+    element.dataset.state = "streaming";
+    return new AnswerView(element);
+  }
+
+  bubble(role) {
+    const element = document.createElement("article");
+    element.className = `message ${role}`;
+    const content = document.createElement("div");
+    content.className = "content";
+    element.append(content);
+    this.messages.append(element);
+    return element;
+  }
+
+  showRoute(decision, text) {
+    const out = $("route");
+    out.dataset.target = decision.target;
+    out.dataset.reason = decision.reasons?.[0]?.code || "";
+    out.textContent = text;
+  }
+
+  showProgress({ loaded, total, etaSeconds, fromCache }) {
+    $("loading").hidden = false;
+    $("loading-label").textContent = fromCache ? "Loading the model from this browser's cache" : "Downloading the model";
+    const progress = $("progress");
+    progress.max = total;
+    progress.value = loaded;
+    const eta = loaded < total && etaSeconds ? ` · ${formatDuration(etaSeconds)} left` : "";
+    $("progress-text").textContent = `${mb(loaded)} of ${mb(total)} · ${Math.floor((100 * loaded) / total)}%${eta}`;
+  }
+
+  showLoadingStep(label) {
+    $("loading").hidden = false;
+    $("loading-label").textContent = label;
+  }
+
+  hideLoading() { $("loading").hidden = true; }
+
+  notice(text, kind = "info") {
+    const element = $("notice");
+    element.hidden = !text;
+    element.textContent = text || "";
+    element.dataset.kind = kind;
+  }
+}
