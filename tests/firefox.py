@@ -85,6 +85,9 @@ class Firefox:
 
     def goto(self, url: str) -> None:
         self.command("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
+        # Seen once under load: "complete" answered before the new document's scripts had run.
+        self.evaluate("""async (url) => { while (location.href !== url || document.readyState !== "complete")
+                                            await new Promise((r) => setTimeout(r, 50)); }""", url)
 
     def evaluate(self, function: str, arg=None):
         """Call an (async) JS function with one JSON argument; returns its JSON result."""
@@ -94,7 +97,8 @@ class Firefox:
         if result.get("type") == "exception":
             details = result["exceptionDetails"]
             raise BiDiError(f"{details.get('text')} (line {details.get('lineNumber')})")
-        return json.loads(result["result"]["value"])
+        value = result["result"].get("value")  # absent when the function returned undefined
+        return None if value is None else json.loads(value)
 
 
 def _free_port() -> int:

@@ -61,10 +61,16 @@ class DequantMatmul(dl.ScheduleRule):
         for epilogue in blocks[2:]:  # e.g. the residual add: applied while writing the tile back
             sch.reverse_compute_inline(epilogue)
         init = sch.decompose_reduction(main, k_out)
-        # Unroll the small tile loops so the tile lives in registers, not in indexed private memory.
-        for block, tile_loops in ((init, 2), (main, 2), (dequantize, 1), (accumulate, 2)):
-            for loop in sch.get_loops(block)[-tile_loops:]:
-                sch.unroll(loop)
+        # Unroll the small tile loops so the tile lives in registers, not in indexed private memory:
+        # every loop under the thread loop except the K loops. (Picked by identity, not position: with
+        # one row, the row loops vanish, and unrolling by position once unrolled the thread loop itself.)
+        same = lambda a, b: sch.get_sref(a).same_as(sch.get_sref(b))  # noqa: E731 - srefs survive rewrites
+        for block in (init, main, dequantize, accumulate):
+            loops = sch.get_loops(block)
+            below = [i for i, loop in enumerate(loops) if same(loop, col_thread)][0] + 1
+            for loop in loops[below:]:
+                if not (same(loop, k_out) or same(loop, k_in)):
+                    sch.unroll(loop)
         return sch
 
 
