@@ -15,17 +15,17 @@ def test_rebuilds_only_the_preset_that_needs_it(tiny_built, tmp_path, capsys):
     kept = snapshot(out / "tiny-llama-q4f32_1")
     shutil.rmtree(out / "tiny-llama-q0f32")
 
-    options = pipeline.BuildOptions(model=source_folder, presets=["q0f32", "q4f32_1"], out_dir=out, wasm_opt="-O1")
+    options = pipeline.BuildOptions(model=source_folder, presets=["q0f32", "q4f16_1", "q4f32_1"], out_dir=out, wasm_opt="-O1")
     entries = pipeline.build(options)
     printed = capsys.readouterr().out
     assert "tiny-llama-q4f32_1: up to date, skipped" in printed
     assert "tiny-llama-q0f32: building" in printed
     assert snapshot(out / "tiny-llama-q4f32_1") == kept
-    assert [e["id"] for e in entries] == ["tiny-llama-q0f32", "tiny-llama-q4f32_1"]
+    assert [e["id"] for e in entries] == ["tiny-llama-q0f32", "tiny-llama-q4f16_1", "tiny-llama-q4f32_1"]
 
     rebuilt = snapshot(out)
     pipeline.build(options)
     printed = capsys.readouterr().out
-    assert printed.count("up to date, skipped") == 2 and "building" not in printed
+    assert printed.count("up to date, skipped") == 3 and "building" not in printed
     assert {k: v for k, v in snapshot(out).items() if k.name != "manifest.json"} == \
            {k: v for k, v in rebuilt.items() if k.name != "manifest.json"}

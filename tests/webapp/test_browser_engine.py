@@ -53,8 +53,10 @@ def test_browser_tokens_equal_the_server_cpu_tokens(page, live_app, catalog):
         assert answer["usage"] == server["usage"]
         assert answer["stats"]["where"] == "browser" and answer["stats"]["adapter"]
         assert answer["stats"]["decode_tokens_per_s"] > 0 and answer["stats"]["ttft_s"] > 0
-    # Progress went from nothing to the whole download, in bytes.
-    assert result["progress"][0]["loaded"] < result["progress"][-1]["loaded"] == entry["download_bytes"]
+    # Progress went from nothing to the whole download, in bytes, then to preparing the GPU.
+    download = [p for p in result["progress"] if p["phase"] == "download"]
+    assert download[0]["loaded"] < download[-1]["loaded"] == download[-1]["total"] == entry["download_bytes"]
+    assert result["progress"][-1]["phase"] == "gpu"
 
 
 LOAD = """async (modelId) => {

@@ -13,23 +13,35 @@ export class WorkerEngine {
     this.worker.onmessage = ({ data }) => this.receive(data);
   }
 
-  // One load at a time: asking again for the model being loaded joins that load; another model waits.
+  // One load at a time. Asking again for the model being loaded (or loaded) joins that load: the new
+  // listener first gets the progress so far, then the rest. Another model waits for the current load.
   load(model, onProgress = () => {}) {
-    if (this.loadingId === model.id) return this.loadPromise;
-    const previous = (this.loadPromise || Promise.resolve()).catch(() => {});
-    this.loadingId = model.id;
-    this.loadPromise = previous.then(() => new Promise((resolve, reject) => {
-      this.loading = { resolve, reject, onProgress };
+    const latest = this.latestLoad;
+    if (latest?.id === model.id) {
+      latest.log.forEach(onProgress);
+      latest.listeners.push(onProgress);
+      return latest.promise;
+    }
+    const load = { id: model.id, log: [], listeners: [onProgress] };
+    const previous = latest ? latest.promise.catch(() => {}) : Promise.resolve();
+    load.promise = previous.then(() => new Promise((resolve, reject) => {
+      Object.assign(load, { resolve, reject });
+      this.activeLoad = load;  // the worker's progress/loaded/error messages are about this one
       this.worker.postMessage({ type: "load", model, vendor: this.vendor, origin: location.origin });
     }));
-    this.loadPromise.catch(() => { if (this.loadingId === model.id) this.loadingId = null; });
-    return this.loadPromise;
+    load.promise.catch(() => { if (this.latestLoad === load) this.latestLoad = null; });
+    this.latestLoad = load;
+    return load.promise;
   }
 
   receive(data) {
-    if (data.type === "progress") return this.loading?.onProgress(data);
-    if (data.type === "loaded") { this.model = data; return this.loading?.resolve(data); }
-    if (data.type === "error" && data.id === undefined) return this.loading?.reject(EngineError.fromJSON(data.error));
+    const load = this.activeLoad;
+    if (data.type === "progress") {
+      load.log.push(data);
+      return load.listeners.forEach((listener) => listener(data));
+    }
+    if (data.type === "loaded") { this.model = data; return load.resolve(data); }
+    if (data.type === "error" && data.id === undefined) return load.reject(EngineError.fromJSON(data.error));
     const target = this.pending.get(data.id);
     if (!target) return;
     if (data.type === "error") target.fail(EngineError.fromJSON(data.error));
