@@ -7,7 +7,8 @@ run the same compiled model on the same weights; their logits differ by about 4e
 import json
 
 import pytest
-import requests
+
+from tests.webapp.helpers import models_subset, server_answer
 
 MODEL_ID = "SmolLM2-135M-Instruct-q4f32_1"
 # The catalog's self-check prompt (the chat page tests compare more prompts, through the page).
@@ -34,11 +35,6 @@ def catalog(default_built):
     return json.loads((default_built / "manifest.json").read_text())
 
 
-def server_answer(live_app, messages):
-    body = {"model": "SmolLM2-135M-Instruct", "messages": messages, "temperature": 0, "max_tokens": MAX_TOKENS}
-    return requests.post(live_app + "v1/chat/completions", json=body, timeout=600).json()
-
-
 def test_browser_tokens_equal_the_server_cpu_tokens(page, live_app, catalog):
     page.goto(live_app)
     result = page.evaluate(RUN, {"modelId": MODEL_ID, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})
@@ -47,7 +43,7 @@ def test_browser_tokens_equal_the_server_cpu_tokens(page, live_app, catalog):
     first = result["answers"][0]
     assert first["token_ids"] == golden[:-1][:MAX_TOKENS]  # the golden list ends with the stop token
     for messages, answer in zip(PROMPTS, result["answers"]):
-        server = server_answer(live_app, messages)
+        server = server_answer(live_app, messages, MAX_TOKENS)
         assert answer["content"] == server["choices"][0]["message"]["content"]
         assert answer["finish"] == server["choices"][0]["finish_reason"]
         assert answer["usage"] == server["usage"]
@@ -74,8 +70,6 @@ def test_the_engine_refuses_a_variant_the_adapter_cannot_run(page, live_app):
 
 
 def test_a_missing_shard_is_a_download_error(page, default_built, app_server, tmp_path):
-    from tests.webapp.test_chat_page import models_subset
-
     models = models_subset(default_built, tmp_path / "models", MODEL_ID)
     (models / MODEL_ID / "params_shard_2.bin").unlink()
     page.goto(app_server(models).url)

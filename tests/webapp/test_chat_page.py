@@ -4,38 +4,14 @@ Each test drives the page as a person would (settings, Enter, Stop, New chat) ag
 and checks what the page shows against what the server's CPU library says for the same request.
 SwiftShader is slow (see README), so answers are kept to a few tokens and prompts short.
 """
-import json
-import shutil
-
-import requests
 from playwright.sync_api import expect
 
 from tests.webapp.chat_page import ChatPage
+from tests.webapp.helpers import MODEL, models_subset, server_answer
 
-MODEL = "SmolLM2-135M-Instruct"
 BROWSER_VARIANT = f"{MODEL}-q4f32_1"  # SwiftShader has no shader-f16
 SYSTEM = "Be brief."                  # shorter than the template's default system prompt: faster prefill
 GREEDY = {"temperature": 0, "max_tokens": 6, "system": SYSTEM}
-
-
-def server_answer(base_url: str, messages: list[dict], max_tokens: int) -> dict:
-    body = {"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
-    return requests.post(base_url + "v1/chat/completions", json=body, timeout=600).json()
-
-
-def models_subset(default_built, folder, variant: str, corrupt: str | None = None):
-    """A models/ folder holding one variant of the real build, optionally with one file's bytes flipped."""
-    catalog = json.loads((default_built / "manifest.json").read_text())
-    catalog["models"] = [m for m in catalog["models"] if m["id"] == variant]
-    folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps(catalog))
-    shutil.copytree(default_built / variant, folder / variant)
-    if corrupt:
-        shard = folder / variant / corrupt
-        data = bytearray(shard.read_bytes())
-        data[len(data) // 2] ^= 0xFF  # same size, different bytes: only the sha256 can tell
-        shard.write_bytes(bytes(data))
-    return folder
 
 
 def test_chat_in_the_browser_matches_the_server_turn_by_turn(page, live_app):
