@@ -25,9 +25,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from router import api, artifacts, cloud, errors, ops, pages
     from router.catalog import Catalog
+    from router.fleet import Fleet
     catalog = Catalog.load(Path(app.config["MODELS_DIR"]))
     app.extensions["seam"] = {"catalog": catalog, "policy": settings.load_policy(app.config["POLICY_FILE"]),
-                              "cloud": cloud.make_backend(app.config, catalog)}
+                              "cloud": cloud.make_backend(app.config, catalog), "fleet": Fleet(app.config["FLEET_DB"])}
     for blueprint in (pages.bp, artifacts.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     errors.register(app)

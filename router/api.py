@@ -13,6 +13,7 @@ from router import metrics, routing
 from router.cloud import ChatRequest
 from router.engine import Sampling
 from router.errors import ApiError
+from router.pages import page_models
 
 bp = Blueprint("api", __name__)
 PROBE_SCHEMA = json.loads((Path(__file__).with_name("schemas") / "probe-report.v1.json").read_text())
@@ -50,8 +51,45 @@ def route():
     decision = routing.decide(probe, variants, server, state["policy"])
     for cached in probe.get("cached_models", []):
         metrics.CLIENT_VERSIONS.labels(cached["id"], cached["version"]).inc()
+    if probe.get("client_id"):
+        state["fleet"].report_cached(probe["client_id"], probe.get("cached_models", []))
     metrics.ROUTE_DECISIONS.labels(decision.target, decision.reasons[0]["code"]).inc()
     return jsonify(decision.to_json())
+
+
+@bp.get("/api/catalog")
+def catalog():
+    """The variants the page can load, as the page sees them (with their URLs); asked again before each
+    routing, so a page open across a rebuild learns of new versions."""
+    return jsonify({"models": page_models()})
+
+
+@bp.post("/api/self-check")
+def self_check():
+    """A page's first-load self-check: did this device's answer equal the catalog's golden tokens?"""
+    body = json_body()
+    entry = seam()["catalog"].by_id(body.get("id")) if isinstance(body.get("id"), str) else None
+    if entry is None:
+        raise ApiError(404, "id must name a model variant in the catalog", "id", "model_not_found")
+    if not isinstance(body.get("version"), str) or not isinstance(body.get("passed"), bool):
+        raise ApiError(400, "version (string) and passed (true/false) are required", "passed")
+    tokens = body.get("token_ids", [])
+    if not isinstance(tokens, list) or len(tokens) > 256 or not all(isinstance(t, int) for t in tokens):
+        raise ApiError(400, "token_ids must be a list of at most 256 integers", "token_ids")
+    client = body.get("client_id") if isinstance(body.get("client_id"), str) else None
+    adapter = str(body.get("adapter", ""))[:200]
+    seam()["fleet"].report_self_check(client and client[:64], entry["id"], body["version"][:64], adapter,
+                                      body["passed"], json.dumps(tokens))
+    metrics.SELF_CHECKS.labels(entry["id"], body["version"][:64], "passed" if body["passed"] else "failed").inc()
+    return jsonify({"recorded": True})
+
+
+@bp.get("/api/fleet")
+def fleet():
+    """For operators: which model versions the clients hold, and how their self-checks went per adapter."""
+    store = seam()["fleet"]
+    latest = {m["id"]: m["version"] for m in seam()["catalog"].models}
+    return jsonify({"catalog": latest, "cached": store.versions(), "self_checks": store.self_checks()})
 
 
 # --- OpenAI-compatible API ----------------------------------------------------------------------------
@@ -157,10 +195,17 @@ def parse_chat_request(body: dict) -> ChatRequest:
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false", "stream")
     options = body.get("stream_options") or {}
+    continue_final = body.get("continue_final_message", False)
+    if not isinstance(continue_final, bool):
+        raise ApiError(400, "continue_final_message must be true or false", "continue_final_message")
+    if continue_final and messages[-1]["role"] != "assistant":
+        raise ApiError(400, "continue_final_message needs the last message to be the assistant's answer so far",
+                       "continue_final_message")
     return ChatRequest(model=model, messages=[{"role": m["role"], "content": m["content"]} for m in messages],
                        stream=stream, include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                        sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                         stop=tuple(stop)))
+                                         stop=tuple(stop)),
+                       continue_final=continue_final)
 
 
 def number(body: dict, name: str, default: float, low: float, high: float) -> float:

@@ -1,28 +1,47 @@
-"""The build's catalog, models/manifest.json, read into plain dicts. The server learns models only here."""
+"""The build's catalog, models/manifest.json, read into plain dicts. The server learns models only here.
+
+The catalog follows the file: when `make build-model` rewrites it while the server runs, the next
+request sees the new versions (the manifest is replaced atomically, so a read never sees half a file).
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
 from pathlib import Path
 
 
-@dataclass(frozen=True)
 class Catalog:
-    folder: Path
-    models: tuple[dict, ...]
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._path = self.folder / "manifest.json"
+        self._lock = threading.Lock()
+        self._stamp: tuple | None = None
+        self._models: tuple[dict, ...] = ()
 
     @classmethod
     def load(cls, folder: Path) -> "Catalog":
-        path = folder / "manifest.json"
-        models = json.loads(path.read_text())["models"] if path.is_file() else []
-        return cls(folder=folder, models=tuple(models))
+        return cls(folder)
+
+    @property
+    def models(self) -> tuple[dict, ...]:
+        try:
+            stat = self._path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if stamp != self._stamp:
+                self._models = tuple(json.loads(self._path.read_text())["models"]) if stamp else ()
+                self._stamp = stamp
+            return self._models
 
     def variants(self, model: str | None = None) -> list[dict]:
         """Variants of a model name (all variants of the first model when none is named)."""
-        if not self.models:
+        models = self.models
+        if not models:
             return []
-        name = model or self.models[0]["model"]
-        return [m for m in self.models if m["model"] == name or m["id"] == name]
+        name = model or models[0]["model"]
+        return [m for m in models if m["model"] == name or m["id"] == name]
 
     def model_names(self) -> list[str]:
         return sorted({m["model"] for m in self.models})

@@ -30,6 +30,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     sampling: Sampling
+    continue_final: bool = False  # go on with the last (assistant) message instead of starting a new one
 
 
 class EmbeddedBackend:
@@ -57,13 +58,14 @@ class EmbeddedBackend:
             known = ", ".join(self.catalog.model_names()) or "none (run `make build-model`)"
             raise ApiError(404, f"the model {model!r} does not exist; models here: {known}", "model", "model_not_found")
         with self._load_lock:
-            if entry["id"] not in self._engines:
-                self._engines[entry["id"]] = Engine(self.catalog.folder / entry["path"], entry)
-            return self._engines[entry["id"]]
+            engine = self._engines.get(entry["id"])
+            if engine is None or engine.entry["version"] != entry["version"]:  # a rebuild replaced it
+                engine = self._engines[entry["id"]] = Engine(self.catalog.folder / entry["path"], entry)
+            return engine
 
     def start(self, req: ChatRequest, cancelled) -> Iterator[Chunk]:
         engine = self.engine(req.model)
-        prompt = engine.prompt_ids(req.messages)
+        prompt = engine.prompt_ids(req.messages, req.continue_final)
         try:
             engine.check_fits(prompt, req.sampling.max_tokens)
         except EngineError as error:
@@ -113,6 +115,8 @@ class UpstreamBackend:
             body["seed"] = s.seed
         if s.stop:
             body["stop"] = list(s.stop)
+        if req.continue_final:  # vLLM's name for it; servers without it start a new message instead
+            body.update(continue_final_message=True, add_generation_prompt=False)
         headers = {"Accept": "text/event-stream"}
         if os.environ.get(UPSTREAM_KEY_ENV):
             headers["Authorization"] = f"Bearer {os.environ[UPSTREAM_KEY_ENV]}"

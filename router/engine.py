@@ -68,8 +68,11 @@ class Engine:
         self._kv = lambda name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
 
     # --- prompt -----------------------------------------------------------------------------------
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
-        text = self.template.render(messages=messages, add_generation_prompt=True, bos_token="", eos_token="")
+    def prompt_ids(self, messages: list[dict], continue_final: bool = False) -> list[int]:
+        """The prompt for a new assistant message, or, with `continue_final`, for going on with the last one
+        (an answer that began elsewhere, e.g. in a browser whose GPU failed mid-answer)."""
+        head, tail = (messages[:-1], messages[-1]["content"]) if continue_final else (messages, "")
+        text = self.template.render(messages=head, add_generation_prompt=True, bos_token="", eos_token="") + tail
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def check_fits(self, prompt: list[int], max_tokens: int) -> None:

@@ -22,7 +22,7 @@ def health():
 
 @bp.get("/metrics")
 def prometheus():
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(current_app.extensions["seam"]["fleet"])
     return Response(body, content_type=content_type)
 
 

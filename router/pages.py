@@ -21,16 +21,22 @@ def base_url(entry: dict) -> str:
     return config_url.rsplit("/", 1)[0] + "/"
 
 
-def page_config() -> dict:
-    catalog = current_app.extensions["seam"]["catalog"]
+def page_models() -> list[dict]:
+    """The catalog as the page needs it: what to check and load, and where the files are."""
     shown = ("id", "model", "quantization", "version", "files", "download_bytes", "context_window_size",
              "prefill_chunk_size", "requirements", "self_check")
-    models = [{**{k: m[k] for k in shown}, "base_url": base_url(m)} for m in catalog.models]
-    return {"models": models,
+    return [{**{k: m[k] for k in shown}, "compatible_versions": m.get("compatible_versions", []),
+             "base_url": base_url(m)} for m in current_app.extensions["seam"]["catalog"].models]
+
+
+def page_config() -> dict:
+    return {"models": page_models(),
             "endpoints": {"route": url_for("api.route"), "chat": url_for("api.chat_completions"),
-                          "models": url_for("api.models"), "manifest": url_for("artifacts.manifest")},
+                          "models": url_for("api.models"), "catalog": url_for("api.catalog"),
+                          "self_check": url_for("api.self_check")},
             "engine": {"workerUrl": url_for("static", filename="js/engine/worker.js"),
-                       "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR}}}
+                       "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR}},
+            "testHooks": bool(current_app.config["TEST_HOOKS"])}
 
 
 @bp.get("/")

@@ -31,7 +31,8 @@ class Decision:
     reasons: list[dict] = field(default_factory=list)
     predictions: dict = field(default_factory=dict)
     prefetch: bool = False           # start downloading the variant in the background
-    cached: bool = False             # the browser already holds this exact version
+    cached: bool = False             # the browser holds a usable version (this one, or a compatible older one)
+    update: dict | None = None       # {"from", "to"}: the browser holds an older version it must replace
 
     def to_json(self) -> dict:
         return {"schema_version": SCHEMA_VERSION, **self.__dict__}
@@ -60,6 +61,9 @@ def browser_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
     need_gb = req["estimated_gpu_memory_bytes"] * policy["browser"]["memory_headroom"] / 1e9
     if memory is not None and memory < need_gb:
         out.append(reason("low_memory", f"the device reports {memory} GB of memory, {variant['id']} wants {need_gb:.1f} GB"))
+    for failed in probe.get("unreliable_models", []):
+        if failed["id"] == variant["id"] and failed["version"] == variant["version"]:
+            out.append(reason("unreliable", f"{variant['id']} failed on this device ({failed['reason']})"))
     storage = probe.get("storage")
     if storage and not is_cached(probe, variant):
         free = storage["quota_bytes"] - storage["usage_bytes"]
@@ -73,8 +77,21 @@ def browser_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
     return out
 
 
+def held_versions(probe: dict, variant: dict) -> list[str]:
+    return [c["version"] for c in probe.get("cached_models", []) if c["id"] == variant["id"]]
+
+
+def cached_version(probe: dict, variant: dict) -> str | None:
+    """The version of this variant the browser can run from its cache: the catalog's, or an older one the
+    catalog marks compatible (same weights, tokenizer and config), so it need not download again."""
+    held = held_versions(probe, variant)
+    if variant["version"] in held:
+        return variant["version"]
+    return next((v for v in held if v in variant.get("compatible_versions", [])), None)
+
+
 def is_cached(probe: dict, variant: dict) -> bool:
-    return any(c["id"] == variant["id"] and c["version"] == variant["version"] for c in probe.get("cached_models", []))
+    return cached_version(probe, variant) is not None
 
 
 def predict_browser(probe: dict, variant: dict, policy: dict) -> dict | None:
@@ -120,8 +137,12 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
     best = runnable[0] if runnable else None
     browser = predict_browser(probe, best, policy) if best else None
     cloud = predict_cloud(probe, state, policy)
-    decision = Decision("none", variants[0]["model"], best["id"] if best else None, best["version"] if best else None,
-                        predictions={"browser": browser, "cloud": cloud}, cached=bool(best and is_cached(probe, best)))
+    usable = best and cached_version(probe, best)
+    outdated = [v for v in held_versions(probe, best) if v != usable] if best else []
+    decision = Decision("none", variants[0]["model"], best["id"] if best else None,
+                        (usable or best["version"]) if best else None,
+                        predictions={"browser": browser, "cloud": cloud}, cached=bool(usable),
+                        update={"from": outdated[0], "to": best["version"]} if outdated and not usable else None)
     if not state.cloud_available:
         reasons.append(reason("cloud_unavailable", "the server has no cloud engine configured"))
 
@@ -149,8 +170,11 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
         return go("browser", "only_browser", "the browser is the only engine available")
     if not decision.cached:
         # The download would delay this answer: answer from the cloud, fetch in the background if sensible.
-        return go("cloud", "not_downloaded", f"{best['id']} is not in this browser yet"
-                  + ("; downloading it in the background" if prefetch_ok else ""))
+        background = "; downloading it in the background" if prefetch_ok else ""
+        if decision.update:
+            return go("cloud", "update_available", f"a new version of {best['id']} is out ({decision.update['from']} "
+                      f"-> {decision.update['to']}){background}")
+        return go("cloud", "not_downloaded", f"{best['id']} is not in this browser yet{background}")
     if battery.get("saver"):
         return go("cloud", "battery_saver", "the device is saving battery")
     if browser is None:
@@ -162,4 +186,7 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
         if total_seconds(cloud, tokens) < total_seconds(browser, tokens):
             return go("cloud", "cloud_faster", "the cloud is predicted to answer sooner")
         return go("browser", "browser_faster", "this browser is predicted to answer sooner")
+    if decision.version != best["version"]:
+        return go("browser", "compatible_cached", f"{best['id']} {decision.version} is cached in this browser and "
+                  f"the catalog marks it compatible with {best['version']}: no download needed")
     return go("browser", "cached", f"{best['id']} is cached in this browser and fast enough")

@@ -17,11 +17,22 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @pytest.fixture
-def page(page):
-    """The plugin's page, but any uncaught page error or console error fails the test."""
+def expected_console_errors() -> list[str]:
+    """Substrings of console errors a test provokes on purpose (a refused connection, a 404)."""
+    return []
+
+
+@pytest.fixture
+def page(page, expected_console_errors):
+    """The plugin's page, but any uncaught page error or unexpected console error fails the test."""
     problems: list[str] = []
+
+    def console(msg):
+        if msg.type == "error" and not any(e in msg.text for e in expected_console_errors):
+            problems.append(f"console error: {msg.text} ({msg.location.get('url')})")
+
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda msg: problems.append(f"console error: {msg.text} ({msg.location.get('url')})") if msg.type == "error" else None)
+    page.on("console", console)
     yield page
     assert not problems, "the page reported errors:\n" + "\n".join(problems)
 
@@ -54,10 +65,45 @@ def default_built():
     return REPO / "models"
 
 
-class AppServer:
-    """The Flask app on a random 127.0.0.1 port, in a thread, remembering every path it was asked for."""
+class Faults:
+    """WSGI middleware that spoils the next response for a path ending in a given suffix, once per rule:
+    "drop" sends `at` bytes then drops the connection; "stall" sends `at` bytes then hangs until the
+    server closes; "flip" sends the whole body with one byte changed at `at`."""
 
-    def __init__(self, models_dir: Path):
+    def __init__(self, app):
+        import threading
+        self.app, self.rules, self.closing = app, [], threading.Event()
+
+    def add(self, suffix: str, kind: str, at: int) -> None:
+        self.rules.append((suffix, kind, at))
+
+    def __call__(self, environ, start_response):
+        rule = next((r for r in self.rules if environ["PATH_INFO"].endswith(r[0])), None)
+        body = self.app(environ, start_response)
+        if rule is None:
+            return body
+        self.rules.remove(rule)
+        return self.spoil(body, rule[1], rule[2], environ["werkzeug.socket"])
+
+    def spoil(self, body, kind, at, sock):
+        import socket
+        data = b"".join(body)
+        if kind == "flip":
+            yield data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+            return
+        yield data[:at]
+        if kind == "stall":
+            self.closing.wait()
+        sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError("test fault: connection dropped")
+
+
+class AppServer:
+    """The Flask app on a random 127.0.0.1 port, in a thread, remembering every request (path and Range
+    header) it was asked for; `faults` spoils chosen responses."""
+
+    def __init__(self, models_dir: Path, test_hooks: bool = False):
+        import tempfile
         import threading
 
         from flask import request
@@ -66,14 +112,26 @@ class AppServer:
         from router import create_app
 
         self.paths: list[str] = []
-        app = create_app({"MODELS_DIR": str(models_dir)})
-        app.before_request(lambda: self.paths.append(request.path))
+        self.ranges: list[tuple[str, str | None]] = []
+        self.fleet_dir = tempfile.TemporaryDirectory()
+        app = create_app({"MODELS_DIR": str(models_dir), "TEST_HOOKS": test_hooks,
+                          "FLEET_DB": f"{self.fleet_dir.name}/fleet.sqlite3"})
+
+        @app.before_request
+        def remember():
+            self.paths.append(request.path)
+            self.ranges.append((request.path, request.headers.get("Range")))
+
+        self.faults = Faults(app.wsgi_app)
+        app.wsgi_app = self.faults
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/"
 
     def close(self) -> None:
+        self.faults.closing.set()
         self.server.shutdown()
+        self.fleet_dir.cleanup()
 
 
 @pytest.fixture
@@ -81,8 +139,8 @@ def app_server():
     """Start app servers over any models folder for one test: `server = app_server(folder)`."""
     servers: list[AppServer] = []
 
-    def start(models_dir: Path) -> AppServer:
-        servers.append(AppServer(models_dir))
+    def start(models_dir: Path, test_hooks: bool = False) -> AppServer:
+        servers.append(AppServer(models_dir, test_hooks))
         return servers[-1]
 
     yield start

@@ -63,14 +63,18 @@ def catalog_entry(folder: Path) -> dict:
     activations = 4 * chat["prefill_chunk_size"] * widest * dtype_bytes + 4 * c["vocab_size"]
     largest_buffer = max(info["largest_param_bytes"], kv_layer, chat["prefill_chunk_size"] * widest * dtype_bytes)
     downloaded = [folder / files[k] for k in ("config", "tokenizer", "wasm")]
-    content = hashlib.sha256()
+    content, weights = hashlib.sha256(), hashlib.sha256()
     for path in [folder / files["tensor_cache"], *downloaded]:
-        content.update(sha256_file(path).encode())
+        digest = sha256_file(path).encode()
+        content.update(digest)
+        if path.name != files["wasm"]:
+            weights.update(digest)
     return {
         "id": info["id"],
         "model": info["model"],
         "quantization": info["quantization"],
         "version": content.hexdigest()[:16],
+        "weights_version": weights.hexdigest()[:16],
         "path": f"{folder.name}/",
         "files": files,
         "download_bytes": info["shard_bytes"] + sum(p.stat().st_size for p in downloaded),
@@ -87,9 +91,24 @@ def catalog_entry(folder: Path) -> dict:
     }
 
 
+def with_compatible_versions(entry: dict, previous: dict | None) -> dict:
+    """A rebuild that changed only the kernels (same weights, tokenizer and config) lists the versions it
+    replaces as compatible: browsers holding one keep using it instead of downloading again. Deleting
+    models/manifest.json before a build ends the chain."""
+    if previous and previous["version"] != entry["version"] and previous.get("weights_version") == entry["weights_version"]:
+        older = [previous["version"], *previous.get("compatible_versions", [])]
+        return {**entry, "compatible_versions": [v for v in older if v != entry["version"]][:8]}
+    if previous and previous["version"] == entry["version"] and previous.get("compatible_versions"):
+        return {**entry, "compatible_versions": previous["compatible_versions"]}
+    return entry
+
+
 def write_manifest(models_dir: Path) -> list[dict]:
     folders = [p.parent for p in sorted(models_dir.glob("*/build-info.json")) if not p.parent.name.startswith(".")]
+    path = models_dir / "manifest.json"
+    previous = {m["id"]: m for m in json.loads(path.read_text())["models"]} if path.is_file() else {}
     entries = [catalog_entry(folder) for folder in folders]
+    entries = [with_compatible_versions(e, previous.get(e["id"])) for e in entries]
     catalog = {"schema_version": SCHEMA_VERSION, "models": entries}
     jsonschema.validate(catalog, json.loads(SCHEMA_PATH.read_text()))
     tmp = models_dir / ".manifest.json.tmp"

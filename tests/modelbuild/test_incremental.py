@@ -29,3 +29,24 @@ def test_rebuilds_only_the_preset_that_needs_it(tiny_built, tmp_path, capsys):
     assert printed.count("up to date, skipped") == 3 and "building" not in printed
     assert {k: v for k, v in snapshot(out).items() if k.name != "manifest.json"} == \
            {k: v for k, v in rebuilt.items() if k.name != "manifest.json"}
+
+
+def test_a_kernel_only_rebuild_keeps_cached_versions_usable(tiny_built, tmp_path):
+    from modelbuild import manifest
+
+    _, built = tiny_built
+    out = tmp_path / "models"
+    shutil.copytree(built, out, ignore=shutil.ignore_patterns("*.html", "tvmjs.js"))
+    first = {e["id"]: e for e in manifest.write_manifest(out)}["tiny-llama-q4f32_1"]
+    folder = out / "tiny-llama-q4f32_1"
+    wasm = folder / first["files"]["wasm"]
+    wasm.write_bytes(wasm.read_bytes() + b"\0")  # new kernels, same weights, tokenizer and config
+    second = {e["id"]: e for e in manifest.write_manifest(out)}["tiny-llama-q4f32_1"]
+    assert second["version"] != first["version"] and second["weights_version"] == first["weights_version"]
+    assert second["compatible_versions"] == [first["version"]]
+    assert manifest.write_manifest(out)[2]["compatible_versions"] == [first["version"]]  # a rerun keeps the chain
+
+    config = folder / first["files"]["config"]
+    config.write_text(config.read_text().replace('"temperature": 0.7', '"temperature": 0.6'))  # not the same model
+    third = {e["id"]: e for e in manifest.write_manifest(out)}["tiny-llama-q4f32_1"]
+    assert third["weights_version"] != first["weights_version"] and "compatible_versions" not in third

@@ -14,8 +14,9 @@ def catalog(default_built):
 
 
 @pytest.fixture(scope="module")
-def app(default_built):
-    return create_app({"MODELS_DIR": str(default_built), "TESTING": True})
+def app(default_built, tmp_path_factory):
+    fleet = tmp_path_factory.mktemp("fleet") / "fleet.sqlite3"
+    return create_app({"MODELS_DIR": str(default_built), "TESTING": True, "FLEET_DB": str(fleet)})
 
 
 @pytest.fixture
@@ -211,3 +212,78 @@ def test_health_and_metrics(client):
     text = client.get("/metrics").get_data(as_text=True)
     assert 'seam_route_decisions_total{reason="not_downloaded",target="cloud"}' in text
     assert "seam_request_seconds_bucket" in text
+
+
+# --- the hybrid seam's server side ------------------------------------------------------------------
+
+def test_continue_final_message_goes_on_with_the_shown_text(client):
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    body = {"messages": question, "temperature": 0, "max_tokens": 12}
+    whole = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]["message"]["content"]
+    shown = " ".join(whole.split(" ")[:2])  # what a browser showed before its GPU failed
+    assert 0 < len(shown) < len(whole)
+    rest = client.post("/v1/chat/completions", json={
+        **body, "messages": question + [{"role": "assistant", "content": shown}], "continue_final_message": True,
+    }).get_json()["choices"][0]["message"]["content"]
+    assert shown + rest == whole
+
+
+def test_continue_final_message_needs_an_assistant_message_last(client):
+    body = {"messages": [{"role": "user", "content": "Hi"}], "continue_final_message": True}
+    assert_error(client.post("/v1/chat/completions", json=body), 400, "continue_final_message")
+    body = {"messages": [{"role": "user", "content": "Hi"}], "continue_final_message": "yes"}
+    assert_error(client.post("/v1/chat/completions", json=body), 400, "continue_final_message")
+
+
+def test_catalog_endpoint_gives_the_page_its_models(client, catalog):
+    models = client.get("/api/catalog").get_json()["models"]
+    assert [m["id"] for m in models] == [m["id"] for m in catalog["models"]]
+    assert all(m["base_url"] == f"/models/{m['id']}/{m['version']}/" and "cpu_library" in m["files"] for m in models)
+
+
+def test_fleet_counts_each_clients_versions_and_self_checks(app, catalog):
+    client = app.test_client()
+    entry = catalog["models"][1]
+    held = [{"id": entry["id"], "version": entry["version"]}]
+    for client_id in ("client-aaaaaaaa", "client-bbbbbbbb"):
+        assert client.post("/api/route", json={**PROBE, "client_id": client_id, "cached_models": held}).status_code == 200
+    # A client reports its whole list each time: what it dropped stops counting.
+    old = [{"id": entry["id"], "version": "0123456789abcdef"}]
+    client.post("/api/route", json={**PROBE, "client_id": "client-cccccccc", "cached_models": old})
+    client.post("/api/route", json={**PROBE, "client_id": "client-cccccccc", "cached_models": held})
+    fleet = client.get("/api/fleet").get_json()
+    assert {"id": entry["id"], "version": entry["version"], "clients": 3} in fleet["cached"]
+    assert not any(row["version"] == "0123456789abcdef" for row in fleet["cached"])
+    assert fleet["catalog"][entry["id"]] == entry["version"]
+
+    report = {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": False,
+              "token_ids": [1, 2, 3], "client_id": "client-aaaaaaaa"}
+    assert client.post("/api/self-check", json=report).get_json() == {"recorded": True}
+    client.post("/api/self-check", json={**report, "passed": True})
+    checks = client.get("/api/fleet").get_json()["self_checks"]
+    assert {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": 1, "failed": 1} in checks
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'seam_client_model_versions{{model="{entry["id"]}",version="{entry["version"]}"}} 3.0' in metrics
+    assert f'seam_self_checks_total{{model="{entry["id"]}",result="failed",version="{entry["version"]}"}}' in metrics
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"id": "no-such-model", "version": "x", "passed": True}, 404, "id"),
+    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x"}, 400, "passed"),
+    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "token_ids": ["a"]}, 400, "token_ids"),
+])
+def test_self_check_reports_are_validated(client, body, status, param):
+    assert_error(client.post("/api/self-check", json=body), status, param)
+
+
+def test_the_catalog_follows_a_rebuild(tmp_path, catalog):
+    (tmp_path / "manifest.json").write_text(json.dumps(catalog))
+    app = create_app({"MODELS_DIR": str(tmp_path), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
+    client = app.test_client()
+    entry = catalog["models"][0]
+    assert client.get("/api/catalog").get_json()["models"][0]["version"] == entry["version"]
+    rebuilt = {**catalog, "models": [{**entry, "version": "fedcba9876543210"}]}
+    (tmp_path / ".manifest.tmp").write_text(json.dumps(rebuilt))
+    (tmp_path / ".manifest.tmp").replace(tmp_path / "manifest.json")  # as the build writes it
+    assert client.get("/api/catalog").get_json()["models"][0]["version"] == "fedcba9876543210"
+    assert client.get(f"/models/{entry['id']}/{entry['version']}/tokenizer.json").status_code == 404

@@ -52,7 +52,16 @@ CASES = [
      probe(cached_models=[], storage={"quota_bytes": 50 * MB, "usage_bytes": 0}), CLOUD, "cloud", "browser_cannot_run", None),
     ("not downloaded yet: cloud while prefetching", probe(cached_models=[]), CLOUD, "cloud", "not_downloaded", "Model-q4f16_1"),
     ("older version cached: cloud while fetching the new one",
-     probe(cached_models=[{"id": "Model-q4f16_1", "version": "v0"}]), CLOUD, "cloud", "not_downloaded", "Model-q4f16_1"),
+     probe(cached_models=[{"id": "Model-q4f16_1", "version": "v0"}]), CLOUD, "cloud", "update_available", "Model-q4f16_1"),
+    ("failed its self-check here: the other variant", probe(
+        unreliable_models=[{"id": "Model-q4f16_1", "version": "v1", "reason": "self-check failed"}],
+        cached_models=[{"id": "Model-q4f32_1", "version": "v1"}]), CLOUD, "browser", "cached", "Model-q4f32_1"),
+    ("failed here, no other variant: cloud", probe(webgpu={**GOOD_GPU, "features": []},
+        unreliable_models=[{"id": "Model-q4f32_1", "version": "v1", "reason": "the GPU was lost"}]),
+     CLOUD, "cloud", "browser_cannot_run", None),
+    ("failed at an older version only: the new one is tried", probe(
+        unreliable_models=[{"id": "Model-q4f16_1", "version": "v0", "reason": "self-check failed"}]),
+     CLOUD, "browser", "cached", "Model-q4f16_1"),
     ("slow benchmark: cloud", probe(benchmark={"bandwidth_gbps": 0.1}), CLOUD, "cloud", "browser_too_slow", "Model-q4f16_1"),
     ("prompt longer than the context: cloud", probe(prompt_tokens=5000), CLOUD, "cloud", "browser_cannot_run", None),
     ("battery saver: cloud", probe(battery={"saver": True}), CLOUD, "cloud", "battery_saver", "Model-q4f16_1"),
@@ -104,3 +113,27 @@ def test_predictions_follow_the_measurements():
 def test_no_model_in_catalog():
     decision = routing.decide(probe(), [], CLOUD, POLICY)
     assert decision.target == "cloud" and decision.reasons[0]["code"] == "no_model"
+
+
+def test_a_compatible_older_version_is_kept():
+    variants = [{**VARIANTS[1], "version": "v2", "compatible_versions": ["v1"]}]
+    decision = routing.decide(probe(), variants, CLOUD, POLICY)
+    assert (decision.target, decision.reasons[0]["code"], decision.version) == ("browser", "compatible_cached", "v1")
+    assert decision.cached and decision.update is None
+
+
+def test_an_incompatible_older_version_is_replaced():
+    variants = [{**VARIANTS[1], "version": "v2"}]
+    decision = routing.decide(probe(), variants, CLOUD, POLICY)
+    assert (decision.target, decision.version, decision.prefetch) == ("cloud", "v2", True)
+    assert decision.update == {"from": "v1", "to": "v2"}
+    assert "v1 -> v2" in decision.reasons[0]["message"]
+    # Asked to stay local, the page loads the new version directly.
+    local = routing.decide(probe(preference="local_only"), variants, CLOUD, POLICY)
+    assert (local.target, local.version, local.update) == ("browser", "v2", {"from": "v1", "to": "v2"})
+
+
+def test_a_variant_that_failed_here_says_so():
+    report = probe(unreliable_models=[{"id": "Model-q4f16_1", "version": "v1", "reason": "the GPU was lost"}])
+    reasons = routing.decide(report, VARIANTS[1:], CLOUD, POLICY).reasons
+    assert {"code": "unreliable", "message": "Model-q4f16_1 failed on this device (the GPU was lost)"} in reasons

@@ -11,7 +11,8 @@ export function formatDuration(seconds) {
 
 export function formatStats(stats, usage) {
   const where = stats.where === "browser" ? `browser · ${stats.adapter}` : `server · ${stats.backend || "cloud"}`;
-  const parts = [where, `first token ${stats.ttft_s.toFixed(2)} s`];
+  const handoff = { cloud: "browser, then ", browser: "server, then " }[stats.handoff] || "";
+  const parts = [handoff + where, `first token ${stats.ttft_s.toFixed(2)} s`];
   if (stats.prefill_tokens_per_s) parts.push(`prefill ${stats.prefill_tokens_per_s.toFixed(1)} tok/s`);
   if (stats.decode_tokens_per_s) parts.push(`decode ${stats.decode_tokens_per_s.toFixed(1)} tok/s`);
   if (usage) parts.push(`${usage.completion_tokens} tokens`);
@@ -29,6 +30,7 @@ class AnswerView {
   finish({ stats, usage, finishReason, stopped }) {
     this.element.dataset.state = stopped ? "stopped" : "done";
     this.element.dataset.where = stats.where;
+    if (stats.handoff) this.element.dataset.handoff = `${stats.handoff === "cloud" ? "browser" : "cloud"}-to-${stats.handoff}`;
     this.element.dataset.finishReason = finishReason || "";
     const line = document.createElement("div");
     line.className = "stats";
@@ -134,8 +136,11 @@ export class ChatView {
 
   hideLoading() { $("loading").hidden = true; }
 
+  // An "info" notice does not cover a warning or an error the user has not seen go: what went wrong
+  // matters more than where the next answer runs (the route line says that anyway).
   notice(text, kind = "info") {
     const element = $("notice");
+    if (text && kind === "info" && !element.hidden && element.dataset.kind !== "info") return;
     element.hidden = !text;
     element.textContent = text || "";
     element.dataset.kind = kind;

@@ -1,35 +1,57 @@
-// The chat page's controller: asks the router where answers run, loads the browser engine when the
-// router picks (or prefetches) a browser variant, and streams each answer from whichever client the
-// decision names. Settings and URLs come from the server (the #seam-config JSON), never from constants.
+// The chat page's controller: asks the router where answers run, loads (and self-checks) the browser
+// engine when the router picks or prefetches a browser variant, and streams each answer from whichever
+// client the decision names. When one path fails mid-answer, the other continues the same answer from
+// the text already shown. Settings and URLs come from the server (#seam-config), never from constants.
 import { CloudClient } from "./cloud_client.js";
 import { ChatView } from "./chat_view.js";
 import { WorkerEngine } from "./engine/client.js";
+import { EngineError, ErrorKind } from "./engine/errors.js";
+import { deleteOtherVersions } from "./engine/model_cache.js";
 import { askRouter, collectProbeReport } from "./probe.js";
+import { remembered } from "./remembered.js";
 
 const config = JSON.parse(document.getElementById("seam-config").textContent);
 const view = new ChatView();
 const cloud = new CloudClient(config.endpoints.chat);
+const ROUTE_MAX_AGE_MS = 5 * 60 * 1000;  // re-ask the router before an answer when its decision is older
 
-let browserEngine = null;  // the worker starts only when a browser variant is wanted
-let decision = null;       // the router's latest answer
-let loading = null;        // {id, promise} of the variant being loaded or loaded
-let loaded = null;         // {model, adapter} once the browser engine holds a model
-let history = [];          // this conversation, as the chat template will see it
-let current = null;        // the answer being streamed (has stop())
+let catalog = config.models;  // refreshed from the server before each routing
+let engine = null;            // the worker starts only when a browser variant is wanted
+let decision = null;          // the router's latest answer
+let routedAt = 0;
+let loading = null;           // {key, promise} of the variant being loaded or loaded
+let loaded = null;            // {model, adapter} once the browser engine holds a checked model
+let history = [];             // this conversation, as the chat template will see it
+let current = null;           // the answer being streamed (has stop())
+const failedHere = [];        // [{id, version, reason}] that failed in this page: not routed here again
+const loadErrors = new Map(); // "id@version" -> the error it failed with, given again instead of retrying
 
+const browserEngine = () => (engine ??= new WorkerEngine(config.engine, { testHooks: config.testHooks }));
 window.seam = {
   config,
-  browserEngine: () => (browserEngine ??= new WorkerEngine(config.engine)),
+  browserEngine,
   get decision() { return decision; },
   get loaded() { return loaded; },
+  ...(config.testHooks ? { test: { loseDeviceAfter: (tokens) => browserEngine().loseDeviceAfter(tokens) } } : {}),
 };
 
 const ROUTE_LABEL = { browser: "This browser", cloud: "Server", none: "Nothing can answer" };
 
+async function refreshCatalog() {
+  try {
+    const response = await fetch(config.endpoints.catalog, { cache: "no-store" });
+    if (response.ok) catalog = (await response.json()).models;
+  } catch (error) { /* offline: keep the catalog we have */ }
+}
+
 async function route() {
   try {
-    const report = await collectProbeReport({ models: config.models, preference: view.settings().preference });
+    await refreshCatalog();
+    const report = await collectProbeReport({ models: catalog, preference: view.settings().preference,
+                                              unreliable: [...remembered.unreliable(), ...failedHere],
+                                              clientId: remembered.clientId() });
     decision = await askRouter(config.endpoints.route, report);
+    routedAt = Date.now();
     window.seamLastReport = report;
     window.seamLastDecision = decision;
   } catch (error) {
@@ -43,41 +65,141 @@ async function route() {
   // When nothing in the catalog can run here, say exactly why for each variant.
   if (decision.target === "none" || (decision.target === "cloud" && !decision.variant && others.length))
     view.notice([why, ...others].map((r) => r.message).join("; "), decision.target === "none" ? "error" : "info");
-  if (decision.variant && (decision.target === "browser" || decision.prefetch)) loadVariant(decision.variant).catch(() => {});
+  if (decision.variant && (decision.target === "browser" || decision.prefetch))
+    loadVariant(decision.variant, decision.version).catch(() => {});
 }
 
-function loadVariant(id) {
-  if (loading?.id === id) return loading.promise;
-  const model = config.models.find((m) => m.id === id);
-  const promise = window.seam.browserEngine().load(model, (p) => {
-    if (p.phase === "gpu") view.showLoadingStep(`Preparing ${model.id} on the GPU (compiling kernels, uploading weights)`);
-    else view.showProgress(p);
-  }).then((info) => {
+// The catalog entry of a variant at a version: the catalog's own, or an older one still in the cache
+// (the router keeps it when the catalog marks it compatible).
+function modelAt(id, version) {
+  const entry = catalog.find((m) => m.id === id);
+  if (!entry || entry.version === version) return entry;
+  return { ...entry, version, base_url: entry.base_url.replace(`/${entry.version}/`, `/${version}/`) };
+}
+
+function loadVariant(id, version) {
+  const key = `${id}@${version}`;
+  if (loadErrors.has(key)) return Promise.reject(loadErrors.get(key));
+  if (loading?.key === key) return loading.promise;
+  const model = modelAt(id, version);
+  const promise = (async () => {
+    const info = await browserEngine().load(model, (p) => {
+      if (p.phase === "gpu") view.showLoadingStep(`Preparing ${model.id} on the GPU (compiling kernels, uploading weights)`);
+      else view.showProgress(p);
+    });
+    await selfCheck(model, info.adapter);
     loaded = { model, adapter: info.adapter };
     view.hideLoading();
-    if (decision?.target !== "browser") route();  // now cached: the router may send answers here
+    await deleteOtherVersions(model, location.origin).catch(() => 0);
+    if (decision?.target !== "browser" || decision.version !== version) route();  // the router may send answers here now
     return loaded;
-  }, (error) => {
-    loading = null;
+  })().catch((error) => {
+    if (loading?.key === key) loading = null;
     view.hideLoading();
+    failedHere.push({ id, version, reason: error.message.slice(0, 400) });
+    loadErrors.set(key, error);
     view.notice(`The browser engine could not load ${model.id}: ${error.message}`, "error");
+    route();  // the router now knows: answers go to the cloud if there is one
     throw error;
   });
-  loading = { id, promise };
+  loading = { key, promise };
   return promise;
 }
 
-async function pickClient() {
-  if (decision?.target === "browser") {
-    await loadVariant(decision.variant);
-    return { client: window.seam.browserEngine(), model: decision.variant };
+// The first time this device loads a model version, its answer to the catalog's check prompt must equal
+// the catalog's golden tokens; a device that computes something else is not used for that version.
+async function selfCheck(model, adapter) {
+  if (remembered.selfCheckPassed(model, adapter)) return;
+  view.showLoadingStep(`Checking that this GPU computes ${model.id} correctly`);
+  const check = model.self_check;
+  const tokens = await browserEngine().selfCheck(check);
+  const golden = check.golden_token_ids;
+  const passed = tokens.length === golden.length && tokens.every((t, i) => t === golden[i]);
+  await fetch(config.endpoints.self_check, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ id: model.id, version: model.version, adapter, passed, token_ids: tokens,
+                           client_id: remembered.clientId() }),
+  }).catch(() => {});  // the report is for the operator; the page decides either way
+  if (passed) return remembered.selfCheckPassed(model, adapter, true);
+  const reason = `self-check failed: this GPU's answer to the check prompt (${tokens.join(" ")}) differs from ` +
+                 `the catalog's (${golden.join(" ")})`;
+  remembered.markUnreliable(model, reason);
+  dropBrowserEngine();
+  throw new EngineError(ErrorKind.SelfCheck, reason);
+}
+
+function dropBrowserEngine() {
+  engine?.terminate();
+  engine = null;
+  loaded = null;
+  loading = null;
+}
+
+const wants = () => view.settings().preference;
+const cloudCanTakeOver = () => Boolean(decision?.predictions?.cloud) && wants() !== "local_only";
+const browserCanTakeOver = () => Boolean(decision?.variant) && wants() !== "cloud_only" &&
+  !failedHere.some((f) => f.id === decision.variant && f.version === decision.version);
+
+async function pickPath() {
+  if (Date.now() - routedAt > ROUTE_MAX_AGE_MS) await route();
+  if (decision?.target === "browser") return "browser";
+  if (decision?.target === "cloud") return "cloud";
+  throw new EngineError(ErrorKind.NoEngine, decision ? decision.reasons.map((r) => r.message).join("; ")
+                                                     : "the router has not answered yet; reload the page");
+}
+
+async function clientFor(path) {
+  if (path === "cloud") return { client: cloud, model: decision.model };
+  await loadVariant(decision.variant, decision.version);
+  return { client: browserEngine(), model: decision.variant };
+}
+
+// Streams one request into the answer view; `so.far` collects what was shown, whatever happens.
+async function streamInto(answer, path, request, so) {
+  const { client, model } = await clientFor(path);
+  const stream = await client.chat.completions.create({ ...request, model, stream: true });
+  current = stream;
+  const result = { firstAt: null, usage: null, stats: null, finishReason: null };
+  for await (const chunk of stream) {
+    const choice = chunk.choices[0];
+    if (choice?.delta?.content) {
+      result.firstAt ??= performance.now();
+      so.text += choice.delta.content;
+      so.tokens = chunk.seam?.completion_tokens ?? so.tokens + 1;
+      answer.append(choice.delta.content);
+    }
+    if (choice?.finish_reason) result.finishReason = choice.finish_reason;
+    if (chunk.usage) result.usage = chunk.usage;
+    if (chunk.seam?.stats) result.stats = chunk.seam.stats;
   }
-  if (decision?.target === "cloud") return { client: cloud, model: decision.model };
-  throw new Error(decision ? decision.reasons.map((r) => r.message).join("; ") : "the router has not answered yet");
+  result.stopped = Boolean(stream.stopped);
+  return result;
+}
+
+// The request that makes the other path go on with the answer as shown so far (no text lost or repeated).
+function continuation(request, so) {
+  if (!so.text) return request;
+  return { ...request, messages: [...request.messages, { role: "assistant", content: so.text }],
+           continue_final_message: true, max_tokens: Math.max(1, (request.max_tokens ?? 256) - so.tokens) };
+}
+
+// A failure on one path that the other can recover from, and the notice that says so.
+function takeOver(path, error) {
+  if (current?.stopped) return null;
+  if (path === "browser" && cloudCanTakeOver() && error instanceof EngineError && error.kind !== ErrorKind.ContextWindow) {
+    const model = loaded?.model || modelAt(decision.variant, decision.version);
+    failedHere.push({ id: model.id, version: model.version, reason: error.message.slice(0, 400) });
+    dropBrowserEngine();
+    route();
+    return { to: "cloud", notice: `This browser's GPU failed (${error.message}); the server took over the answer.` };
+  }
+  if (path === "cloud" && browserCanTakeOver() && (error.status === undefined || error.status >= 500))
+    return { to: "browser", notice: `The server could not answer (${error.message}); this browser took over the answer.` };
+  return null;
 }
 
 // The stats of an answer streamed from the server, as the page saw them.
-function cloudStats(started, firstAt, endedAt, usage) {
+function cloudStats(started, { firstAt, usage }, endedAt) {
   const ttft = ((firstAt ?? endedAt) - started) / 1000;
   const decodeSeconds = (endedAt - (firstAt ?? endedAt)) / 1000;
   return { where: "cloud", backend: decision?.model || "server", ttft_s: ttft,
@@ -94,27 +216,29 @@ async function send(text) {
   view.addUserMessage(text);
   const answer = view.addAnswer();
   view.setBusy(true);
-  let content = "";
+  const so = { text: "", tokens: 0 };
+  const request = { messages, ...sampling };
   try {
     const started = performance.now();
-    const { client, model } = await pickClient();
-    const stream = await client.chat.completions.create({ model, messages, stream: true, ...sampling });
-    current = stream;
-    let firstAt = null, usage = null, stats = null, finishReason = null;
-    for await (const chunk of stream) {
-      const choice = chunk.choices[0];
-      if (choice?.delta?.content) { firstAt ??= performance.now(); content += choice.delta.content; answer.append(choice.delta.content); }
-      if (choice?.finish_reason) finishReason = choice.finish_reason;
-      if (chunk.usage) usage = chunk.usage;
-      if (chunk.seam) stats = chunk.seam.stats;
+    let path = await pickPath();
+    let result, handedOff = null;
+    try {
+      result = await streamInto(answer, path, request, so);
+    } catch (error) {
+      handedOff = takeOver(path, error);
+      if (!handedOff) throw error;
+      view.notice(handedOff.notice, "warning");
+      path = handedOff.to;
+      result = await streamInto(answer, path, continuation(request, so), so);
     }
-    answer.finish({ stats: stats || cloudStats(started, firstAt, performance.now(), usage), usage, finishReason,
-                    stopped: Boolean(stream.stopped) });
+    const stats = result.stats || cloudStats(started, result, performance.now());
+    if (handedOff) stats.handoff = handedOff.to;
+    answer.finish({ stats, usage: result.usage, finishReason: result.finishReason, stopped: result.stopped });
   } catch (error) {
     answer.fail(error);
   } finally {
     // A stopped or failed answer stays in the history with what was shown, as the user saw it.
-    if (content) conversation.push({ role: "assistant", content });
+    if (so.text) conversation.push({ role: "assistant", content: so.text });
     current = null;
     view.setBusy(false);
   }

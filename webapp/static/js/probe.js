@@ -1,6 +1,7 @@
 // Collects what the router needs to know about this device: the probe report, schema version 1
 // (router/schemas/probe-report.v1.json). Every probe is optional: a browser that lacks an API simply
 // reports less, and the router decides with what it has.
+import { cachedVersions } from "./engine/model_cache.js";
 
 const BENCH_BYTES = 16 * 1024 * 1024;
 
@@ -62,26 +63,15 @@ async function measureBandwidth(device) {
   return { bandwidth_gbps: Number(((4 * BENCH_BYTES) / seconds / 1e9).toFixed(3)) };
 }
 
+// Measured once per page, while the page is idle: a later run would compete with the engine's own work
+// on the same GPU and report the GPU busy, not slow.
+let bandwidth = null;
+
 async function probeStorage() {
   if (!navigator.storage || !navigator.storage.estimate) return null;
   const { quota = 0, usage = 0 } = await navigator.storage.estimate();
   const persisted = navigator.storage.persisted ? await navigator.storage.persisted() : false;
   return { quota_bytes: quota, usage_bytes: usage, persisted };
-}
-
-// Which catalog versions this browser already holds: the engine stores a model's files under its
-// versioned URLs, so a cached tensor-cache.json at that URL means that version is here.
-async function probeCachedModels(models) {
-  if (!self.caches) return [];
-  const found = [];
-  for (const name of await caches.keys()) {
-    const cache = await caches.open(name);
-    for (const m of models) {
-      const url = new URL(m.base_url + m.files.tensor_cache, location.href).href;
-      if (await cache.match(url)) found.push({ id: m.id, version: m.version });
-    }
-  }
-  return found;
 }
 
 function probeNetwork() {
@@ -104,15 +94,18 @@ async function probeBattery() {
   } catch (e) { return null; }
 }
 
-export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, maxTokens, model }) {
+// `unreliable`: [{id, version, reason}] the page saw fail here; `clientId`: its random id, for the fleet counts.
+export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, maxTokens, model,
+                                           unreliable = [], clientId }) {
   const { gpu, device } = await probeWebGPU();
   const report = {
     schema_version: 1,
     webgpu: gpu,
     device_memory_gb: typeof navigator.deviceMemory === "number" ? navigator.deviceMemory : null,
     storage: await probeStorage(),
-    cached_models: await probeCachedModels(models),
-    benchmark: device ? await measureBandwidth(device) : null,
+    cached_models: await cachedVersions(models, location.origin),
+    unreliable_models: unreliable,
+    benchmark: device ? (bandwidth ??= await measureBandwidth(device)) : null,
     network: probeNetwork(),
     battery: await probeBattery(),
     preference,
@@ -120,6 +113,7 @@ export async function collectProbeReport({ models, preference = "auto", promptTo
   };
   if (maxTokens) report.max_tokens = maxTokens;
   if (model) report.model = model;
+  if (clientId) report.client_id = clientId;
   if (device) device.destroy();
   return report;
 }

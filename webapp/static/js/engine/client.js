@@ -4,9 +4,10 @@
 import { EngineError } from "./errors.js";
 
 export class WorkerEngine {
-  constructor({ workerUrl, vendor }) {
+  constructor({ workerUrl, vendor }, { testHooks = false } = {}) {
     this.worker = new Worker(workerUrl, { type: "module" });
     this.vendor = vendor;
+    this.testHooks = testHooks;
     this.pending = new Map();  // generation id -> {push, fail}
     this.nextId = 1;
     this.chat = { completions: { create: (request) => this.create(request) } };
@@ -27,7 +28,8 @@ export class WorkerEngine {
     load.promise = previous.then(() => new Promise((resolve, reject) => {
       Object.assign(load, { resolve, reject });
       this.activeLoad = load;  // the worker's progress/loaded/error messages are about this one
-      this.worker.postMessage({ type: "load", model, vendor: this.vendor, origin: location.origin });
+      this.worker.postMessage({ type: "load", model, vendor: this.vendor, origin: location.origin,
+                                testHooks: this.testHooks });
     }));
     load.promise.catch(() => { if (this.latestLoad === load) this.latestLoad = null; });
     this.latestLoad = load;
@@ -49,6 +51,19 @@ export class WorkerEngine {
   }
 
   stop(id) { this.worker.postMessage({ type: "stop", id }); }
+
+  // The catalog's self-check: greedy tokens for its prompt ids, stop token included, to compare with
+  // its golden tokens.
+  async selfCheck({ prompt_token_ids, max_tokens }) {
+    const result = await this.create({ messages: [], prompt_token_ids, max_tokens, temperature: 0 });
+    const { token_ids, stop_token_id } = result.seam;
+    return stop_token_id === null ? token_ids : [...token_ids, stop_token_id];
+  }
+
+  // Test-only (needs the server's SEAM_TEST_HOOKS): the GPU device is destroyed after `tokens` tokens.
+  loseDeviceAfter(tokens) { this.worker.postMessage({ type: "lose-device", afterTokens: tokens }); }
+
+  terminate() { this.worker.terminate(); }
 
   create({ messages, stream = false, model, ...options }) {
     const id = this.nextId++;
@@ -72,10 +87,11 @@ export class WorkerEngine {
           while (!queue.length && !failure) await new Promise((resolve) => { wake = resolve; });
           if (failure) throw failure;
           const data = queue.shift();
-          if (data.type === "chunk") { yield chunk({ content: data.text }); continue; }
+          if (data.type === "chunk") { yield chunk({ content: data.text }, null, { seam: { completion_tokens: data.tokens } }); continue; }
           finished = true;
           yield chunk({}, data.finish_reason === "abort" ? "stop" : data.finish_reason,
-                      { usage: data.usage, seam: { stats: data.stats, token_ids: data.token_ids } });
+                      { usage: data.usage, seam: { stats: data.stats, token_ids: data.token_ids,
+                                                   stop_token_id: data.stop_token_id } });
           return;
         }
       } finally {

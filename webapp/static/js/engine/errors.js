@@ -10,8 +10,11 @@ export const ErrorKind = {
   Integrity: "IntegrityError",
   Shader: "ShaderCompilationError",
   DeviceLost: "DeviceLostError",
+  GPUExecution: "GPUExecutionError",
   ContextWindow: "ContextWindowError",
   NotLoaded: "EngineNotLoadedError",
+  SelfCheck: "SelfCheckError",
+  NoEngine: "NoEngineError",
 };
 
 export class EngineError extends Error {

@@ -17,7 +17,7 @@ export class LocalEngine {
     await import(this.vendor.tokenizers);
     const { Template } = await import(this.vendor.jinja);
     // Step 2. A WebGPU device that has what this variant needs.
-    const gpu = await tvmjs.detectGPUDevice();
+    const gpu = await tvmjs.detectGPUDevice().catch(() => null);  // throws or returns nothing: the same to us
     if (!gpu) throw new EngineError(ErrorKind.NoWebGPU, "this browser has no usable WebGPU; the answer can come from the cloud");
     const features = new Set(gpu.device.features);
     const missing = model.requirements.features.filter((f) => !features.has(f));
@@ -28,7 +28,8 @@ export class LocalEngine {
       throw new EngineError(ErrorKind.LimitsTooSmall, `${model.id} needs storage buffers of ` +
         `${model.requirements.max_storage_buffer_binding_size} bytes, this GPU allows ${limits.maxStorageBufferBindingSize}`);
     this.adapter = gpu.adapterInfo.description || gpu.adapterInfo.architecture || gpu.adapterInfo.vendor || "WebGPU";
-    gpu.device.lost.then((info) => { this.lost = info; });
+    this.gpuDevice = gpu.device;
+    this.lostPromise = gpu.device.lost.then((info) => { this.lost = info; });
     gpu.device.addEventListener("uncapturederror", (event) => { this.gpuError = event.error.message; });
     // Step 3. The files, verified and cached.
     const { urls, cache } = await ensureModelFiles(model, origin, onProgress);
@@ -51,8 +52,7 @@ export class LocalEngine {
       this.fn[name] = tvm.detachFromCurrentScope(vm.getFunction(name));
     this.logitsOnHost = tvm.detachFromCurrentScope(tvm.empty([this.config.vocab_size], "float32", tvm.cpu()));
     tvm.endScope();
-    await this.device.sync();
-    this.checkDevice();
+    await this.sync();
     this.model = model;
     return { adapter: this.adapter };
   }
@@ -63,17 +63,37 @@ export class LocalEngine {
     if (this.gpuError) throw new EngineError(ErrorKind.Shader, `the GPU rejected a kernel: ${this.gpuError}`);
   }
 
-  promptIds(messages) {
-    const text = this.template.render({ messages, add_generation_prompt: true, bos_token: "", eos_token: "" });
+  // Waits for the GPU, but not forever: a lost device may never finish its work.
+  async sync() {
+    try {
+      await Promise.race([this.device.sync(), this.lostPromise]);
+    } catch (error) {
+      await Promise.race([this.lostPromise, new Promise((resolve) => setTimeout(resolve, 100))]);
+      this.checkDevice();
+      throw new EngineError(ErrorKind.GPUExecution, `the GPU failed while computing (${error.message})`);
+    }
+    this.checkDevice();
+  }
+
+  // Test-only fault injection (the server enables it with SEAM_TEST_HOOKS): destroys the GPU device after
+  // `tokens` more tokens, as a driver reset or a sleeping laptop would.
+  loseDeviceAfter(tokens) { this.loseAfter = tokens; }
+
+  // With `continueFinal`, the prompt goes on with the last (assistant) message: an answer begun elsewhere.
+  promptIds(messages, continueFinal = false) {
+    const head = continueFinal ? messages.slice(0, -1) : messages;
+    const tail = continueFinal ? messages[messages.length - 1].content : "";
+    const text = this.template.render({ messages: head, add_generation_prompt: true, bos_token: "", eos_token: "" }) + tail;
     return Array.from(this.tokenizer.encode(text, false));
   }
 
-  // Yields {text} pieces, then {finish_reason, usage, stats, token_ids}.
+  // Yields {text} pieces, then {finish_reason, usage, stats, token_ids, stop_token_id}. The prompt is the
+  // chat template over `messages`, or `options.prompt_token_ids` as given (the catalog's self-check).
   async *generate(messages, options, shouldStop) {
     if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
     const tvm = this.tvm;
     const started = performance.now();
-    const prompt = this.promptIds(messages);
+    const prompt = options.prompt_token_ids ?? this.promptIds(messages, options.continue_final_message);
     const maxTokens = options.max_tokens ?? 256;
     if (prompt.length + maxTokens > this.config.context_window_size)
       throw new EngineError(ErrorKind.ContextWindow, `the prompt is ${prompt.length} tokens and max_tokens is ${maxTokens}, ` +
@@ -96,12 +116,11 @@ export class LocalEngine {
       kvState("end_forward")(cache);
       this.logitsOnHost.copyFrom(out.get(0));
       tvm.endScope();
-      await this.device.sync();
-      this.checkDevice();
+      await this.sync();
       return this.logitsOnHost.toArray();
     };
     const generated = [];
-    let shown = "", finish = "length", firstTokenAt = null, prefillDone = null;
+    let shown = "", finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
     try {
       let logits;
       for (let i = 0; i < prompt.length; i += this.config.prefill_chunk_size)
@@ -111,12 +130,13 @@ export class LocalEngine {
         if (shouldStop()) { finish = "abort"; break; }
         const token = sample(logits, options, random);
         firstTokenAt = firstTokenAt ?? performance.now();
-        if (stopIds.has(token)) { finish = "stop"; break; }
+        if (stopIds.has(token)) { finish = "stop"; stopToken = token; break; }
         generated.push(token);
         const text = this.tokenizer.decode(Int32Array.from(generated));
         if (!text.endsWith("\ufffd") && text.length > shown.length) {  // whole UTF-8 characters only
-          yield { text: text.slice(shown.length) };
+          yield { text: text.slice(shown.length), tokens: generated.length };
           shown = text;
+          if (this.loseAfter !== undefined && --this.loseAfter <= 0) { this.loseAfter = undefined; this.gpuDevice.destroy(); }
         }
         if (generated.length < maxTokens) logits = await step("decode", [token]);
       }
@@ -128,6 +148,7 @@ export class LocalEngine {
     yield {
       finish_reason: finish,
       token_ids: generated,
+      stop_token_id: stopToken,
       usage: { prompt_tokens: prompt.length, completion_tokens: generated.length, total_tokens: prompt.length + generated.length },
       stats: {
         where: "browser", adapter: this.adapter,

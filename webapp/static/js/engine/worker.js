@@ -1,15 +1,32 @@
 // The Web Worker that hosts the browser engine, so the page never freezes while the GPU works.
-// Messages in: load {model, vendor, origin}, generate {id, messages, options}, stop {id}.
+// Messages in: load {model, vendor, origin, testHooks}, generate {id, messages, options}, stop {id},
+// and, only when the page's server enables test hooks, lose-device {afterTokens}.
 // Messages out: progress, loaded, chunk {id, text}, done {id, ...}, error {id?, error}.
 import { EngineError } from "./errors.js";
 import { LocalEngine } from "./local_engine.js";
 
 let engine = null;
+let testHooks = false;
+let generations = Promise.resolve();
 const stopped = new Set();
 const errorOf = (e) => (e instanceof EngineError ? e.toJSON() : { kind: "EngineError", message: String(e && e.message || e) });
 
+async function generate({ id, messages, options }) {
+  try {
+    if (!engine) throw new EngineError("EngineNotLoadedError", "load a model before generating");
+    for await (const piece of engine.generate(messages, options, () => stopped.has(id))) {
+      self.postMessage(piece.text !== undefined ? { type: "chunk", id, text: piece.text, tokens: piece.tokens }
+                                                : { type: "done", id, ...piece });
+    }
+  } catch (e) {
+    self.postMessage({ type: "error", id, error: errorOf(e) });
+  } finally {
+    stopped.delete(id);
+  }
+}
 self.onmessage = async ({ data }) => {
   if (data.type === "load") {
+    testHooks = Boolean(data.testHooks);
     try {
       const next = new LocalEngine(data.vendor);  // a failed load leaves the loaded model in place
       const info = await next.load(data.model, data.origin, (p) => self.postMessage({ type: "progress", ...p }));
@@ -19,18 +36,12 @@ self.onmessage = async ({ data }) => {
       self.postMessage({ type: "error", error: errorOf(e) });
     }
   } else if (data.type === "generate") {
-    try {
-      if (!engine) throw new EngineError("EngineNotLoadedError", "load a model before generating");
-      for await (const piece of engine.generate(data.messages, data.options, () => stopped.has(data.id))) {
-        self.postMessage(piece.text !== undefined ? { type: "chunk", id: data.id, text: piece.text }
-                                                  : { type: "done", id: data.id, ...piece });
-      }
-    } catch (e) {
-      self.postMessage({ type: "error", id: data.id, error: errorOf(e) });
-    } finally {
-      stopped.delete(data.id);
-    }
+    // One generation at a time (a self-check and an answer may be asked for together): they share the
+    // engine's buffers. Stop messages are not queued, so they reach a waiting or running generation.
+    generations = generations.then(() => generate(data));
   } else if (data.type === "stop") {
     stopped.add(data.id);
+  } else if (data.type === "lose-device" && testHooks && engine) {
+    engine.loseDeviceAfter(data.afterTokens);
   }
 };
