@@ -16,7 +16,7 @@ class Fleet:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
+        with closing(self._db()) as db:
             db.executescript("""
                 CREATE TABLE IF NOT EXISTS cached (client TEXT, model TEXT, version TEXT, seen REAL,
                                                    PRIMARY KEY (client, model, version));

@@ -58,8 +58,8 @@ def test_a_corrupted_shard_is_reported_not_used(page, default_built, app_server,
     expect(chat.notice).to_contain_text("params_shard_1.bin is corrupt", timeout=300_000)
     expect(chat.notice).to_have_attribute("data-kind", "error")
     # Fetched twice (a spoiled transfer is retried once), then given up: nothing can answer here.
-    assert server.paths.count(f"/models/{BROWSER_VARIANT}/{page.evaluate('window.seamLastDecision.version')}"
-                              "/params_shard_1.bin") == 2
+    shard = [p for p in server.paths if p.startswith(f"/models/{BROWSER_VARIANT}/") and p.endswith("/params_shard_1.bin")]
+    assert len(shard) == 2
     expect(chat.route).to_have_attribute("data-target", "none", timeout=60_000)
     answer = chat.ask("Hi!")
     assert answer["state"] == "error" and answer["error_kind"] == "NoEngineError"

@@ -48,8 +48,7 @@ async function route() {
   try {
     await refreshCatalog();
     const report = await collectProbeReport({ models: catalog, preference: view.settings().preference,
-                                              unreliable: [...remembered.unreliable(), ...failedHere],
-                                              clientId: remembered.clientId() });
+                                              unreliable: unreliableHere(), clientId: remembered.clientId() });
     decision = await askRouter(config.endpoints.route, report);
     routedAt = Date.now();
     window.seamLastReport = report;
@@ -67,6 +66,12 @@ async function route() {
     view.notice([why, ...others].map((r) => r.message).join("; "), decision.target === "none" ? "error" : "info");
   if (decision.variant && (decision.target === "browser" || decision.prefetch))
     loadVariant(decision.variant, decision.version).catch(() => {});
+}
+
+// Every variant version that failed on this device, once each (remembered ones, then this page's).
+function unreliableHere() {
+  const byKey = new Map([...remembered.unreliable(), ...failedHere].map((u) => [`${u.id}@${u.version}`, u]));
+  return [...byKey.values()].slice(-64);
 }
 
 // The catalog entry of a variant at a version: the catalog's own, or an older one still in the cache
