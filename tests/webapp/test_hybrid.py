@@ -41,51 +41,49 @@ def set_catalog(models_dir, **changes) -> dict:
     return catalog["models"][0]
 
 
-def test_without_webgpu_the_server_answers_the_whole_chat(browser_type, default_built, app_server):
-    server = app_server(default_built)
+@pytest.fixture
+def page_without_webgpu(browser_type):
+    """A page in Chromium launched without WebGPU (as in browsers that lack it), closed after the test."""
     no_webgpu = [flag for flag in CHROMIUM_FLAGS if flag != "--enable-unsafe-webgpu"]
     browser = browser_type.launch(executable_path=CHROMIUM, args=no_webgpu, headless=True)
-    try:
-        page = browser.new_page()
-        assert page.evaluate("async () => !navigator.gpu || !(await navigator.gpu.requestAdapter())")
-        chat = ChatPage(page, server.url).open(**GREEDY)
-        expect(chat.route).to_have_attribute("data-target", "cloud")
-        expect(chat.route).to_contain_text("this browser cannot run the model")
-        expect(chat.notice).to_contain_text("this browser has no usable WebGPU")
-        first = chat.ask(FRANCE)
-        second = chat.ask("And of Italy?")
-        for shown, history in ((first, asked(question=FRANCE)), (second, asked((FRANCE, first["text"]), question="And of Italy?"))):
-            expected = server_answer(server.url, history, GREEDY["max_tokens"])["choices"][0]
-            assert (shown["where"], shown["state"]) == ("cloud", "done")
-            assert shown["text"] == expected["message"]["content"] and shown["stats"].startswith("server · ")
-        assert not any(p.startswith(f"/models/{VARIANT}/") for p in server.paths)  # nothing downloaded
-    finally:
-        browser.close()
+    page = browser.new_page()
+    assert page.evaluate("async () => !navigator.gpu || !(await navigator.gpu.requestAdapter())")
+    yield page
+    browser.close()
 
 
-def test_a_probe_that_claims_webgpu_it_lacks_ends_on_the_server(browser_type, default_built, app_server):
+def test_without_webgpu_the_server_answers_the_whole_chat(page_without_webgpu, default_built, app_server):
+    server = app_server(default_built)
+    chat = ChatPage(page_without_webgpu, server.url).open(**GREEDY)
+    expect(chat.route).to_have_attribute("data-target", "cloud")
+    expect(chat.route).to_contain_text("this browser cannot run the model")
+    expect(chat.notice).to_contain_text("this browser has no usable WebGPU")
+    first = chat.ask(FRANCE)
+    second = chat.ask("And of Italy?")
+    for shown, history in ((first, asked(question=FRANCE)), (second, asked((FRANCE, first["text"]), question="And of Italy?"))):
+        expected = server_answer(server.url, history, GREEDY["max_tokens"])["choices"][0]
+        assert (shown["where"], shown["state"]) == ("cloud", "done")
+        assert shown["text"] == expected["message"]["content"] and shown["stats"].startswith("server · ")
+    assert not any(p.startswith(f"/models/{VARIANT}/") for p in server.paths)  # nothing downloaded
+
+
+def test_a_probe_that_claims_webgpu_it_lacks_ends_on_the_server(page_without_webgpu, default_built, app_server):
     """The report says WebGPU works; the engine finds none, says so, and the server answers."""
     server = app_server(default_built)
-    no_webgpu = [flag for flag in CHROMIUM_FLAGS if flag != "--enable-unsafe-webgpu"]
-    browser = browser_type.launch(executable_path=CHROMIUM, args=no_webgpu, headless=True)
-    try:
-        page = browser.new_page()
 
-        def lie(route):
-            report = json.loads(route.request.post_data)
-            report["webgpu"] = {"available": True, "features": [], "limits": {}}
-            route.continue_(post_data=json.dumps(report))
+    def lie(route):
+        report = json.loads(route.request.post_data)
+        report["webgpu"] = {"available": True, "features": [], "limits": {}}
+        route.continue_(post_data=json.dumps(report))
 
-        page.route("**/api/route", lie)
-        chat = ChatPage(page, server.url).open(**GREEDY)
-        expect(chat.notice).to_contain_text("no usable WebGPU", timeout=60_000)
-        expect(chat.route).to_have_attribute("data-target", "cloud")
-        expect(chat.route).to_contain_text("cannot run")
-        shown = chat.ask(FRANCE)
-        assert (shown["where"], shown["state"]) == ("cloud", "done")
-        assert shown["text"] == server_answer(server.url, asked(question=FRANCE), GREEDY["max_tokens"])["choices"][0]["message"]["content"]
-    finally:
-        browser.close()
+    page_without_webgpu.route("**/api/route", lie)
+    chat = ChatPage(page_without_webgpu, server.url).open(**GREEDY)
+    expect(chat.notice).to_contain_text("no usable WebGPU", timeout=60_000)
+    expect(chat.route).to_have_attribute("data-target", "cloud")
+    expect(chat.route).to_contain_text("cannot run")
+    shown = chat.ask(FRANCE)
+    assert (shown["where"], shown["state"]) == ("cloud", "done")
+    assert shown["text"] == server_answer(server.url, asked(question=FRANCE), GREEDY["max_tokens"])["choices"][0]["message"]["content"]
 
 
 def test_first_visit_answers_from_the_server_then_the_browser_then_follows_new_versions(page, default_built, app_server, tmp_path):
