@@ -42,16 +42,13 @@ export async function cachedVersions(models, origin) {
 // Frees the storage of every other version of this model (after this one loaded and checked out).
 export async function deleteOtherVersions(model, origin) {
   const { base, allVersions } = modelUrls(model, origin);
-  const cache = await caches.open(CACHE_NAME);
-  let deleted = 0;
-  for (const request of await cache.keys()) {
-    if (request.url.startsWith(allVersions) && !request.url.startsWith(base)) deleted += await cache.delete(request);
-  }
-  return deleted;
+  return deleteMatching(await caches.open(CACHE_NAME), (url) => url.startsWith(allVersions) && !url.startsWith(base));
 }
 
-async function deleteVersion(cache, base) {
-  for (const request of await cache.keys()) if (request.url.startsWith(base)) await cache.delete(request);
+async function deleteMatching(cache, matches) {
+  let deleted = 0;
+  for (const request of await cache.keys()) if (matches(request.url)) deleted += await cache.delete(request);
+  return deleted;
 }
 
 async function store(cache, url, bytes, type) {
@@ -83,9 +80,7 @@ async function storedParts(cache, url) {
   return kept;
 }
 
-async function dropParts(cache, url) {
-  for (const request of await cache.keys()) if (request.url.startsWith(`${url}?seam-part=`)) await cache.delete(request);
-}
+const dropParts = (cache, url) => deleteMatching(cache, (key) => key.startsWith(`${url}?seam-part=`));
 
 // One try at the rest of a file: asks for the bytes after those already stored, storing each full part.
 async function downloadRest(cache, file, parts, onBytes, signal) {
@@ -222,7 +217,7 @@ export async function ensureModelFiles(model, origin, onProgress, signal) {
     }
   } catch (error) {
     // Out of space: this version cannot be completed, so give back what it took.
-    if (error.kind === ErrorKind.StorageQuota) await deleteVersion(cache, urls.base);
+    if (error.kind === ErrorKind.StorageQuota) await deleteMatching(cache, (url) => url.startsWith(urls.base));
     throw error;
   }
   if (!index) await store(cache, urls.tensorCache, indexBytes, "application/json");
