@@ -3,7 +3,7 @@ PY := .venv/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup build-model serve
+.PHONY: run test setup build-model serve bench
 
 run: build-model  ## set up, build the default model, serve the chat page on http://$(HOST):$(PORT)
 	$(MAKE) --no-print-directory serve
@@ -19,3 +19,6 @@ build-model: setup  ## MODEL=path/to.gguf|hf-folder QUANT=q4f32_1,q4f16_1 (defau
 
 serve:  ## serve under gunicorn (router/gunicorn.conf.py): SEAM_WORKERS processes, SEAM_THREADS threads each
 	HOST=$(HOST) PORT=$(PORT) .venv/bin/gunicorn -c router/gunicorn.conf.py "router:create_app()"
+
+bench: build-model  ## speed of the server and browser engines, interleaved (BENCH_ARGS="--repeats 3"); see bench/
+	$(PY) -m bench $(BENCH_ARGS)

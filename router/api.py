@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
-from router import metrics, routing
+from router import grammar, metrics, routing
 from router.cloud import ChatRequest
 from router.engine import Sampling
 from router.errors import ApiError
@@ -201,11 +201,17 @@ def parse_chat_request(body: dict) -> ChatRequest:
     if continue_final and messages[-1]["role"] != "assistant":
         raise ApiError(400, "continue_final_message needs the last message to be the assistant's answer so far",
                        "continue_final_message")
+    try:
+        response_format = grammar.parse_response_format(body.get("response_format"))
+    except grammar.SchemaError as error:
+        raise ApiError(400, str(error), error.param, "invalid_schema") from None
+    if response_format:
+        response_format["openai"] = body["response_format"]
     return ChatRequest(model=model, messages=[{"role": m["role"], "content": m["content"]} for m in messages],
                        stream=stream, include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                        sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                                          stop=tuple(stop)),
-                       continue_final=continue_final)
+                       continue_final=continue_final, response_format=response_format)
 
 
 def number(body: dict, name: str, default: float, low: float, high: float) -> float:

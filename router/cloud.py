@@ -19,6 +19,7 @@ import requests
 from router.catalog import Catalog
 from router.engine import Chunk, Engine, EngineError, Sampling
 from router.errors import ApiError
+from router.grammar import SchemaError
 
 UPSTREAM_KEY_ENV = "SEAM_UPSTREAM_API_KEY"
 
@@ -31,6 +32,7 @@ class ChatRequest:
     include_usage: bool
     sampling: Sampling
     continue_final: bool = False  # go on with the last (assistant) message instead of starting a new one
+    response_format: dict | None = None  # grammar.parse_response_format's result, with "openai": the original
 
 
 class EmbeddedBackend:
@@ -70,18 +72,32 @@ class EmbeddedBackend:
             engine.check_fits(prompt, req.sampling.max_tokens)
         except EngineError as error:
             raise ApiError(error.status, str(error), error.param, "context_length_exceeded") from None
+        constraint = self.constraint(engine, req)
         with self._waiting_lock:
             if self._waiting >= self.max_queue:
                 raise ApiError(503, f"the server's engine is busy with {self._waiting} requests; retry shortly",
                                code="engine_busy")
             self._waiting += 1
-        return self._run(engine, prompt, req.sampling, cancelled)
+        return self._run(engine, prompt, req.sampling, cancelled, constraint)
 
-    def _run(self, engine: Engine, prompt, sampling, cancelled) -> Iterator[Chunk]:
+    @staticmethod
+    def constraint(engine: Engine, req: ChatRequest):
+        if req.response_format is None:
+            return None
+        try:
+            constraint = engine.constraint(req.response_format)
+        except SchemaError as error:
+            raise ApiError(400, str(error), error.param, "invalid_schema") from None
+        if req.continue_final and not constraint.accept_text(req.messages[-1]["content"]):
+            raise ApiError(400, "the answer to continue does not follow the response_format's schema",
+                           "continue_final_message", "invalid_schema")
+        return constraint
+
+    def _run(self, engine: Engine, prompt, sampling, cancelled, constraint) -> Iterator[Chunk]:
         started = time.time()
         first = None
         try:
-            for chunk in engine.generate(prompt, sampling, cancelled):
+            for chunk in engine.generate(prompt, sampling, cancelled, constraint):
                 first = first or time.time()
                 if chunk.finish_reason and chunk.completion_tokens > 1 and first:
                     self.ttft_s = first - started
@@ -115,6 +131,8 @@ class UpstreamBackend:
             body["seed"] = s.seed
         if s.stop:
             body["stop"] = list(s.stop)
+        if req.response_format:
+            body["response_format"] = req.response_format["openai"]
         if req.continue_final:  # vLLM's name for it; servers without it start a new message instead
             body.update(continue_final_message=True, add_generation_prompt=False)
         headers = {"Accept": "text/event-stream"}

@@ -20,6 +20,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 from tvm.runtime.vm import VirtualMachine
 
+from router.grammar import Constraint, Grammars
+
 PAGE_SIZE_DEFAULT = 16
 
 
@@ -65,6 +67,7 @@ class Engine:
         self.context_window = self.config["context_window_size"]
         self.stop_ids = set(self.config["stop_token_ids"])
         self.lock = threading.Lock()
+        self._grammars: Grammars | None = None
         self._kv = lambda name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
 
     # --- prompt -----------------------------------------------------------------------------------
@@ -81,9 +84,17 @@ class Engine:
                               f"window of {self.id} is {self.context_window} tokens: shorten the conversation or "
                               "lower max_tokens", param="messages")
 
+    def constraint(self, response_format: dict) -> Constraint:
+        """The token mask for one structured answer (raises grammar.SchemaError)."""
+        if self._grammars is None:  # built on first use: it reads the whole vocabulary
+            self._grammars = Grammars(self.tokenizer, self.config)
+        return self._grammars.constraint(response_format)
+
     # --- generation -------------------------------------------------------------------------------
-    def generate(self, prompt: list[int], sampling: Sampling, cancelled=lambda: False) -> Iterator[Chunk]:
-        """Stream the answer. Holds the model for the whole answer; `cancelled()` ends it early."""
+    def generate(self, prompt: list[int], sampling: Sampling, cancelled=lambda: False,
+                 constraint: Constraint | None = None) -> Iterator[Chunk]:
+        """Stream the answer. Holds the model for the whole answer; `cancelled()` ends it early; a
+        `constraint` masks every token the response format does not allow."""
         rng = np.random.default_rng(sampling.seed)
         with self.lock:
             cache = self._new_cache()
@@ -92,7 +103,9 @@ class Engine:
             shown, text = "", ""
             finish = "length"
             while len(generated) < sampling.max_tokens and not cancelled():
-                token = sample(logits, sampling, rng)
+                token = sample(constraint.mask(logits) if constraint else logits, sampling, rng)
+                if constraint:
+                    constraint.accept(token)
                 if token in self.stop_ids:
                     finish = "stop"
                     break

@@ -1,17 +1,19 @@
 """The chat page. Everything the page's scripts need (catalog, URLs) goes in as one JSON object."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flask import Blueprint, current_app, render_template, send_from_directory, url_for
 
+from router import grammar
 from router.errors import ApiError
 
 bp = Blueprint("pages", __name__)
 NODE_MODULES = Path(__file__).resolve().parent.parent / "webapp" / "node_modules"
 # The browser libraries the page may load, pinned by webapp/package-lock.json; nothing else is served.
 VENDOR = {"tvmjs.js": "@mlc-ai/web-runtime/lib/index.js", "tokenizers.js": "@mlc-ai/web-tokenizers/lib/index.js",
-          "jinja.js": "@huggingface/jinja/dist/index.js"}
+          "jinja.js": "@huggingface/jinja/dist/index.js", "xgrammar.js": "@mlc-ai/web-xgrammar/lib/index.js"}
 
 
 def base_url(entry: dict) -> str:
@@ -35,7 +37,9 @@ def page_config() -> dict:
                           "models": url_for("api.models"), "catalog": url_for("api.catalog"),
                           "self_check": url_for("api.self_check")},
             "engine": {"workerUrl": url_for("static", filename="js/engine/worker.js"),
-                       "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR}},
+                       "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR},
+                       "grammar": {"json_style": grammar.JSON_STYLE,
+                                   "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS)}},
             "testHooks": bool(current_app.config["TEST_HOOKS"])}
 
 
@@ -44,12 +48,13 @@ def index():
     """The chat page."""
     limits = current_app.config
     return render_template("index.html", page_config=page_config(), max_tokens_limit=limits["MAX_TOKENS_LIMIT"],
-                           default_max_tokens=limits["DEFAULT_MAX_TOKENS"])
+                           default_max_tokens=limits["DEFAULT_MAX_TOKENS"],
+                           example_schema=json.dumps(grammar.EXAMPLE_SCHEMA, indent=2))
 
 
 @bp.get("/vendor/<name>")
 def vendor(name: str):
-    """tvmjs, web-tokenizers and jinja from the pinned npm packages."""
+    """tvmjs, web-tokenizers, jinja and web-xgrammar from the pinned npm packages."""
     if name not in VENDOR:
         raise ApiError(404, f"{name} is not a served library")
     return send_from_directory(NODE_MODULES, VENDOR[name], mimetype="text/javascript")

@@ -40,8 +40,21 @@ def chat_config(source, config, preset, param_names: list[str]) -> dict:
         "chat_template": source.chat_template,
         "bos_token_id": source.bos_token_id,
         "stop_token_ids": source.stop_token_ids,
+        "tokenizer_info": tokenizer_info(source.tokenizer_json),
         "param_names": param_names,
     }
+
+
+def tokenizer_info(tokenizer_json: str) -> dict:
+    """How token strings map to bytes, which grammar-constrained decoding (xgrammar, on the server and in
+    the browser) needs to know: GPT-2 style byte-level BPE, SentencePiece byte fallback, or raw strings."""
+    tokenizer = json.loads(tokenizer_json)
+    decoders = tokenizer.get("decoder") or {}
+    kinds = {d.get("type") for d in decoders.get("decoders", [decoders])}
+    vocab_type = "byte_level" if "ByteLevel" in kinds else "byte_fallback" if "ByteFallback" in kinds else "raw"
+    pre = tokenizer.get("pre_tokenizer") or {}
+    prepend = pre.get("type") == "Metaspace" and pre.get("prepend_scheme", "always") != "never"
+    return {"vocab_type": vocab_type, "add_prefix_space": prepend}
 
 
 def toolchain_versions() -> dict:

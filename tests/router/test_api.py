@@ -4,36 +4,12 @@ import json
 import pytest
 
 from router import create_app
-
-UPSTREAM_SECRET = "sk-test-never-shown-0123456789"
+from tests.router.conftest import UPSTREAM_SECRET, assert_error
 
 
 @pytest.fixture(scope="module")
 def catalog(default_built):
     return json.loads((default_built / "manifest.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def app(default_built, tmp_path_factory):
-    fleet = tmp_path_factory.mktemp("fleet") / "fleet.sqlite3"
-    return create_app({"MODELS_DIR": str(default_built), "TESTING": True, "FLEET_DB": str(fleet)})
-
-
-@pytest.fixture
-def client(app, monkeypatch):
-    monkeypatch.setenv("SEAM_UPSTREAM_API_KEY", UPSTREAM_SECRET)  # must never reach any response
-    return app.test_client()
-
-
-def assert_error(response, status, param=None, code=None):
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert error["message"] and error["type"]
-    if param is not None:
-        assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    assert "Traceback" not in response.get_data(as_text=True)
 
 
 PROBE = {"schema_version": 1, "webgpu": {"available": True, "features": [],

@@ -55,10 +55,22 @@ export class ChatView {
     this.empty = $("empty");
   }
 
+  // The request settings; throws when the schema box does not hold JSON.
   settings() {
     const number = (id) => ($(id).value === "" ? undefined : Number($(id).value));
     return { preference: $("preference").value, system: $("system").value.trim(), temperature: number("temperature"),
-             top_p: number("top-p"), max_tokens: number("max-tokens"), seed: number("seed") };
+             top_p: number("top-p"), max_tokens: number("max-tokens"), seed: number("seed"),
+             response_format: this.responseFormat() };
+  }
+
+  responseFormat() {
+    const type = $("response-format").value;
+    if (type !== "json_schema") return { type };
+    try {
+      return { type, json_schema: { name: "answer", schema: JSON.parse($("json-schema").value) } };
+    } catch (error) {
+      throw new Error(`the JSON schema in Settings is not valid JSON (${error.message}); fix it or pick another answer format`);
+    }
   }
 
   onSend(handler) {
@@ -77,6 +89,9 @@ export class ChatView {
   onStop(handler) { $("stop").addEventListener("click", handler); }
   onNewChat(handler) { $("new-chat").addEventListener("click", handler); }
   onPreference(handler) { $("preference").addEventListener("change", handler); }
+  onResponseFormat() {
+    $("response-format").addEventListener("change", () => { $("schema-field").hidden = $("response-format").value !== "json_schema"; });
+  }
 
   setBusy(busy) {
     $("send").hidden = busy;

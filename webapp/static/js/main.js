@@ -214,7 +214,13 @@ function cloudStats(started, { firstAt, usage }, endedAt) {
 
 async function send(text) {
   const conversation = history;
-  const { system, preference, ...sampling } = view.settings();
+  let settings;
+  try {
+    settings = view.settings();
+  } catch (error) {
+    return view.notice(error.message, "error");
+  }
+  const { system, preference, ...sampling } = settings;
   const messages = [...(system ? [{ role: "system", content: system }] : []), ...conversation,
                     { role: "user", content: text }];
   conversation.push({ role: "user", content: text });
@@ -259,4 +265,5 @@ view.onSend(send);
 view.onStop(stop);
 view.onNewChat(() => { stop(); history = []; view.clear(); });
 view.onPreference(route);
+view.onResponseFormat();
 route();

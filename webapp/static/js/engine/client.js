@@ -1,12 +1,13 @@
 // The page's handle on the browser engine: the same shape as OpenAI's client,
-// `engine.chat.completions.create({messages, stream, temperature, top_p, max_tokens, seed})`, so the UI
+// `engine.chat.completions.create({messages, stream, temperature, top_p, max_tokens, seed, response_format})`, so the UI
 // does not care whether tokens come from this worker or from the server.
 import { EngineError } from "./errors.js";
 
 export class WorkerEngine {
-  constructor({ workerUrl, vendor }, { testHooks = false } = {}) {
+  constructor({ workerUrl, vendor, grammar }, { testHooks = false } = {}) {
     this.worker = new Worker(workerUrl, { type: "module" });
     this.vendor = vendor;
+    this.grammar = grammar;
     this.testHooks = testHooks;
     this.pending = new Map();  // generation id -> {push, fail}
     this.nextId = 1;
@@ -28,7 +29,7 @@ export class WorkerEngine {
     load.promise = previous.then(() => new Promise((resolve, reject) => {
       Object.assign(load, { resolve, reject });
       this.activeLoad = load;  // the worker's progress/loaded/error messages are about this one
-      this.worker.postMessage({ type: "load", model, vendor: this.vendor, origin: location.origin,
+      this.worker.postMessage({ type: "load", model, vendor: this.vendor, grammar: this.grammar, origin: location.origin,
                                 testHooks: this.testHooks });
     }));
     load.promise.catch(() => { if (this.latestLoad === load) this.latestLoad = null; });

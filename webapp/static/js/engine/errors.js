@@ -15,6 +15,7 @@ export const ErrorKind = {
   NotLoaded: "EngineNotLoadedError",
   SelfCheck: "SelfCheckError",
   NoEngine: "NoEngineError",
+  InvalidSchema: "InvalidSchemaError",
 };
 
 export class EngineError extends Error {

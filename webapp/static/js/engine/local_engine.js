@@ -2,12 +2,14 @@
 // Web Worker (worker.js). Loading follows a flat sequence of steps; generation is prefill in chunks,
 // then one decode per token, sampling on the CPU.
 import { EngineError, ErrorKind } from "./errors.js";
+import { Grammars, parseResponseFormat } from "./grammar.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
 import { makeRandom, sample } from "./sampler.js";
 
 export class LocalEngine {
-  constructor(vendor) {
-    this.vendor = vendor;  // URLs of tvmjs, web-tokenizers and jinja, from the server
+  constructor(vendor, grammarRules) {
+    this.vendor = vendor;  // URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server
+    this.grammarRules = grammarRules;  // the server's JSON style and unsupported schema keywords
     this.lost = null;
   }
 
@@ -87,8 +89,25 @@ export class LocalEngine {
     return Array.from(this.tokenizer.encode(text, false));
   }
 
+  // The token mask for a structured answer; web-xgrammar is loaded the first time one is asked for, and
+  // again (a fresh instance) after a schema it could not compile aborted the one it had.
+  async constraint(format, messages, continueFinal) {
+    if (!this.grammars || this.grammars.aborted) {
+      this.grammarInstances = (this.grammarInstances ?? -1) + 1;
+      this.grammars = await Grammars.create(this.vendor.xgrammar, this.tokenizer, this.config, this.grammarRules,
+                                            this.grammarInstances);
+    }
+    const constraint = await this.grammars.constraint(format);
+    if (continueFinal && !constraint.acceptText(messages[messages.length - 1].content)) {
+      constraint.dispose();
+      throw new EngineError(ErrorKind.InvalidSchema, "the answer to continue does not follow the response_format's schema");
+    }
+    return constraint;
+  }
+
   // Yields {text} pieces, then {finish_reason, usage, stats, token_ids, stop_token_id}. The prompt is the
   // chat template over `messages`, or `options.prompt_token_ids` as given (the catalog's self-check).
+  // `options.response_format` (OpenAI's shapes) masks every token its JSON schema does not allow.
   async *generate(messages, options, shouldStop) {
     if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
     const tvm = this.tvm;
@@ -98,6 +117,8 @@ export class LocalEngine {
     if (prompt.length + maxTokens > this.config.context_window_size)
       throw new EngineError(ErrorKind.ContextWindow, `the prompt is ${prompt.length} tokens and max_tokens is ${maxTokens}, ` +
                             `over the context window of ${this.config.context_window_size}; shorten the conversation`);
+    const format = parseResponseFormat(options.response_format, this.grammarRules);
+    const constraint = format && await this.constraint(format, messages, options.continue_final_message);
     const random = makeRandom(options.seed);
     const stopIds = new Set(this.config.stop_token_ids);
     const S = (a) => tvm.makeShapeTuple(a);
@@ -128,7 +149,8 @@ export class LocalEngine {
       prefillDone = performance.now();
       while (generated.length < maxTokens) {
         if (shouldStop()) { finish = "abort"; break; }
-        const token = sample(logits, options, random);
+        const token = sample(constraint ? await constraint.mask(logits) : logits, options, random);
+        constraint?.accept(token);
         firstTokenAt = firstTokenAt ?? performance.now();
         if (stopIds.has(token)) { finish = "stop"; stopToken = token; break; }
         generated.push(token);
@@ -142,6 +164,7 @@ export class LocalEngine {
       }
     } finally {
       cache.dispose();
+      constraint?.dispose();
     }
     const now = performance.now();
     const decodeSeconds = ((now - (prefillDone ?? now)) / 1000) || 1e-9;
@@ -155,6 +178,7 @@ export class LocalEngine {
         ttft_s: ((firstTokenAt ?? now) - started) / 1000,
         prefill_tokens_per_s: prompt.length / (((prefillDone ?? now) - started) / 1000 || 1e-9),
         decode_tokens_per_s: generated.length / decodeSeconds,
+        ...(constraint ? { grammar_ms_per_token: constraint.ms / Math.max(1, generated.length) } : {}),
       },
     };
   }

@@ -1,0 +1,146 @@
+// Structured output in the browser: OpenAI's `response_format` compiled by web-xgrammar against the
+// model's vocabulary, and applied as a mask on the logits before every token, as the server does with
+// xgrammar (router/grammar.py). The JSON style and the keywords xgrammar cannot enforce come from the
+// server (page config `engine.grammar`), so both paths compile the same grammar.
+import { EngineError, ErrorKind } from "./errors.js";
+
+const BASE = "response_format.json_schema.schema";
+const TYPES = new Set(["object", "array", "string", "number", "integer", "boolean", "null"]);
+const NUMERIC = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
+                 "minItems", "maxItems", "minProperties", "maxProperties"];
+const CHILD = ["items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+               "unevaluatedProperties", "unevaluatedItems"];
+const CHILDREN_BY_NAME = ["properties", "$defs", "definitions", "patternProperties", "dependentSchemas"];
+const CHILDREN_BY_INDEX = ["anyOf", "oneOf", "allOf", "prefixItems"];
+
+const schemaError = (message) => new EngineError(ErrorKind.InvalidSchema, message);
+
+// null for plain text; otherwise {schema, strict}. Throws InvalidSchemaError naming the offending part.
+export function parseResponseFormat(value, rules) {
+  if (value === undefined || value === null || value.type === "text") return null;
+  if (value.type === "json_object") return { schema: { type: "object" }, strict: false };
+  if (value.type !== "json_schema")
+    throw schemaError('response_format.type must be "text", "json_object" or "json_schema"');
+  const schema = value.json_schema?.schema;
+  if (!schema || typeof schema !== "object" || Array.isArray(schema))
+    throw schemaError(`${BASE} must be a JSON schema object`);
+  checkSchema(schema, BASE, rules, schema);
+  return { schema, strict: true };
+}
+
+// web-xgrammar aborts its whole wasm instance on a schema it cannot compile, so what can be checked here
+// is checked here, with the path of the offending part.
+function checkSchema(node, path, rules, root) {
+  if (typeof node === "boolean") return;
+  if (!node || typeof node !== "object" || Array.isArray(node)) throw schemaError(`${path} must be a schema object`);
+  for (const [key, value] of Object.entries(node)) {
+    const where = `${path}.${key}`;
+    if (rules.unsupported_keywords.includes(key) && !(key === "uniqueItems" && value === false))
+      throw schemaError(`${where}: the keyword "${key}" cannot be enforced while generating; remove it ` +
+                        "(and check it after generation if you need it)");
+    if (key === "type" && ![value].flat().every((t) => TYPES.has(t)))
+      throw schemaError(`invalid JSON schema at ${where}: ${JSON.stringify(value)} is not a JSON type`);
+    if (NUMERIC.includes(key) && typeof value !== "number")
+      throw schemaError(`invalid JSON schema at ${where}: ${JSON.stringify(value)} is not a number`);
+    if (key === "required" && !(Array.isArray(value) && value.every((v) => typeof v === "string")))
+      throw schemaError(`invalid JSON schema at ${where}: must be a list of property names`);
+    if (key === "enum" && !Array.isArray(value)) throw schemaError(`invalid JSON schema at ${where}: must be a list`);
+    if (key === "$ref" && resolve(root, value) === undefined)
+      throw schemaError(`${where}: ${JSON.stringify(value)} does not point into this schema (only "#/..." references are followed)`);
+    if (key === "pattern") checkPattern(value, where);
+    if (CHILD.includes(key)) checkSchema(value, where, rules, root);
+    if (CHILDREN_BY_NAME.includes(key))
+      for (const [name, sub] of Object.entries(value ?? {})) checkSchema(sub, `${where}.${name}`, rules, root);
+    if (CHILDREN_BY_INDEX.includes(key)) {
+      if (!Array.isArray(value)) throw schemaError(`invalid JSON schema at ${where}: must be a list of schemas`);
+      value.forEach((sub, i) => checkSchema(sub, `${where}[${i}]`, rules, root));
+    }
+  }
+}
+
+// The subschema a local JSON pointer ("#/$defs/x") names, or undefined.
+function resolve(root, ref) {
+  if (typeof ref !== "string" || !ref.startsWith("#")) return undefined;
+  const steps = ref.slice(1).split("/").filter(Boolean).map((s) => s.replaceAll("~1", "/").replaceAll("~0", "~"));
+  return steps.reduce((node, step) => (node && typeof node === "object" ? node[step] : undefined), root);
+}
+
+function checkPattern(pattern, where) {
+  try {
+    new RegExp(pattern, "u");
+  } catch (error) {
+    throw schemaError(`invalid JSON schema at ${where}: ${error.message}`);
+  }
+}
+
+// Compiles response formats for one model's vocabulary; loaded only when a structured answer is asked for.
+export class Grammars {
+  // `instance` makes a fresh copy of the library (a new URL is a new module) after one aborted.
+  static async create(xgrammarUrl, tokenizer, config, rules, instance = 0) {
+    // The wasm module binds console.error when it starts, and prints there why it aborts: it gets a
+    // function that the compile below can point elsewhere.
+    const grammars = new Grammars();
+    const consoleError = console.error;
+    console.error = (...parts) => (grammars.printed ? grammars.printed.push(parts.join(" ")) : consoleError(...parts));
+    try {
+      await import(instance ? `${xgrammarUrl}?instance=${instance}` : xgrammarUrl);  // UMD: sets globalThis.xgrammar
+      const xgr = globalThis.xgrammar;
+      const vocab = Array.from({ length: config.vocab_size }, (_, i) => tokenizer.idToToken(i) ?? "");
+      const info = await xgr.TokenizerInfo.createTokenizerInfo(vocab, config.tokenizer_info.vocab_type,
+        config.tokenizer_info.add_prefix_space, config.vocab_size, config.stop_token_ids);
+      Object.assign(grammars, { xgr, rules, vocabSize: config.vocab_size,
+                                compiler: await xgr.GrammarCompiler.createGrammarCompiler(info) });
+    } finally {
+      console.error = consoleError;
+    }
+    return grammars;
+  }
+
+  async constraint(format) {
+    const { any_whitespace, separators } = this.rules.json_style;
+    let compiled;
+    // A failed compile aborts the wasm instance, which prints why: keep that for the error, off the console.
+    this.printed = [];
+    try {
+      compiled = await this.compiler.compileJSONSchema(JSON.stringify(format.schema), any_whitespace, -1,  // -1: no indent
+                                                       separators, format.strict);
+    } catch (error) {
+      this.aborted = true;
+      throw schemaError(`the schema cannot be compiled to a grammar: ${xgrammarMessage(this.printed[0] ?? error)}`);
+    } finally {
+      this.printed = null;
+    }
+    return new Constraint(await this.xgr.GrammarMatcher.createGrammarMatcher(compiled), this.vocabSize);
+  }
+}
+
+// One answer's grammar state: masks the logits before each token and follows the tokens chosen.
+// `ms` adds up the time spent on both: the cost of constraining, which the bench reports.
+export class Constraint {
+  constructor(matcher, vocabSize) { Object.assign(this, { matcher, vocabSize, ms: 0 }); }
+
+  acceptText(text) { return this.matcher._acceptString(text); }
+
+  async mask(logits) {
+    const started = performance.now();
+    const bits = await this.matcher.getNextTokenBitmask();
+    for (let i = 0; i < logits.length; i++) if (!((bits[i >>> 5] >>> (i & 31)) & 1)) logits[i] = -Infinity;
+    this.ms += performance.now() - started;
+    return logits;
+  }
+
+  accept(token) {
+    const started = performance.now();
+    const accepted = this.matcher.acceptToken(token);
+    this.ms += performance.now() - started;
+    if (!accepted) throw new Error(`the grammar refused token ${token}, which its own mask allowed`);
+  }
+
+  dispose() { this.matcher.dispose(); }
+}
+
+// xgrammar's C++ errors start with a timestamp and a source location; keep the sentence.
+function xgrammarMessage(error) {
+  const text = String(error?.message ?? error).trim().split("\n")[0];
+  return text.replace(/^\[[^\]]*\]\s*\S+:\d+:\s*/, "").replace(/^Check failed: \(.*\) is false: /, "");
+}
