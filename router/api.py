@@ -205,8 +205,6 @@ def parse_chat_request(body: dict) -> ChatRequest:
         response_format = grammar.parse_response_format(body.get("response_format"))
     except grammar.SchemaError as error:
         raise ApiError(400, str(error), error.param, "invalid_schema") from None
-    if response_format:
-        response_format["openai"] = body["response_format"]
     return ChatRequest(model=model, messages=[{"role": m["role"], "content": m["content"]} for m in messages],
                        stream=stream, include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                        sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,

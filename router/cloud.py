@@ -32,7 +32,7 @@ class ChatRequest:
     include_usage: bool
     sampling: Sampling
     continue_final: bool = False  # go on with the last (assistant) message instead of starting a new one
-    response_format: dict | None = None  # grammar.parse_response_format's result, with "openai": the original
+    response_format: dict | None = None  # grammar.parse_response_format's result
 
 
 class EmbeddedBackend:

@@ -40,7 +40,7 @@ class SchemaError(ValueError):
 
 def parse_response_format(value) -> dict | None:
     """OpenAI's shapes, checked: None or {"type": "text"} -> None; json_object -> {"schema", "strict": False};
-    json_schema -> {"schema", "strict": True, "name"}."""
+    json_schema -> {"schema", "strict": True}; both with "openai": the value as given (for an upstream)."""
     if value is None:
         return None
     if not isinstance(value, dict) or value.get("type") not in ("text", "json_object", "json_schema"):
@@ -50,13 +50,13 @@ def parse_response_format(value) -> dict | None:
     if value["type"] == "text":
         return None
     if value["type"] == "json_object":
-        return {"schema": JSON_OBJECT_SCHEMA, "strict": False, "name": "json_object"}
+        return {"schema": JSON_OBJECT_SCHEMA, "strict": False, "openai": value}
     spec = value.get("json_schema")
     if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
         raise SchemaError("response_format.json_schema.schema must be a JSON schema object",
                           "response_format.json_schema.schema")
     check_schema(spec["schema"])
-    return {"schema": spec["schema"], "strict": True, "name": str(spec.get("name", "schema"))[:64]}
+    return {"schema": spec["schema"], "strict": True, "openai": value}
 
 
 def check_schema(schema: dict) -> None:
