@@ -36,9 +36,7 @@ class ServerEngine:
 
     def start(self) -> None:
         entry = catalog_entry(self.models)
-        started = time.perf_counter()
         self.engine = Engine(self.models / entry["path"], entry)
-        self.load_s = time.perf_counter() - started
         self.device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
     def run(self, workload) -> dict:
@@ -78,9 +76,7 @@ RUN = """async (request) => {
 }"""
 LOAD = """async (modelId) => {
   const model = window.seam.config.models.find((m) => m.id === modelId);
-  const started = performance.now();
-  const info = await window.seam.browserEngine().load(model);
-  return { adapter: info.adapter, load_s: (performance.now() - started) / 1000 };
+  return (await window.seam.browserEngine().load(model)).adapter;
 }"""
 
 
@@ -109,8 +105,7 @@ class BrowserEngine:
         # The page routes and prefetches by itself; here the bench decides what loads, and when.
         self.page.route("**/api/route", lambda route: route.abort())
         self.page.goto(f"http://127.0.0.1:{self.server.server_port}/")
-        loaded = self.page.evaluate(LOAD, VARIANT)
-        self.device, self.load_s = f"WebGPU: {loaded['adapter']}", loaded["load_s"]
+        self.device = f"WebGPU: {self.page.evaluate(LOAD, VARIANT)}"
 
     def run(self, workload) -> dict:
         return self.page.evaluate(RUN, workload.request())

@@ -151,7 +151,6 @@ class Constraint:
     def __init__(self, compiled, vocab_size: int):
         self.matcher = xgrammar.GrammarMatcher(compiled)
         self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
-        self.vocab_size = vocab_size
         self.seconds = 0.0
 
     def accept_text(self, text: str) -> bool:

@@ -88,8 +88,7 @@ export class Grammars {
       const vocab = Array.from({ length: config.vocab_size }, (_, i) => tokenizer.idToToken(i) ?? "");
       const info = await xgr.TokenizerInfo.createTokenizerInfo(vocab, config.tokenizer_info.vocab_type,
         config.tokenizer_info.add_prefix_space, config.vocab_size, config.stop_token_ids);
-      Object.assign(grammars, { xgr, rules, vocabSize: config.vocab_size,
-                                compiler: await xgr.GrammarCompiler.createGrammarCompiler(info) });
+      Object.assign(grammars, { xgr, rules, compiler: await xgr.GrammarCompiler.createGrammarCompiler(info) });
     } finally {
       console.error = consoleError;
     }
@@ -110,14 +109,14 @@ export class Grammars {
     } finally {
       this.printed = null;
     }
-    return new Constraint(await this.xgr.GrammarMatcher.createGrammarMatcher(compiled), this.vocabSize);
+    return new Constraint(await this.xgr.GrammarMatcher.createGrammarMatcher(compiled));
   }
 }
 
 // One answer's grammar state: masks the logits before each token and follows the tokens chosen.
 // `ms` adds up the time spent on both: the cost of constraining, which the bench reports.
 export class Constraint {
-  constructor(matcher, vocabSize) { Object.assign(this, { matcher, vocabSize, ms: 0 }); }
+  constructor(matcher) { Object.assign(this, { matcher, ms: 0 }); }
 
   acceptText(text) { return this.matcher._acceptString(text); }
 
