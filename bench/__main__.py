@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench.engines import BrowserEngine, ServerEngine
-from bench.workloads import WORKLOADS
+from bench.engines import BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, catalog_entry
+from bench.peers import setup
+from bench.workloads import workloads
+from modelbuild.source import default_model_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -18,35 +20,82 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of every measurement (default 3)")
     parser.add_argument("--models", type=Path, default=REPO / "models", help="what `make build-model` wrote")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where results go")
-    parser.add_argument("--engines", default="server,browser", help="comma-separated: server,browser")
+    parser.add_argument("--engines", default=",".join(ENGINES),
+                        help=f"comma-separated, from: {', '.join(ENGINES)} (default: all)")
+    parser.add_argument("--decode-tokens", type=int, default=128, help="tokens generated for decode speed (128)")
+    parser.add_argument("--long-prompt-tokens", type=int, default=512, help="the long prompt's length (512)")
     args = parser.parse_args()
-    wanted = args.engines.split(",")
-    engines = [e for e in (ServerEngine(args.models), BrowserEngine(args.models)) if e.name in wanted]
+    engines = make_engines(args.engines.split(","), args.models)
+    tokenizer = args.models / catalog_entry(args.models)["path"] / "tokenizer.json"
+    plan = workloads(tokenizer, args.decode_tokens, args.long_prompt_tokens)
+    failures: dict[str, str] = {}
     runs = []
     try:
         for engine in engines:
             say(f"{engine.name}: starting")
-            engine.start()
+            try:
+                engine.start()
+            except Exception as error:  # a peer that cannot start is a row in the table, not a stopped bench
+                failures[engine.name] = str(error)[:300]
+                say(f"{engine.name}: FAILED to start: {error}")
+        live = [e for e in engines if e.name not in failures]
         # Interleaved: each repeat runs every engine on every workload, so drift hits them all alike.
         for repeat in range(args.repeats):
-            for workload in WORKLOADS:
-                for engine in engines:
+            for workload in plan:
+                for engine in live:
+                    if engine.name in failures or (workload.seam_only and not engine.seam):
+                        continue
                     say(f"repeat {repeat + 1}/{args.repeats}: {engine.name}, {workload.name} ...")
-                    runs.append({"engine": engine.name, "workload": workload.name, "repeat": repeat,
-                                 **engine.run(workload)})
+                    try:
+                        runs.append({"engine": engine.name, "workload": workload.name, "repeat": repeat,
+                                     **engine.run(workload)})
+                    except Exception as error:
+                        failures[engine.name] = f"failed while running {workload.name}: {str(error)[:300]}"
+                        say(f"  FAILED: {error}")
+                        continue
                     say(f"  {format_run(runs[-1])}")
     finally:
         for engine in engines:
             engine.close()
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "repeats": args.repeats,
                "machine": report.machine(), "adapters": {e.name: e.device for e in engines}, "runs": runs,
-               "summary": report.summarize(runs)}
+               "failures": failures, "rooflines": rooflines(engines, runs, failures), "summary": report.summarize(runs)}
+    results["targets"] = report.targets(results["summary"], results["rooflines"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     table = report.markdown(results)
     (args.out / "bench.md").write_text(table)
     print(table)
     say(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+
+
+def rooflines(engines, runs, failures) -> dict:
+    """For engines that measured their memory bandwidth, the decode limit at their runs' mean context."""
+    limits = {}
+    for engine in engines:
+        mine = [r for r in runs if r["engine"] == engine.name and r["workload"] == "short"]
+        if hasattr(engine, "roofline") and mine and engine.name not in failures:
+            context = sum(r["prompt_tokens"] + r["completion_tokens"] / 2 for r in mine) / len(mine)
+            limits[engine.name] = engine.roofline(context)
+    return limits
+
+
+ENGINES = ("server", "browser", "transformers.js-webgpu", "transformers.js-wasm", "llama.cpp")
+
+
+def make_engines(names: list[str], models: Path) -> list:
+    unknown = set(names) - set(ENGINES)
+    if unknown:
+        raise SystemExit(f"unknown engines {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
+    engines = [e for n, e in (("server", ServerEngine), ("browser", BrowserEngine)) if n in names]
+    engines = [engine(models) for engine in engines]
+    if any(n.startswith("transformers.js") for n in names):
+        tjs, onnx = setup.transformers_js(), setup.onnx_model(default_model_path())
+        engines += [TransformersJsEngine(device, tjs, onnx) for device in ("webgpu", "wasm")
+                    if f"transformers.js-{device}" in names]
+    if "llama.cpp" in names:
+        engines.append(LlamaCppEngine(setup.llama_cpp(), default_model_path()))
+    return engines
 
 
 def format_run(run: dict) -> str:

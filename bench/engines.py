@@ -21,6 +21,12 @@ from router.engine import Engine, Sampling  # noqa: E402
 from router.grammar import parse_response_format  # noqa: E402
 
 VARIANT = "SmolLM2-135M-Instruct-q4f32_1"  # the variant both engines can run here (SwiftShader lacks f16)
+FIRST_TOKEN = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
+
+
+def weight_bytes(models: Path, entry: dict) -> int:
+    index = json.loads((models / entry["path"] / entry["files"]["tensor_cache"]).read_text())
+    return sum(record["nbytes"] for shard in index["records"] for record in shard["records"])
 
 
 def catalog_entry(models: Path) -> dict:
@@ -30,16 +36,25 @@ def catalog_entry(models: Path) -> dict:
 
 class ServerEngine:
     name = "server"
+    seam = True  # runs the Seam-only workloads (structured output)
 
     def __init__(self, models: Path):
         self.models = models
 
     def start(self) -> None:
-        entry = catalog_entry(self.models)
-        self.engine = Engine(self.models / entry["path"], entry)
+        self.entry = catalog_entry(self.models)
+        self.engine = Engine(self.models / self.entry["path"], self.entry)
         self.device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
     def run(self, workload) -> dict:
+        if workload.kind == "load":  # a new engine (library, weights) to its first token; no cache to be cold
+            started = time.perf_counter()
+            self.engine = Engine(self.models / self.entry["path"], self.entry)
+            loaded = time.perf_counter()
+            return {"warm_load_s": loaded - started + self.generate(workload)["ttft_s"]}
+        return self.generate(workload)
+
+    def generate(self, workload) -> dict:
         prompt = self.engine.prompt_ids(workload.messages)
         fmt = parse_response_format(workload.response_format)
         constraint = self.engine.constraint(fmt) if fmt else None
@@ -74,14 +89,59 @@ RUN = """async (request) => {
            prefill_tokens_per_s: s.prefill_tokens_per_s, decode_tokens_per_s: s.decode_tokens_per_s,
            ...(s.grammar_ms_per_token === undefined ? {} : { grammar_ms_per_token: s.grammar_ms_per_token }) };
 }"""
-LOAD = """async (modelId) => {
-  const model = window.seam.config.models.find((m) => m.id === modelId);
-  return (await window.seam.browserEngine().load(model)).adapter;
+# The roofline's denominator: a read-bandwidth kernel (the page's own probe) over 64 MiB, more than any
+# GPU cache holds, in the same browser as the engine.
+BANDWIDTH = """async () => {
+  const { measureBandwidth } = await import("/static/js/probe.js");
+  const device = await (await navigator.gpu.requestAdapter()).requestDevice();
+  const { bandwidth_gbps } = await measureBandwidth(device, 64 * 1024 * 1024, 8);
+  device.destroy();
+  return bandwidth_gbps;
 }"""
+# Load (download or cache, verify, compile, weights to the GPU) and answer one token.
+LOAD = """async ({ modelId, request }) => {
+  const model = window.seam.config.models.find((m) => m.id === modelId);
+  const started = performance.now();
+  const engine = window.seam.browserEngine();
+  const info = await engine.load(model);
+  await engine.chat.completions.create({ ...request, max_tokens: 1 });
+  return { adapter: info.adapter, seconds: (performance.now() - started) / 1000 };
+}"""
+
+
+def launch(playwright):
+    """The tests' Chromium (Debian's, WebGPU on), plus SEAM_BENCH_CHROMIUM_FLAGS: on a machine with a real
+    GPU, bench/gpu.sh passes the flags that put WebGPU on Vulkan instead of SwiftShader."""
+    from tests.harness import CHROMIUM, CHROMIUM_FLAGS
+
+    extra = os.environ.get("SEAM_BENCH_CHROMIUM_FLAGS", "").split()
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *extra])
+
+
+def fresh_page(browser, url: str):
+    """A page in a new browser context: its own empty cache, as on a first visit."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.route("**/api/route", lambda route: route.abort())  # the bench, not the page, decides what loads
+    page.goto(url)
+    return context, page
+
+
+def cold_and_warm(browser, url: str, script: str, argument) -> dict:
+    """Load to first token on a first visit (empty cache), then after a reload (from the cache)."""
+    context, page = fresh_page(browser, url)
+    try:
+        cold = page.evaluate(script, argument)["seconds"]
+        page.reload()
+        warm = page.evaluate(script, argument)["seconds"]
+    finally:
+        context.close()
+    return {"cold_load_s": cold, "warm_load_s": warm}
 
 
 class BrowserEngine:
     name = "browser"
+    seam = True  # runs the Seam-only workloads (structured output)
 
     def __init__(self, models: Path):
         self.models = models
@@ -91,8 +151,6 @@ class BrowserEngine:
         from werkzeug.serving import make_server
 
         from router import create_app
-        from tests.harness import CHROMIUM, CHROMIUM_FLAGS
-
         self.fleet = tempfile.TemporaryDirectory()
         app = create_app({"MODELS_DIR": str(self.models), "FLEET_DB": f"{self.fleet.name}/fleet.sqlite3"})
         for name in ("werkzeug", "seam.requests"):  # a line per file request would bury the bench's own
@@ -100,14 +158,27 @@ class BrowserEngine:
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.playwright = sync_playwright().start()
-        self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        self.page = self.browser.new_page()
-        # The page routes and prefetches by itself; here the bench decides what loads, and when.
-        self.page.route("**/api/route", lambda route: route.abort())
-        self.page.goto(f"http://127.0.0.1:{self.server.server_port}/")
-        self.device = f"WebGPU: {self.page.evaluate(LOAD, VARIANT)}"
+        self.browser = launch(self.playwright)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        self.context, self.page = fresh_page(self.browser, self.url)
+        self.bandwidth_gbps = self.page.evaluate(BANDWIDTH)
+        loaded = self.page.evaluate(LOAD, {"modelId": VARIANT, "request": FIRST_TOKEN})
+        self.device = f"WebGPU: {loaded['adapter']}"
+        self.weight_bytes = weight_bytes(self.models, catalog_entry(self.models))
+
+    def roofline(self, context_tokens: float) -> dict:
+        """Decode reads every weight once per token (the tied embedding is the output layer) plus the KV
+        cache so far; memory bandwidth bounds it at bandwidth / bytes."""
+        config = json.loads((self.models / catalog_entry(self.models)["path"] / "mlc-chat-config.json").read_text())
+        c = config["model_config"]
+        kv = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * 4 * context_tokens
+        per_token = self.weight_bytes + kv
+        return {"bandwidth_gbps": self.bandwidth_gbps, "bytes_per_token": per_token,
+                "tokens_per_s": self.bandwidth_gbps * 1e9 / per_token}
 
     def run(self, workload) -> dict:
+        if workload.kind == "load":
+            return cold_and_warm(self.browser, self.url, LOAD, {"modelId": VARIANT, "request": workload.request()})
         return self.page.evaluate(RUN, workload.request())
 
     def close(self) -> None:
@@ -117,3 +188,119 @@ class BrowserEngine:
         if hasattr(self, "server"):
             self.server.shutdown()
             self.fleet.cleanup()
+
+
+# --- peers ----------------------------------------------------------------------------------------------
+
+# transformers.js from the served bundle, reading only the served model folder; ORT's wasm files, which
+# the bundle would fetch from a CDN, are served too. `window.loaded[device]` keeps the model for the runs.
+TRANSFORMERS_JS_LOAD = """async ({ device, request, modelId }) => {
+  const T = (window.transformers ??= await import("/tjs/transformers.js"));
+  Object.assign(T.env, { allowLocalModels: true, allowRemoteModels: false, localModelPath: "/models/" });
+  T.env.backends.onnx.wasm.wasmPaths = { mjs: "/ort/ort-wasm-simd-threaded.asyncify.mjs",
+                                         wasm: "/ort/ort-wasm-simd-threaded.asyncify.wasm" };
+  const started = performance.now();
+  const tokenizer = await T.AutoTokenizer.from_pretrained(modelId);
+  const model = await T.AutoModelForCausalLM.from_pretrained(modelId, { device, dtype: "q4" });
+  const inputs = tokenizer.apply_chat_template(request.messages, { add_generation_prompt: true, return_dict: true });
+  await model.generate({ ...inputs, max_new_tokens: 1, do_sample: false });
+  (window.loaded ??= {})[device] = { tokenizer, model };
+  return { seconds: (performance.now() - started) / 1000 };
+}"""
+TRANSFORMERS_JS_RUN = """async ({ device, request }) => {
+  const T = window.transformers;
+  const { tokenizer, model } = window.loaded[device];
+  const inputs = tokenizer.apply_chat_template(request.messages, { add_generation_prompt: true, return_dict: true });
+  let tokens = 0, promptSeen = false, first = null, last = null;
+  class Clock extends T.BaseStreamer {  // put() gets the prompt once, then each new token
+    put() { if (!promptSeen) { promptSeen = true; return; } last = performance.now(); first ??= last; tokens++; }
+    end() {}
+  }
+  const started = performance.now();
+  await model.generate({ ...inputs, max_new_tokens: request.max_tokens, min_new_tokens: request.max_tokens,
+                         do_sample: false, streamer: new Clock() });
+  const prompt = inputs.input_ids.dims.at(-1);
+  return { prompt_tokens: prompt, completion_tokens: tokens, ttft_s: (first - started) / 1000,
+           prefill_tokens_per_s: prompt / ((first - started) / 1000),
+           decode_tokens_per_s: (tokens - 1) / ((last - first) / 1000) };
+}"""
+
+
+class TransformersJsEngine:
+    """transformers.js v4 in the same Chromium, on WebGPU or its wasm backend, with the ONNX export of the
+    same weights (4-bit MatMulNBits)."""
+
+    seam = False
+
+    def __init__(self, device: str, peer, model_peer):
+        self.name, self.device_kind = f"transformers.js {device}", device
+        self.peer, self.model_peer = peer, model_peer
+        self.device = device
+
+    def start(self) -> None:
+        from playwright.sync_api import sync_playwright
+
+        from tests.harness import StaticServer
+
+        for peer in (self.peer, self.model_peer):
+            if not peer.ready:
+                raise RuntimeError(peer.error)
+        self.site = tempfile.TemporaryDirectory()
+        root = Path(self.site.name)
+        (root / "models").mkdir()
+        (root / "tjs").symlink_to(self.peer.paths["bundle"])
+        (root / "ort").symlink_to(self.peer.paths["ort"])
+        (root / "models" / self.model_peer.paths["model"].name).symlink_to(self.model_peer.paths["model"])
+        (root / "index.html").write_text("<!doctype html><title>transformers.js bench</title>")
+        self.server = StaticServer(root).__enter__()
+        self.playwright = sync_playwright().start()
+        self.browser = launch(self.playwright)
+        self.context, self.page = fresh_page(self.browser, self.server.url)
+        self.page.evaluate(TRANSFORMERS_JS_LOAD, self.argument(FIRST_TOKEN))
+
+    def argument(self, request: dict) -> dict:
+        return {"device": self.device_kind, "request": request, "modelId": self.model_peer.paths["model"].name}
+
+    def run(self, workload) -> dict:
+        if workload.kind == "load":
+            return cold_and_warm(self.browser, self.server.url, TRANSFORMERS_JS_LOAD, self.argument(workload.request()))
+        return self.page.evaluate(TRANSFORMERS_JS_RUN, self.argument(workload.request()))
+
+    def close(self) -> None:
+        if hasattr(self, "browser"):
+            self.browser.close()
+            self.playwright.stop()
+        if hasattr(self, "server"):
+            self.server.__exit__(None, None, None)
+            self.site.cleanup()
+
+
+class LlamaCppEngine:
+    """llama.cpp on the CPU through llama-cpp-python, on the same GGUF file Seam builds from; each run is a
+    process of its own in the llama.cpp venv (so its load time is measured every run)."""
+
+    name = "llama.cpp CPU"
+    seam = False
+
+    def __init__(self, peer, gguf: Path):
+        self.peer, self.gguf = peer, gguf
+        self.device = f"CPU ({os.cpu_count()} threads)"
+
+    def start(self) -> None:
+        if not self.peer.ready:
+            raise RuntimeError(self.peer.error)
+
+    def run(self, workload) -> dict:
+        import subprocess
+
+        result = subprocess.run([str(self.peer.paths["python"]), str(self.peer.paths["runner"]), str(self.gguf),
+                                 json.dumps(workload.request())], capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output")
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        if workload.kind == "load":  # the GGUF is memory-mapped from the page cache: a warm load only
+            return {"warm_load_s": measured["load_s"] + measured["ttft_s"]}
+        return measured
+
+    def close(self) -> None:
+        pass

@@ -1,46 +1,93 @@
-"""Medians with min and max over the repeats, as JSON and as a markdown table."""
+"""Medians with min and max over the repeats; the targets as ratios measured in the same run; JSON and
+markdown tables."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
 
-METRICS = ("ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s")
+SKIPPED = ("engine", "workload", "repeat", "text")
 
 
 def machine() -> dict:
     return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-def summarize(runs: list[dict]) -> list[dict]:
-    rows = []
-    for engine, workload in dict.fromkeys((r["engine"], r["workload"]) for r in runs):
-        mine = [r for r in runs if (r["engine"], r["workload"]) == (engine, workload)]
-        row = {"engine": engine, "workload": workload, "runs": len(mine),
-               "completion_tokens": statistics.median(r["completion_tokens"] for r in mine)}
-        for metric in (*METRICS, "grammar_ms_per_token"):
-            values = [r[metric] for r in mine if metric in r]
-            if values:
-                row[metric] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
-        rows.append(row)
-    for row in rows:  # the cost of constraining: decode speed with a schema over the same engine's plain text
-        plain = next((r for r in rows if r["engine"] == row["engine"] and r["workload"] == "text"), None)
-        if plain and row["workload"] != "text":
-            row["decode_vs_text"] = row["decode_tokens_per_s"]["median"] / plain["decode_tokens_per_s"]["median"]
-    return rows
+def summarize(runs: list[dict]) -> dict:
+    """{engine: {workload: {metric: {median, min, max}}}} over every numeric metric the runs have."""
+    summary: dict = {}
+    for run in runs:
+        for metric, value in run.items():
+            if metric not in SKIPPED and isinstance(value, (int, float)) and value is not None:
+                summary.setdefault(run["engine"], {}).setdefault(run["workload"], {}).setdefault(metric, []).append(value)
+    return {engine: {workload: {metric: stats(values) for metric, values in metrics.items()}
+                     for workload, metrics in workloads.items()} for engine, workloads in summary.items()}
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def median(summary: dict, engine: str, workload: str, metric: str) -> float:
+    return summary.get(engine, {}).get(workload, {}).get(metric, {}).get("median", math.nan)
+
+
+def targets(summary: dict, rooflines: dict) -> list[dict]:
+    """The issue's targets, each a ratio of two numbers from this run."""
+    m = lambda engine, workload, metric: median(summary, engine, workload, metric)
+    peer = lambda workload, metric: max(m("transformers.js webgpu", workload, metric), m("transformers.js wasm", workload, metric),
+                                        key=lambda v: -math.inf if math.isnan(v) else v)
+    roof = rooflines.get("browser", {}).get("tokens_per_s", math.nan)
+    return [
+        {"target": "browser decode ≥ 1.5× the faster transformers.js backend",
+         "ratio": m("browser", "short", "decode_tokens_per_s") / peer("short", "decode_tokens_per_s"), "goal": 1.5},
+        {"target": "browser prefill ≥ 1.5× the faster transformers.js backend",
+         "ratio": m("browser", "long", "prefill_tokens_per_s") / peer("long", "prefill_tokens_per_s"), "goal": 1.5},
+        {"target": "browser decode ≥ 70% of the roofline",
+         "ratio": m("browser", "short", "decode_tokens_per_s") / roof, "goal": 0.7},
+        {"target": "browser warm load to first token < 2 s (ratio: 2 s / measured)",
+         "ratio": 2.0 / m("browser", "load", "warm_load_s"), "goal": 1.0},
+        {"target": "server decode ≥ 0.7× llama.cpp",
+         "ratio": m("server", "short", "decode_tokens_per_s") / m("llama.cpp CPU", "short", "decode_tokens_per_s"), "goal": 0.7},
+    ]
 
 
 def markdown(results: dict) -> str:
-    def cell(stat: dict) -> str:
-        return f"{stat['median']:.3g} ({stat['min']:.3g}–{stat['max']:.3g})"
+    summary, failures = results["summary"], results["failures"]
 
-    lines = [f"Default model, q4f32_1; {results['repeats']} interleaved runs; median (min–max). "
-             f"{results['date']}; " + "; ".join(f"{k}: {v}" for k, v in results["adapters"].items()), "",
-             "| engine | workload | tokens | TTFT s | prefill tok/s | decode tok/s | decode vs text | grammar ms/token |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in results["summary"]:
-        ratio = f"{row['decode_vs_text']:.2f}×" if "decode_vs_text" in row else "—"
-        grammar = cell(row["grammar_ms_per_token"]) if "grammar_ms_per_token" in row else "—"
-        lines.append(f"| {row['engine']} | {row['workload']} | {row['completion_tokens']:.0f} | {cell(row['ttft_s'])} | "
-                     f"{cell(row['prefill_tokens_per_s'])} | {cell(row['decode_tokens_per_s'])} | {ratio} | {grammar} |")
+    def cell(engine, workload, metric, digits=3) -> str:
+        s = summary.get(engine, {}).get(workload, {}).get(metric)
+        return "—" if not s else f"{s['median']:.{digits}g} ({s['min']:.{digits}g}–{s['max']:.{digits}g})"
+
+    lines = [f"{results['date']}; {results['repeats']} interleaved runs each; median (min–max).", "",
+             "| engine | device | cold load → 1st token s | warm load → 1st token s | TTFT short s | TTFT long s "
+             "| prefill tok/s (long) | decode tok/s (short) | decode of roofline |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for engine, device in results["adapters"].items():
+        if engine in failures:
+            lines.append(f"| {engine} | {device} | failed: {failures[engine].replace('|', '/')} |||||||")
+            continue
+        roof = results["rooflines"].get(engine)
+        of_roof = f"{100 * median(summary, engine, 'short', 'decode_tokens_per_s') / roof['tokens_per_s']:.0f}%" if roof else "—"
+        lines.append(f"| {engine} | {device} | {cell(engine, 'load', 'cold_load_s')} | {cell(engine, 'load', 'warm_load_s')} "
+                     f"| {cell(engine, 'short', 'ttft_s')} | {cell(engine, 'long', 'ttft_s')} "
+                     f"| {cell(engine, 'long', 'prefill_tokens_per_s')} | {cell(engine, 'short', 'decode_tokens_per_s')} | {of_roof} |")
+    lines += ["", "Structured output (Seam's engines): one prompt as free text and constrained to a JSON schema.", "",
+              "| engine | decode tok/s, text | decode tok/s, schema | schema / text | grammar ms/token |", "|---|---|---|---|---|"]
+    for engine in summary:
+        if "json_schema" in summary[engine]:
+            ratio = median(summary, engine, "json_schema", "decode_tokens_per_s") / median(summary, engine, "json_text", "decode_tokens_per_s")
+            lines.append(f"| {engine} | {cell(engine, 'json_text', 'decode_tokens_per_s')} | "
+                         f"{cell(engine, 'json_schema', 'decode_tokens_per_s')} | {ratio:.2f}× | "
+                         f"{cell(engine, 'json_schema', 'grammar_ms_per_token')} |")
+    lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for t in results["targets"]:
+        measured = "not measured" if math.isnan(t["ratio"]) else f"{t['ratio']:.2f}"
+        met = "—" if math.isnan(t["ratio"]) else ("yes" if t["ratio"] >= t["goal"] else "no")
+        lines.append(f"| {t['target']} | {measured} | {t['goal']} | {met} |")
+    for engine, limit in results["rooflines"].items():
+        lines.append(f"\nRoofline of {engine}: {limit['bandwidth_gbps']:.2f} GB/s (a read kernel over 64 MiB in the "
+                     f"same browser) / {limit['bytes_per_token'] / 1e6:.1f} MB read per decoded token = "
+                     f"{limit['tokens_per_s']:.2f} tokens/s.")
     return "\n".join(lines) + "\n"

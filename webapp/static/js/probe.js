@@ -29,8 +29,9 @@ async function probeWebGPU() {
 }
 
 // Memory bandwidth, the quantity that bounds decode speed: each invocation sums a strided slice of a
-// 16 MB buffer. A few dispatches take well under a second even on software adapters.
-async function measureBandwidth(device) {
+// 16 MB buffer. A few dispatches take well under a second even on software adapters. `make bench` uses
+// a buffer larger than the model (so no cache holds it) for its roofline.
+export async function measureBandwidth(device, bytes = BENCH_BYTES, times = 4) {
   const code = `
     @group(0) @binding(0) var<storage, read> data: array<vec4<f32>>;
     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -40,7 +41,7 @@ async function measureBandwidth(device) {
       for (var i = id.x; i < n; i += stride) { acc += data[i]; }
       out[id.x] = acc.x + acc.y + acc.z + acc.w;
     }`;
-  const data = device.createBuffer({ size: BENCH_BYTES, usage: GPUBufferUsage.STORAGE });
+  const data = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
   const out = device.createBuffer({ size: 256 * 64 * 4, usage: GPUBufferUsage.STORAGE });
   const pipeline = device.createComputePipeline({ layout: "auto",
     compute: { module: device.createShaderModule({ code }), entryPoint: "main" } });
@@ -57,10 +58,10 @@ async function measureBandwidth(device) {
   };
   await run(1);  // compile and warm up
   const started = performance.now();
-  await run(4);
+  await run(times);
   const seconds = (performance.now() - started) / 1000;
   data.destroy(); out.destroy();
-  return { bandwidth_gbps: Number(((4 * BENCH_BYTES) / seconds / 1e9).toFixed(3)) };
+  return { bandwidth_gbps: Number(((times * bytes) / seconds / 1e9).toFixed(3)) };
 }
 
 // Measured once per page, while the page is idle: a later run would compete with the engine's own work
