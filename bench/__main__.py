@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from bench import report
+from bench.chart import write_chart
 from bench.engines import BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, catalog_entry
 from bench.peers import setup
 from bench.workloads import workloads
@@ -65,8 +66,9 @@ def main() -> None:
     (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     table = report.markdown(results)
     (args.out / "bench.md").write_text(table)
+    write_chart(results, args.out / "bench.png")
     print(table)
-    say(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+    say(f"wrote {args.out / 'bench.json'}, {args.out / 'bench.md'} and {args.out / 'bench.png'}")
 
 
 def rooflines(engines, runs, failures) -> dict:
