@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 
 from modelbuild import schedule
@@ -42,8 +43,22 @@ def compile_webgpu(mod: tvm.ir.IRModule, target: tvm.target.Target):
     return executable, report
 
 
+def cpu_pipeline(target: tvm.target.Target, report: dict[str, str]):
+    @tvm.transform.module_pass(opt_level=0, name="SeamCPUPipeline")
+    def _pipeline(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
+        passes = (cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+                  + [schedule.ApplySchedules(report, schedule.cpu_rules())]
+                  + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
 def compile_cpu(mod: tvm.ir.IRModule, target: tvm.target.Target):
-    return tvm.compile(mod, target=target)
+    """TVM's CPU pipeline with our schedule for the quantized matmuls (the rest stays as TVM emits it)."""
+    report: dict[str, str] = {}
+    return tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, report))
 
 
 def wgsl_source(executable) -> str:

@@ -74,6 +74,48 @@ class DequantMatmul(dl.ScheduleRule):
         return sch
 
 
+class CpuDequantMatmul(dl.ScheduleRule):
+    """CPU schedule for the same `x[1, n, K] @ dequantize(W)[O, K].T` (+ epilogue), any n.
+
+    Unscheduled, TVM materializes the whole dequantized matrix in float32 on every call (113 MB for the
+    lm_head, per token) and runs one thread. Here the output columns are split across threads; each
+    column's weights are dequantized once into a K-long row on the stack, shared by all n rows (for
+    decode's one row, straight into the dot product instead), and each dot product runs LANES-wide: a partial sum per lane (rfactor), so LLVM emits SIMD without reordering
+    a float reduction it may not reorder.
+    """
+
+    # Measured here (AVX-512, 2 threads), lm_head 49152x576 per token: 9.5 ms with 8 lanes and the row
+    # dequantized to the stack, 3.5 ms with 16 lanes and (decode) the dequantize inlined into the dot.
+    LANES = 16
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_block(sch, "root") else []
+        if [sch.get(b).name_hint for b in blocks][:2] != ["dequantize", "dequantize_matmul"]:
+            return None
+        dequantize, main = blocks[0], blocks[1]
+        if len(sch.get_loops(main)) != 4:
+            return None
+        batch, rows, cols, k = sch.get_loops(main)
+        sch.reorder(cols, batch, rows, k)
+        k_out, k_in = sch.split(k, [None, self.LANES])
+        partial = sch.rfactor(k_in, 0)  # (must precede compute_at: it wants the reduction first)
+        cols, batch, rows, k_out, k_in = sch.get_loops(partial)
+        sch.vectorize(k_in)
+        sch.reverse_compute_at(main, rows)  # per (column, row): sum the lanes
+        for epilogue in blocks[2:]:  # e.g. the residual add, on each sum as it is done
+            sch.reverse_compute_at(epilogue, rows)
+        if isinstance(sch.get(rows).extent, tirx.IntImm):  # decode: one row, nothing to share
+            sch.compute_inline(dequantize)
+        else:
+            sch.compute_at(dequantize, cols)
+            sch.vectorize(sch.split(sch.get_loops(dequantize)[-1], [None, self.LANES])[1])
+        sch.parallel(cols)
+        return sch
+
+
 def _has_block(sch, name: str) -> bool:
     try:
         sch.get_sblock(name)
@@ -86,6 +128,10 @@ def default_rules() -> list:
     # dl.gpu.RMSNorm is left out on purpose: it emits 8-lane vectors that WGSL codegen rejects.
     return [DequantMatmul(), dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(),
             dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+
+
+def cpu_rules() -> list:
+    return [CpuDequantMatmul()]
 
 
 @module_pass(opt_level=0, name="SeamApplySchedules")
