@@ -25,10 +25,14 @@ def main() -> None:
                         help=f"comma-separated, from: {', '.join(ENGINES)} (default: all)")
     parser.add_argument("--decode-tokens", type=int, default=128, help="tokens generated for decode speed (128)")
     parser.add_argument("--long-prompt-tokens", type=int, default=512, help="the long prompt's length (512)")
+    parser.add_argument("--workloads", default="load,short,long,json",
+                        help="comma-separated, from: load, short, long, json (structured output) (default: all)")
     args = parser.parse_args()
     engines = make_engines(args.engines.split(","), args.models)
     tokenizer = args.models / catalog_entry(args.models)["path"] / "tokenizer.json"
-    plan = workloads(tokenizer, args.decode_tokens, args.long_prompt_tokens)
+    chosen = args.workloads.split(",")
+    plan = [w for w in workloads(tokenizer, args.decode_tokens, args.long_prompt_tokens)
+            if w.name.split("_")[0] in chosen]
     failures: dict[str, str] = {}
     runs = []
     try:
@@ -82,15 +86,16 @@ def rooflines(engines, runs, failures) -> dict:
     return limits
 
 
-ENGINES = ("server", "browser", "transformers.js-webgpu", "transformers.js-wasm", "llama.cpp")
+ENGINES = ("server", "browser", "browser-compat", "transformers.js-webgpu", "transformers.js-wasm", "llama.cpp")
 
 
 def make_engines(names: list[str], models: Path) -> list:
     unknown = set(names) - set(ENGINES)
     if unknown:
         raise SystemExit(f"unknown engines {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
-    engines = [e for n, e in (("server", ServerEngine), ("browser", BrowserEngine)) if n in names]
-    engines = [engine(models) for engine in engines]
+    engines = [ServerEngine(models)] if "server" in names else []
+    engines += [BrowserEngine(models, level) for name, level in (("browser", "core"), ("browser-compat", "compatibility"))
+                if name in names]
     if any(n.startswith("transformers.js") for n in names):
         tjs, onnx = setup.transformers_js(), setup.onnx_model(default_model_path())
         engines += [TransformersJsEngine(device, tjs, onnx) for device in ("webgpu", "wasm")

@@ -91,9 +91,9 @@ RUN = """async (request) => {
 }"""
 # The roofline's denominator: a read-bandwidth kernel (the page's own probe) over 64 MiB, more than any
 # GPU cache holds, in the same browser as the engine.
-BANDWIDTH = """async () => {
+BANDWIDTH = """async (featureLevel) => {
   const { measureBandwidth } = await import("/static/js/probe.js");
-  const device = await (await navigator.gpu.requestAdapter()).requestDevice();
+  const device = await (await navigator.gpu.requestAdapter({ featureLevel })).requestDevice();
   const { bandwidth_gbps } = await measureBandwidth(device, 64 * 1024 * 1024, 8);
   device.destroy();
   return bandwidth_gbps;
@@ -109,13 +109,18 @@ LOAD = """async ({ modelId, request }) => {
 }"""
 
 
-def launch(playwright):
+# Chromium's compatibility-mode adapter: WebGPU on OpenGL ES through ANGLE (on CPU-only machines, Mesa's
+# llvmpipe), which the page asks for first with `?webgpu=compatibility`.
+COMPATIBILITY_FLAGS = ["--use-angle=gl-egl", "--use-webgpu-adapter=opengles"]
+
+
+def launch(playwright, flags=()):
     """The tests' Chromium (Debian's, WebGPU on), plus SEAM_BENCH_CHROMIUM_FLAGS: on a machine with a real
     GPU, bench/gpu.sh passes the flags that put WebGPU on Vulkan instead of SwiftShader."""
     from tests.harness import CHROMIUM, CHROMIUM_FLAGS
 
     extra = os.environ.get("SEAM_BENCH_CHROMIUM_FLAGS", "").split()
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *extra])
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *flags, *extra])
 
 
 def fresh_page(browser, url: str):
@@ -140,11 +145,12 @@ def cold_and_warm(browser, url: str, script: str, argument) -> dict:
 
 
 class BrowserEngine:
-    name = "browser"
     seam = True  # runs the Seam-only workloads (structured output)
 
-    def __init__(self, models: Path):
+    def __init__(self, models: Path, feature_level: str = "core"):
         self.models = models
+        self.feature_level = feature_level
+        self.name = "browser" if feature_level == "core" else "browser (compat)"
 
     def start(self) -> None:
         from playwright.sync_api import sync_playwright
@@ -158,10 +164,11 @@ class BrowserEngine:
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.playwright = sync_playwright().start()
-        self.browser = launch(self.playwright)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        compatibility = self.feature_level == "compatibility"
+        self.browser = launch(self.playwright, COMPATIBILITY_FLAGS if compatibility else ())
+        self.url = f"http://127.0.0.1:{self.server.server_port}/" + ("?webgpu=compatibility" if compatibility else "")
         self.context, self.page = fresh_page(self.browser, self.url)
-        self.bandwidth_gbps = self.page.evaluate(BANDWIDTH)
+        self.bandwidth_gbps = self.page.evaluate(BANDWIDTH, self.feature_level)
         loaded = self.page.evaluate(LOAD, {"modelId": VARIANT, "request": FIRST_TOKEN})
         self.device = f"WebGPU: {loaded['adapter']}"
         self.weight_bytes = weight_bytes(self.models, catalog_entry(self.models))

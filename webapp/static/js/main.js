@@ -26,7 +26,9 @@ let current = null;           // the answer being streamed (has stop())
 const failedHere = [];        // [{id, version, reason}] that failed in this page: not routed here again
 const loadErrors = new Map(); // "id@version" -> the error it failed with, given again instead of retrying
 
-const browserEngine = () => (engine ??= new WorkerEngine(config.engine, { testHooks: config.testHooks }));
+// `?webgpu=compatibility` asks for a compatibility-mode adapter first (faster on CPU-only machines).
+const featureLevel = new URLSearchParams(location.search).get("webgpu") === "compatibility" ? "compatibility" : "core";
+const browserEngine = () => (engine ??= new WorkerEngine(config.engine, { testHooks: config.testHooks, featureLevel }));
 window.seam = {
   config,
   browserEngine,
