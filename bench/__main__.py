@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 from bench import report
 from bench.chart import write_chart
-from bench.engines import BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, catalog_entry
+from bench.engines import (BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, catalog_entry,
+                           stop_playwright)
 from bench.peers import setup
 from bench.workloads import workloads
 from modelbuild.source import default_model_path
@@ -62,7 +64,9 @@ def main() -> None:
     finally:
         for engine in engines:
             engine.close()
+        stop_playwright()
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "repeats": args.repeats,
+               "command": " ".join(["python -m bench", *sys.argv[1:]]),
                "machine": report.machine(), "adapters": {e.name: e.device for e in engines}, "runs": runs,
                "failures": failures, "rooflines": rooflines(engines, runs, failures), "summary": report.summarize(runs)}
     results["targets"] = report.targets(results["summary"], results["rooflines"])

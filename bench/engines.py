@@ -114,13 +114,27 @@ LOAD = """async ({ modelId, request }) => {
 COMPATIBILITY_FLAGS = ["--use-angle=gl-egl", "--use-webgpu-adapter=opengles"]
 
 
-def launch(playwright, flags=()):
+_playwright = None  # one per thread is all Playwright's sync API allows: the browser engines share it
+
+
+def launch(flags=()):
     """The tests' Chromium (Debian's, WebGPU on), plus SEAM_BENCH_CHROMIUM_FLAGS: on a machine with a real
     GPU, bench/gpu.sh passes the flags that put WebGPU on Vulkan instead of SwiftShader."""
+    global _playwright
+    from playwright.sync_api import sync_playwright
+
     from tests.harness import CHROMIUM, CHROMIUM_FLAGS
 
+    _playwright = _playwright or sync_playwright().start()
     extra = os.environ.get("SEAM_BENCH_CHROMIUM_FLAGS", "").split()
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *flags, *extra])
+    return _playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *flags, *extra])
+
+
+def stop_playwright() -> None:
+    global _playwright
+    if _playwright:
+        _playwright.stop()
+        _playwright = None
 
 
 def fresh_page(browser, url: str):
@@ -153,7 +167,6 @@ class BrowserEngine:
         self.name = "browser" if feature_level == "core" else "browser (compat)"
 
     def start(self) -> None:
-        from playwright.sync_api import sync_playwright
         from werkzeug.serving import make_server
 
         from router import create_app
@@ -163,9 +176,8 @@ class BrowserEngine:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.playwright = sync_playwright().start()
         compatibility = self.feature_level == "compatibility"
-        self.browser = launch(self.playwright, COMPATIBILITY_FLAGS if compatibility else ())
+        self.browser = launch(COMPATIBILITY_FLAGS if compatibility else ())
         self.url = f"http://127.0.0.1:{self.server.server_port}/" + ("?webgpu=compatibility" if compatibility else "")
         self.context, self.page = fresh_page(self.browser, self.url)
         self.bandwidth_gbps = self.page.evaluate(BANDWIDTH, self.feature_level)
@@ -191,7 +203,6 @@ class BrowserEngine:
     def close(self) -> None:
         if hasattr(self, "browser"):
             self.browser.close()
-            self.playwright.stop()
         if hasattr(self, "server"):
             self.server.shutdown()
             self.fleet.cleanup()
@@ -245,8 +256,6 @@ class TransformersJsEngine:
         self.device = device
 
     def start(self) -> None:
-        from playwright.sync_api import sync_playwright
-
         from tests.harness import StaticServer
 
         for peer in (self.peer, self.model_peer):
@@ -260,8 +269,7 @@ class TransformersJsEngine:
         (root / "models" / self.model_peer.paths["model"].name).symlink_to(self.model_peer.paths["model"])
         (root / "index.html").write_text("<!doctype html><title>transformers.js bench</title>")
         self.server = StaticServer(root).__enter__()
-        self.playwright = sync_playwright().start()
-        self.browser = launch(self.playwright)
+        self.browser = launch()
         self.context, self.page = fresh_page(self.browser, self.server.url)
         self.page.evaluate(TRANSFORMERS_JS_LOAD, self.argument(FIRST_TOKEN))
 
@@ -276,7 +284,6 @@ class TransformersJsEngine:
     def close(self) -> None:
         if hasattr(self, "browser"):
             self.browser.close()
-            self.playwright.stop()
         if hasattr(self, "server"):
             self.server.__exit__(None, None, None)
             self.site.cleanup()

@@ -64,7 +64,8 @@ def markdown(results: dict) -> str:
         s = summary.get(engine, {}).get(workload, {}).get(metric)
         return "—" if not s else f"{s['median']:.{digits}g} ({s['min']:.{digits}g}–{s['max']:.{digits}g})"
 
-    lines = [f"{results['date']}; {results['repeats']} interleaved runs each; median (min–max).", "",
+    lines = [f"`{results.get('command', 'python -m bench')}`, {results['date']}; {results['repeats']} interleaved "
+             "runs each; median (min–max).", "",
              "| engine | device | cold load → 1st token s | warm load → 1st token s | TTFT short s | TTFT long s "
              "| prefill tok/s (long) | decode tok/s (short) | decode of roofline |",
              "|---|---|---|---|---|---|---|---|---|"]
