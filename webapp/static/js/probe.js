@@ -35,12 +35,15 @@ export async function measureBandwidth(device, bytes = BENCH_BYTES, times = 4) {
   const code = `
     @group(0) @binding(0) var<storage, read> data: array<vec4<f32>>;
     @group(0) @binding(1) var<storage, read_write> out: array<f32>;
-    @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-      let n = arrayLength(&data); let stride = 256u * 64u;
+    @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+      let n = arrayLength(&data); let stride = 64u * 256u;
       var acc = vec4<f32>(0.0);
       for (var i = id.x; i < n; i += stride) { acc += data[i]; }
       out[id.x] = acc.x + acc.y + acc.z + acc.w;
     }`;
+  // 64 invocations per workgroup fit every adapter's default limits (compatibility mode allows 128):
+  // a pipeline over the limit would be invalid, run nothing, and report an absurd bandwidth.
+  device.pushErrorScope("validation");
   const data = device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE });
   const out = device.createBuffer({ size: 256 * 64 * 4, usage: GPUBufferUsage.STORAGE });
   const pipeline = device.createComputePipeline({ layout: "auto",
@@ -51,12 +54,14 @@ export async function measureBandwidth(device, bytes = BENCH_BYTES, times = 4) {
     const encoder = device.createCommandEncoder();
     for (let i = 0; i < times; i++) {
       const pass = encoder.beginComputePass();
-      pass.setPipeline(pipeline); pass.setBindGroup(0, group); pass.dispatchWorkgroups(64); pass.end();
+      pass.setPipeline(pipeline); pass.setBindGroup(0, group); pass.dispatchWorkgroups(256); pass.end();
     }
     device.queue.submit([encoder.finish()]);
     await device.queue.onSubmittedWorkDone();
   };
   await run(1);  // compile and warm up
+  const invalid = await device.popErrorScope();
+  if (invalid) throw new Error(`the bandwidth kernel did not run: ${invalid.message}`);
   const started = performance.now();
   await run(times);
   const seconds = (performance.now() - started) / 1000;
@@ -106,7 +111,7 @@ export async function collectProbeReport({ models, preference = "auto", promptTo
     storage: await probeStorage(),
     cached_models: await cachedVersions(models, location.origin),
     unreliable_models: unreliable,
-    benchmark: device ? (bandwidth ??= await measureBandwidth(device)) : null,
+    benchmark: device ? (bandwidth ??= await measureBandwidth(device).catch(() => null)) : null,
     network: probeNetwork(),
     battery: await probeBattery(),
     preference,
