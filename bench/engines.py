@@ -109,11 +109,6 @@ LOAD = """async ({ modelId, request }) => {
 }"""
 
 
-# Chromium's compatibility-mode adapter: WebGPU on OpenGL ES through ANGLE (on CPU-only machines, Mesa's
-# llvmpipe), which the page asks for first with `?webgpu=compatibility`.
-COMPATIBILITY_FLAGS = ["--use-angle=gl-egl", "--use-webgpu-adapter=opengles"]
-
-
 _playwright = None  # one per thread is all Playwright's sync API allows: the browser engines share it
 
 
@@ -176,7 +171,9 @@ class BrowserEngine:
             logging.getLogger(name).setLevel(logging.WARNING)
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        compatibility = self.feature_level == "compatibility"
+        from tests.harness import COMPATIBILITY_FLAGS
+
+        compatibility = self.feature_level == "compatibility"  # the page asks for it first with the query
         self.browser = launch(COMPATIBILITY_FLAGS if compatibility else ())
         self.url = f"http://127.0.0.1:{self.server.server_port}/" + ("?webgpu=compatibility" if compatibility else "")
         self.context, self.page = fresh_page(self.browser, self.url)

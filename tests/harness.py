@@ -23,6 +23,9 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+# Added to CHROMIUM_FLAGS, they offer a compatibility-mode adapter too: WebGPU on OpenGL ES through ANGLE
+# (Mesa's llvmpipe here), which a page gets with requestAdapter({featureLevel: "compatibility"}).
+COMPATIBILITY_FLAGS = ["--use-angle=gl-egl", "--use-webgpu-adapter=opengles"]
 REPO = Path(__file__).resolve().parent.parent
 TVMJS = REPO / "webapp" / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.harness import CHROMIUM, CHROMIUM_FLAGS, COMPATIBILITY_FLAGS
 from tests.webapp.helpers import models_subset, server_answer
 
 MODEL_ID = "SmolLM2-135M-Instruct-q4f32_1"
@@ -53,6 +54,34 @@ def test_browser_tokens_equal_the_server_cpu_tokens(page, live_app, catalog):
     download = [p for p in result["progress"] if p["phase"] == "download"]
     assert download[0]["loaded"] < download[-1]["loaded"] == download[-1]["total"] == entry["download_bytes"]
     assert result["progress"][-1]["phase"] == "gpu"
+
+
+BANDWIDTH = """async () => {
+  const { measureBandwidth } = await import("/static/js/probe.js");
+  const device = await (await navigator.gpu.requestAdapter({ featureLevel: "compatibility" })).requestDevice();
+  try { return (await measureBandwidth(device, 16 * 1024 * 1024, 2)).bandwidth_gbps; } finally { device.destroy(); }
+}"""
+
+
+def test_the_engine_runs_on_a_compatibility_mode_adapter(playwright, live_app, catalog):
+    """`?webgpu=compatibility` makes the engine ask for Chromium's compatibility-mode adapter first (lower
+    default limits: 128 invocations per workgroup): the same tokens, and the adapter named as such. The
+    page's bandwidth kernel must fit a default compat device too (once it did not, ran nothing, and
+    reported 158 GB/s; now such a kernel throws)."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *COMPATIBILITY_FLAGS])
+    try:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{live_app}?webgpu=compatibility")
+        answer = page.evaluate(RUN, {"modelId": MODEL_ID, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})["answers"][0]
+        bandwidth = page.evaluate(BANDWIDTH)
+    finally:
+        browser.close()
+    golden = next(m for m in catalog["models"] if m["id"] == MODEL_ID)["self_check"]["golden_token_ids"]
+    assert answer["token_ids"] == golden[:-1][:MAX_TOKENS]
+    assert answer["stats"]["adapter"].endswith("(compatibility mode)")
+    assert bandwidth > 0 and not errors
 
 
 LOAD = """async (modelId) => {
