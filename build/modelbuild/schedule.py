@@ -1,4 +1,5 @@
-"""GPU schedules for every kernel, and a record of which one each kernel got.
+"""GPU schedules for every kernel (and the CPU one for the quantized matmuls), and a record of which
+schedule each kernel got.
 
 DLight's rules cover most kernels: Reduction/GeneralReduction for norms and softmax, Matmul for plain
 float matmuls, GEMV for plain matrix-vector products. What DLight cannot schedule falls to its Fallback
@@ -80,8 +81,8 @@ class CpuDequantMatmul(dl.ScheduleRule):
     Unscheduled, TVM materializes the whole dequantized matrix in float32 on every call (113 MB for the
     lm_head, per token) and runs one thread. Here the output columns are split across threads; each
     column's weights are dequantized once into a K-long row on the stack, shared by all n rows (for
-    decode's one row, straight into the dot product instead), and each dot product runs LANES-wide: a partial sum per lane (rfactor), so LLVM emits SIMD without reordering
-    a float reduction it may not reorder.
+    decode's one row, straight into the dot product instead), and each dot product runs LANES-wide: a
+    partial sum per lane (rfactor), so LLVM emits SIMD without reordering a float reduction it may not.
     """
 
     # Measured here (AVX-512, 2 threads), lm_head 49152x576 per token: 9.5 ms with 8 lanes and the row

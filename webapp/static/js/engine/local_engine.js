@@ -13,16 +13,19 @@ const RAISED_LIMITS = ["maxBufferSize", "maxStorageBufferBindingSize", "maxCompu
 
 // A core adapter, unless `featureLevel` is "compatibility"; a compatibility-mode one (OpenGL ES or
 // D3D11 underneath) where no core adapter exists. On CPU-only machines Chromium's compatibility
-// adapter (Mesa's llvmpipe) runs our kernels 2-2.5x faster than its core one (SwiftShader).
+// adapter (Mesa's llvmpipe) runs our model 3.5-7x faster than its core one (SwiftShader).
 async function requestGPU(featureLevel) {
-  const ask = (level) => navigator.gpu?.requestAdapter({ featureLevel: level }).catch(() => null) ?? null;
-  const adapter = (featureLevel === "compatibility" && await ask("compatibility")) || await ask("core")
-    || await ask("compatibility");
-  if (!adapter) return null;
-  const requiredLimits = Object.fromEntries(RAISED_LIMITS.map((name) => [name, adapter.limits[name]]));
-  const requiredFeatures = ["shader-f16", "subgroups"].filter((f) => adapter.features.has(f));
-  const compatibility = !adapter.features.has("core-features-and-limits");
-  return { adapterInfo: adapter.info, compatibility, device: await adapter.requestDevice({ requiredLimits, requiredFeatures }) };
+  const levels = featureLevel === "compatibility" ? ["compatibility", "core"] : ["core", "compatibility"];
+  for (const level of levels) {
+    const adapter = await navigator.gpu?.requestAdapter({ featureLevel: level }).catch(() => null);
+    if (!adapter) continue;
+    // Asked for compatibility, a browser may still give a core adapter (it has this feature then).
+    const compatibility = level === "compatibility" && !adapter.features.has("core-features-and-limits");
+    const requiredLimits = Object.fromEntries(RAISED_LIMITS.map((name) => [name, adapter.limits[name]]));
+    const requiredFeatures = ["shader-f16", "subgroups"].filter((f) => adapter.features.has(f));
+    return { adapterInfo: adapter.info, compatibility, device: await adapter.requestDevice({ requiredLimits, requiredFeatures }) };
+  }
+  return null;
 }
 
 export class LocalEngine {
