@@ -1,6 +1,6 @@
 """Compile a model for WebGPU (a `.wasm` for tvmjs) and for the server's CPU (a shared library).
 
-The GPU pipeline is TVM's generic one with the schedule step replaced by ours (schedule.py), so that
+Both pipelines are TVM's generic ones with the schedule step replaced by ours (schedule.py), so that
 we decide, and report, which schedule every kernel gets.
 """
 from __future__ import annotations
@@ -22,14 +22,14 @@ def export(arch: Architecture, config, preset, target: tvm.target.Target):
     return mod, [(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in params]
 
 
-def gpu_pipeline(target: tvm.target.Target, report: dict[str, str]):
-    @tvm.transform.module_pass(opt_level=0, name="SeamGPUPipeline")
+def pipeline(backend, target: tvm.target.Target, rules: list, report: dict[str, str]):
+    """TVM's generic pipeline for `backend` (gpu_generic or cpu_generic) with its schedule step replaced by
+    ours. (CPU's legalize passes are the GPU's without DLight's default schedule, so both use them.)"""
+    @tvm.transform.module_pass(opt_level=0, name="SeamPipeline")
     def _pipeline(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        passes = (gpu_generic.library_dispatch_passes(target)
-                  + [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-                     relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
-                     schedule.ApplySchedules(report)]
-                  + gpu_generic.dataflow_lower_passes(target) + gpu_generic.finalize_passes(target))
+        passes = (backend.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+                  + [schedule.ApplySchedules(report, rules)]
+                  + backend.dataflow_lower_passes(target) + backend.finalize_passes(target))
         with target:
             return tvm.transform.Sequential(passes)(mod)
 
@@ -39,26 +39,15 @@ def gpu_pipeline(target: tvm.target.Target, report: dict[str, str]):
 def compile_webgpu(mod: tvm.ir.IRModule, target: tvm.target.Target):
     """Returns the executable and, per kernel, the name of the schedule it got."""
     report: dict[str, str] = {}
-    executable = tvm.compile(mod, target=target, relax_pipeline=gpu_pipeline(target, report))
+    executable = tvm.compile(mod, target=target,
+                             relax_pipeline=pipeline(gpu_generic, target, schedule.default_rules(), report))
     return executable, report
-
-
-def cpu_pipeline(target: tvm.target.Target, report: dict[str, str]):
-    @tvm.transform.module_pass(opt_level=0, name="SeamCPUPipeline")
-    def _pipeline(mod: tvm.ir.IRModule, _ctx) -> tvm.ir.IRModule:
-        passes = (cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
-                  + [schedule.ApplySchedules(report, schedule.cpu_rules())]
-                  + cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target))
-        with target:
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _pipeline
 
 
 def compile_cpu(mod: tvm.ir.IRModule, target: tvm.target.Target):
     """TVM's CPU pipeline with our schedule for the quantized matmuls (the rest stays as TVM emits it)."""
     report: dict[str, str] = {}  # (the schedule pass fills it; the CPU build has no use for it yet)
-    return tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, report))
+    return tvm.compile(mod, target=target, relax_pipeline=pipeline(cpu_generic, target, schedule.cpu_rules(), report))
 
 
 def wgsl_source(executable) -> str:
