@@ -3,6 +3,7 @@
 - ServerEngine: the server's CPU engine (router/engine.py), in this process, timed around each token.
 - BrowserEngine: the page's engine (Web Worker, tvmjs, WebGPU) in headless Chromium, against the real
   server over HTTP; its own stats (performance.now() in the worker) are what it reports.
+- The peers: TransformersJsEngine (transformers.js in the same Chromium) and LlamaCppEngine.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import tempfile
 import threading
 import time
@@ -165,14 +167,14 @@ class BrowserEngine:
         from werkzeug.serving import make_server
 
         from router import create_app
+        from tests.harness import COMPATIBILITY_FLAGS
+
         self.fleet = tempfile.TemporaryDirectory()
         app = create_app({"MODELS_DIR": str(self.models), "FLEET_DB": f"{self.fleet.name}/fleet.sqlite3"})
         for name in ("werkzeug", "seam.requests"):  # a line per file request would bury the bench's own
             logging.getLogger(name).setLevel(logging.WARNING)
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        from tests.harness import COMPATIBILITY_FLAGS
-
         compatibility = self.feature_level == "compatibility"  # the page asks for it first with the query
         self.browser = launch(COMPATIBILITY_FLAGS if compatibility else ())
         self.url = f"http://127.0.0.1:{self.server.server_port}/" + ("?webgpu=compatibility" if compatibility else "")
@@ -180,15 +182,15 @@ class BrowserEngine:
         self.bandwidth_gbps = self.page.evaluate(BANDWIDTH, self.feature_level)
         loaded = self.page.evaluate(LOAD, {"modelId": VARIANT, "request": FIRST_TOKEN})
         self.device = f"WebGPU: {loaded['adapter']}"
-        self.weight_bytes = weight_bytes(self.models, catalog_entry(self.models))
+        self.entry = catalog_entry(self.models)
 
     def roofline(self, context_tokens: float) -> dict:
         """Decode reads every weight once per token (the tied embedding is the output layer) plus the KV
         cache so far; memory bandwidth bounds it at bandwidth / bytes."""
-        config = json.loads((self.models / catalog_entry(self.models)["path"] / "mlc-chat-config.json").read_text())
+        config = json.loads((self.models / self.entry["path"] / "mlc-chat-config.json").read_text())
         c = config["model_config"]
         kv = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * 4 * context_tokens
-        per_token = self.weight_bytes + kv
+        per_token = weight_bytes(self.models, self.entry) + kv
         return {"bandwidth_gbps": self.bandwidth_gbps, "bytes_per_token": per_token,
                 "tokens_per_s": self.bandwidth_gbps * 1e9 / per_token}
 
@@ -302,8 +304,6 @@ class LlamaCppEngine:
             raise RuntimeError(self.peer.error)
 
     def run(self, workload) -> dict:
-        import subprocess
-
         result = subprocess.run([str(self.peer.paths["python"]), str(self.peer.paths["runner"]), str(self.gguf),
                                  json.dumps(workload.request())], capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
