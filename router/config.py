@@ -24,6 +24,7 @@ def defaults() -> dict:
         "MAX_TOKENS_LIMIT": 2048,           # largest max_tokens a request may ask for
         "DEFAULT_MAX_TOKENS": 256,
         "MAX_QUEUE": 8,                     # requests waiting for the embedded engine before 503s
+        "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks
         "TEST_HOOKS": False,                # the page's test-only fault injection (device loss); never in production
     }

@@ -37,6 +37,7 @@ def page_config() -> dict:
                           "models": url_for("api.models"), "catalog": url_for("api.catalog"),
                           "self_check": url_for("api.self_check")},
             "engine": {"workerUrl": url_for("static", filename="js/engine/worker.js"),
+                       "partBytes": current_app.config["DOWNLOAD_PART_BYTES"],
                        "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR},
                        "grammar": {"json_style": grammar.JSON_STYLE,
                                    "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS)}},

@@ -1,12 +1,40 @@
-"""Fixtures shared by every test: the browser harness (see tests/harness.py)."""
+"""Fixtures shared by every test: the two models (tiny and real), the browser harness (tests/harness.py),
+and the app server.
+
+Two tiers. Seam *mechanics* (handover, resume, updates, quota, stop, typed errors, routing through the
+page) run on the tiny random Llama, built by the same pipeline with the real tokenizer and chat
+template: it loads in seconds and answers in milliseconds. *Fidelity* (browser tokens = server tokens
+on the real model, the f16 variant in Firefox, the build's self-check, perplexity) runs on the real
+default model. Each test is marked by what it uses, never by hand:
+  real_model  uses the `default_built` fixture (the 135M model in models/),
+  browser     launches a browser (Chromium through Playwright, or Firefox).
+`make test PYTEST_ARGS="-m 'not browser'"` runs the rest; `-m 'not real_model'` the fast tier.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tests.harness import CHROMIUM, CHROMIUM_FLAGS, REPO, StaticServer
 
+# Fixtures that launch a browser; a test using any of them (directly or through another fixture) is `browser`.
+BROWSER_FIXTURES = {"page", "context", "browser", "browser_type", "playwright", "launch_page", "firefox"}
+TINY_SHARD_MB = 1          # the tiny model's weights in three shards: resume, refetch and quota need several
+TINY_PART_BYTES = 256 << 10  # and each shard in several stored parts
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "default_built" in names:
+            item.add_marker(pytest.mark.real_model)
+        if names & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+
+
+# --- browsers --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
@@ -22,19 +50,72 @@ def expected_console_errors() -> list[str]:
     return []
 
 
-@pytest.fixture
-def page(page, expected_console_errors):
-    """The plugin's page, but any uncaught page error or unexpected console error fails the test."""
+def watch_for_errors(page, expected: list[str]) -> list[str]:
+    """Collects the page's uncaught errors and unexpected console errors, for the test to assert on."""
     problems: list[str] = []
 
     def console(msg):
-        if msg.type == "error" and not any(e in msg.text for e in expected_console_errors):
+        if msg.type == "error" and not any(e in msg.text for e in expected):
             problems.append(f"console error: {msg.text} ({msg.location.get('url')})")
 
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", console)
+    return problems
+
+
+@pytest.fixture
+def page(page, expected_console_errors):
+    """The plugin's page, but any uncaught page error or unexpected console error fails the test."""
+    problems = watch_for_errors(page, expected_console_errors)
     yield page
     assert not problems, "the page reported errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def launch_page(browser_type, expected_console_errors):
+    """A page in a Chromium launched with other flags than the shared one (`add` some, `drop` some), with
+    the same error checks as `page`: `page = launch_page(add=[...], drop=[...])`."""
+    launched, problems = [], []
+
+    def launch(add=(), drop=()):
+        args = [flag for flag in CHROMIUM_FLAGS if flag not in drop] + list(add)
+        launched.append(browser_type.launch(executable_path=CHROMIUM, args=args, headless=True))
+        page = launched[-1].new_page()
+        problems.append(watch_for_errors(page, expected_console_errors))
+        return page
+
+    yield launch
+    for browser in launched:
+        browser.close()
+    found = [p for page_problems in problems for p in page_problems]
+    assert not found, "the page reported errors:\n" + "\n".join(found)
+
+
+@pytest.fixture
+def firefox():
+    """Debian's Firefox ESR over WebDriver BiDi (tests/firefox.py); its console errors fail the test."""
+    from tests.firefox import open_firefox
+
+    with open_firefox() as browser:
+        yield browser
+
+
+@pytest.fixture(scope="session")
+def adapter_label(browser) -> str:
+    """The name the browser engine gives Chromium's default WebGPU adapter here (self-checks are remembered
+    per adapter), asked of the engine's own code on a page of its own."""
+    with StaticServer(REPO / "webapp" / "static") as static:
+        page = browser.new_page()
+        try:
+            page.goto(static.url)
+            return page.evaluate("""async () => {
+                const { adapterLabel, requestGPU } = await import("/js/engine/gpu.js");
+                const gpu = await requestGPU("core");
+                gpu.device.destroy();
+                return adapterLabel(gpu.adapterInfo, gpu.compatibility);
+            }""")
+        finally:
+            page.close()
 
 
 @pytest.fixture
@@ -52,6 +133,8 @@ def serve_folder():
         server.__exit__()
 
 
+# --- models ----------------------------------------------------------------------------------------
+
 @pytest.fixture(scope="session")
 def default_built():
     """The real default model, built by the same code `make build-model` runs, into models/.
@@ -65,10 +148,37 @@ def default_built():
     return REPO / "models"
 
 
+@pytest.fixture(scope="session")
+def tiny_built(tmp_path_factory):
+    """The tiny random Llama (tests/tiny_llama.py) in q0f32, q4f32_1 and q4f16_1, with its own catalog:
+    (its source folder, the models folder the app server can serve)."""
+    from modelbuild import pipeline
+    from tests.tiny_llama import write_tiny_llama
+
+    root = tmp_path_factory.mktemp("tiny")
+    folder = write_tiny_llama(root / "tiny-llama")
+    out = root / "models"
+    pipeline.build(pipeline.BuildOptions(model=folder, presets=["q0f32", "q4f32_1", "q4f16_1"], out_dir=out,
+                                         wasm_opt="-O1", shard_mb=TINY_SHARD_MB))
+    return folder, out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_built) -> Path:
+    """The tiny model's models folder (manifest.json and one folder per variant)."""
+    return tiny_built[1]
+
+
+def catalog_of(models_dir: Path) -> dict:
+    return json.loads((models_dir / "manifest.json").read_text())
+
+
+# --- the app server --------------------------------------------------------------------------------
+
 class Faults:
     """WSGI middleware that spoils the next response for a path ending in a given suffix, once per rule:
-    "drop" sends `at` bytes then drops the connection; "stall" sends `at` bytes then hangs until the
-    server closes; "flip" sends the whole body with one byte changed at `at`."""
+    "stall" sends `at` bytes then hangs until `drop_stalled()` (or the server closes), then drops the
+    connection; "flip" sends the whole body with one byte changed at `at`."""
 
     def __init__(self, app):
         import threading
@@ -92,17 +202,19 @@ class Faults:
             yield data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
             return
         yield data[:at]
-        if kind == "stall":
-            self.closing.wait()
+        self.closing.wait()
         sock.shutdown(socket.SHUT_RDWR)
         raise ConnectionAbortedError("test fault: connection dropped")
+
+    def drop_stalled(self) -> None:
+        self.closing.set()
 
 
 class AppServer:
     """The Flask app on a random 127.0.0.1 port, in a thread, remembering every request (path and Range
-    header) it was asked for; `faults` spoils chosen responses."""
+    header) it was asked for; `faults` spoils chosen responses; `config` overrides settings."""
 
-    def __init__(self, models_dir: Path, test_hooks: bool = False):
+    def __init__(self, models_dir: Path, test_hooks: bool = False, **config):
         import re
         import tempfile
         import threading
@@ -113,6 +225,7 @@ class AppServer:
         from router import create_app
         from router.config import defaults
 
+        self.models_dir = Path(models_dir)
         self.paths: list[str] = []
         self.ranges: list[tuple[str, str | None]] = []
         self.fleet_dir = tempfile.TemporaryDirectory()
@@ -124,7 +237,7 @@ class AppServer:
         assert "\nmin_tokens_per_s = " in text, "router/policy.toml no longer has min_tokens_per_s"
         policy.write_text(re.sub(r"\nmin_tokens_per_s = .*", "\nmin_tokens_per_s = 0.0", text))
         app = create_app({"MODELS_DIR": str(models_dir), "TEST_HOOKS": test_hooks, "POLICY_FILE": str(policy),
-                          "FLEET_DB": f"{self.fleet_dir.name}/fleet.sqlite3"})
+                          "FLEET_DB": f"{self.fleet_dir.name}/fleet.sqlite3", **config})
 
         @app.before_request
         def remember():
@@ -137,24 +250,35 @@ class AppServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/"
 
+    def model_paths(self, variant: str) -> list[str]:
+        """The paths of one variant's files this server was asked for, in order."""
+        return [p for p in self.paths if p.startswith(f"/models/{variant}/")]
+
     def close(self) -> None:
-        self.faults.closing.set()
+        self.faults.drop_stalled()
         self.server.shutdown()
         self.fleet_dir.cleanup()
 
 
 @pytest.fixture
 def app_server():
-    """Start app servers over any models folder for one test: `server = app_server(folder)`."""
+    """Start app servers over any models folder for one test: `server = app_server(folder, DOWNLOAD_PART_BYTES=...)`."""
     servers: list[AppServer] = []
 
-    def start(models_dir: Path, test_hooks: bool = False) -> AppServer:
-        servers.append(AppServer(models_dir, test_hooks))
+    def start(models_dir: Path, test_hooks: bool = False, **config) -> AppServer:
+        servers.append(AppServer(models_dir, test_hooks, **config))
         return servers[-1]
 
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def tiny_server(app_server, tiny_models):
+    """An app server of the tiny model's catalog for one test, its downloads in small parts; its
+    `paths` and `faults` are this test's alone."""
+    return app_server(tiny_models, DOWNLOAD_PART_BYTES=TINY_PART_BYTES)
 
 
 @pytest.fixture(scope="session")
@@ -163,3 +287,19 @@ def live_app(default_built):
     server = AppServer(default_built)
     yield server.url
     server.close()
+
+
+@pytest.fixture
+def self_check_passed(page, adapter_label):
+    """Seeds `page`'s storage, before any of its scripts run, with passed self-checks of every variant
+    of a catalog on this adapter, as a returning visitor's browser holds them: `self_check_passed(models)`.
+    For tests whose point is not the self-check (tests/webapp/test_hybrid.py tests the self-check itself)."""
+    def seed(models_dir: Path) -> None:
+        passed = {f"{m['id']}@{m['version']}@{adapter_label}": True for m in catalog_of(models_dir)["models"]}
+        page.add_init_script(f"""(() => {{
+            const key = "seam.self-checks";
+            try {{ localStorage.setItem(key, JSON.stringify({{ ...JSON.parse(localStorage.getItem(key) || "{{}}"),
+                                                               ...{json.dumps(passed)} }})); }} catch (e) {{}}
+        }})()""")
+
+    return seed

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import websocket
 
@@ -99,6 +101,16 @@ class Firefox:
             raise BiDiError(f"{details.get('text')} (line {details.get('lineNumber')})")
         value = result["result"].get("value")  # absent when the function returned undefined
         return None if value is None else json.loads(value)
+
+
+@contextmanager
+def open_firefox():
+    """A Firefox for a test (or a module of tests); console errors it logged fail the test."""
+    if not Path(FIREFOX).exists():
+        raise AssertionError(f"{FIREFOX} is missing: run `make setup` (it installs Debian's firefox-esr)")
+    with Firefox() as browser:
+        yield browser
+        assert browser.console_errors == [], browser.console_errors
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from modelbuild.convert import SHARD_MB
 from modelbuild.errors import BuildError
 from modelbuild.quantization import PRESETS
 
@@ -23,6 +24,8 @@ def main(argv: list[str]) -> int:
     build.add_argument("--out", type=Path, default=REPO / "models", help="artifact folder (default: models/)")
     build.add_argument("--wasm-opt", default="-O3", choices=["-O1", "-O2", "-O3"],
                        help="emcc optimisation of the .wasm link: -O3 is smaller, -O1 links in a second")
+    build.add_argument("--shard-mb", type=float, default=SHARD_MB,
+                       help="largest weight shard in MiB (default: %(default)s, as MLC); a download resumes per shard")
     quality = commands.add_parser("quality", help="perplexity of every built model on a fixed text")
     quality.add_argument("--models", type=Path, default=REPO / "models")
     quality.add_argument("--max-tokens", type=int, default=1024)
@@ -35,9 +38,9 @@ def main(argv: list[str]) -> int:
             from modelbuild import pipeline, source
             options = pipeline.BuildOptions(model=args.model or source.default_model_path(),
                                             presets=[p.strip() for p in args.quant.split(",") if p.strip()],
-                                            out_dir=args.out, wasm_opt=args.wasm_opt)
+                                            out_dir=args.out, wasm_opt=args.wasm_opt, shard_mb=args.shard_mb)
             print(f"[build] model={options.model} presets={','.join(options.presets)} out={options.out_dir} "
-                  f"wasm-opt={options.wasm_opt}")
+                  f"wasm-opt={options.wasm_opt} shard-mb={options.shard_mb:g}")
             pipeline.build(options)
         elif args.command == "quality":
             from modelbuild import quality as quality_report

@@ -21,8 +21,10 @@ from modelbuild.errors import BuildError
 SHARD_MB = 32  # MLC's shard size: small enough for mobile browsers, few enough requests
 
 
-def write_tensor_cache(params: dict[str, np.ndarray], expected: dict[str, tuple[tuple, str]], out_dir: Path) -> dict:
-    """Check every parameter against the shapes the compiled model expects, then write the shards."""
+def write_tensor_cache(params: dict[str, np.ndarray], expected: dict[str, tuple[tuple, str]], out_dir: Path,
+                       shard_mb: float = SHARD_MB) -> dict:
+    """Check every parameter against the shapes the compiled model expects, then write shards of at most
+    `shard_mb` MiB (a tensor larger than that gets a shard of its own)."""
     missing = sorted(set(expected) - set(params))
     if missing:
         raise BuildError(f"the converted weights lack {len(missing)} parameters, e.g. {missing[:3]}",
@@ -33,7 +35,7 @@ def write_tensor_cache(params: dict[str, np.ndarray], expected: dict[str, tuple[
                              f"{tuple(shape)} {dtype}", "the checkpoint does not match its config.json")
     with contextlib.redirect_stdout(io.StringIO()):  # tvmjs prints its own progress lines
         tvmjs.dump_tensor_cache(((name, params[name]) for name in expected), str(out_dir),
-                                encode_format="raw", shard_cap_mb=SHARD_MB, show_progress=False)
+                                encode_format="raw", shard_cap_mb=shard_mb, show_progress=False)
     index_path = out_dir / "tensor-cache.json"
     index = json.loads(index_path.read_text())
     for shard in index["records"]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from modelbuild import chat, compile as compiler, manifest, selfcheck
 from modelbuild.arch import get_arch
-from modelbuild.convert import sha256_file, verify_tensor_cache, write_tensor_cache
+from modelbuild.convert import SHARD_MB, verify_tensor_cache, write_tensor_cache
 from modelbuild.cpu_runner import CpuRunner
 from modelbuild.errors import BuildError
 from modelbuild.quantization import REQUIRED_FEATURES, get_preset, quantize_params
@@ -45,6 +45,7 @@ class BuildOptions:
     presets: list[str]
     out_dir: Path
     wasm_opt: str = "-O3"  # smaller downloads; "-O1" links in a second for development
+    shard_mb: float = SHARD_MB  # weight shard size; small shards give a small model several (tests)
 
 
 def log(message: str) -> None:
@@ -89,7 +90,7 @@ def build(options: BuildOptions) -> list[dict]:
 def build_key(source: ModelSource, config, preset, options: BuildOptions) -> str:
     """Everything a preset's artifacts depend on; a change to any of it rebuilds that preset."""
     digest = hashlib.sha256()
-    for part in (source.fingerprint, json.dumps(config.to_dict(), sort_keys=True), repr(preset), options.wasm_opt,
+    for part in (source.fingerprint, json.dumps(config.to_dict(), sort_keys=True), repr(preset), options.wasm_opt, str(options.shard_mb),
                  metadata.version("apache-tvm"), web_runtime.cache_key()):
         digest.update(part.encode())
     for path in sorted(CODE_DIR.rglob("*.py")):
@@ -129,7 +130,7 @@ def build_preset(source, arch, config, preset, model_id, key, float_params, opti
         with step(f"{model_id}: quantizing weights into shards"):
             names = {name for name, _, _ in param_specs}
             params = dict(quantize_params(float_params.items(), names, preset))
-            index = write_tensor_cache(params, {n: (s, d) for n, s, d in param_specs}, work)
+            index = write_tensor_cache(params, {n: (s, d) for n, s, d in param_specs}, work, options.shard_mb)
         (work / files["tokenizer"]).write_text(source.tokenizer_json)
         chat_config = manifest.chat_config(source, config, preset, [n for n, _, _ in param_specs])
         (work / files["config"]).write_text(json.dumps(chat_config, indent=1))

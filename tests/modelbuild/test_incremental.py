@@ -2,6 +2,7 @@
 import shutil
 
 from modelbuild import pipeline
+from tests.conftest import TINY_SHARD_MB
 
 
 def snapshot(folder):
@@ -15,7 +16,8 @@ def test_rebuilds_only_the_preset_that_needs_it(tiny_built, tmp_path, capsys):
     kept = snapshot(out / "tiny-llama-q4f32_1")
     shutil.rmtree(out / "tiny-llama-q0f32")
 
-    options = pipeline.BuildOptions(model=source_folder, presets=["q0f32", "q4f16_1", "q4f32_1"], out_dir=out, wasm_opt="-O1")
+    options = pipeline.BuildOptions(model=source_folder, presets=["q0f32", "q4f16_1", "q4f32_1"], out_dir=out,
+                                    wasm_opt="-O1", shard_mb=TINY_SHARD_MB)  # as tiny_built built them
     entries = pipeline.build(options)
     printed = capsys.readouterr().out
     assert "tiny-llama-q4f32_1: up to date, skipped" in printed

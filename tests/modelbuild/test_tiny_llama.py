@@ -19,7 +19,6 @@ from modelbuild.arch.llama import LlamaConfig
 from modelbuild.cpu_runner import CpuRunner
 from modelbuild.quantization import get_preset
 from modelbuild.reference import NumpyLlama, dequantized_weights
-from tests.firefox import Firefox
 from tests.harness import TVMJS
 
 RTOL = 2e-3
@@ -89,12 +88,10 @@ def test_webgpu_logits_in_chromium_match_numpy(built, preset, page, serve_folder
 
 
 @pytest.mark.parametrize("preset", ["q4f32_1", "q4f16_1"])
-def test_webgpu_logits_in_firefox_match_numpy(built, preset, serve_folder):
+def test_webgpu_logits_in_firefox_match_numpy(built, preset, serve_folder, firefox):
     """Firefox's adapter (lavapipe) has shader-f16, so the f16 preset is checked here; f16 activations
     round to 11 bits, hence the looser bound."""
     _, expected = reference_steps(built / f"tiny-llama-{preset}", preset)
-    with Firefox() as firefox:
-        firefox.goto(serve_logits_page(built, serve_folder))
-        result = firefox.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", **RUN})
-        assert firefox.console_errors == []
+    firefox.goto(serve_logits_page(built, serve_folder))
+    result = firefox.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", **RUN})
     assert_steps_close(result, expected, RTOL if preset.endswith("f32_1") else F16_RTOL)

@@ -29,14 +29,22 @@ def test_every_answer_parses_and_validates(client, case, sampling):
     jsonschema.validate(json.loads(choice["message"]["content"]), case["schema"])
 
 
+PARIS_AS_JSON = [{"role": "user", "content": "Describe Paris as a JSON object with name and country."}]
+
+
 def test_json_object_mode_gives_a_json_object(client):
-    body = {"messages": [{"role": "user", "content": "Give me a JSON object about a cat."}],
-            "response_format": {"type": "json_object"}, "temperature": 0, "max_tokens": 96}
+    body = {"messages": PARIS_AS_JSON, "response_format": {"type": "json_object"}, "temperature": 0, "max_tokens": 64}
     choice = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]
-    if choice["finish_reason"] == "stop":
-        assert isinstance(json.loads(choice["message"]["content"]), dict)
-    else:  # an open-ended object may run long; what was produced is still the start of an object
-        assert choice["finish_reason"] == "length" and choice["message"]["content"].startswith("{")
+    assert choice["finish_reason"] == "stop", choice
+    assert isinstance(json.loads(choice["message"]["content"]), dict)
+
+
+def test_json_object_cut_by_max_tokens_is_the_start_of_an_object(client):
+    body = {"messages": PARIS_AS_JSON, "response_format": {"type": "json_object"}, "temperature": 0, "max_tokens": 6}
+    choice = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]
+    assert choice["finish_reason"] == "length" and choice["message"]["content"].startswith("{")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(choice["message"]["content"])
 
 
 def test_max_tokens_mid_object_says_length(client):

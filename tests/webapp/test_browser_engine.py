@@ -1,20 +1,20 @@
-"""The browser engine (Web Worker, tvmjs, WebGPU on SwiftShader) with the real default model, q4f32_1.
+"""The browser engine (Web Worker, tvmjs, WebGPU on SwiftShader) through its JS API, q4f32_1.
 
 Token policy: at temperature 0 the browser must produce exactly the server CPU library's tokens. Both
 run the same compiled model on the same weights; their logits differ by about 4e-4 of their scale
-(see tests/modelbuild/test_tiny_llama.py), far below the top-2 gaps of these prompts.
+(see tests/modelbuild/test_tiny_llama.py), far below the top-2 gaps of these prompts. The engine's
+mechanics (tokens, usage, progress, typed errors) are checked on the tiny random Llama; the real model
+runs on the compatibility-mode adapter.
 """
 import json
 
-import pytest
+from tests.conftest import catalog_of
+from tests.harness import COMPATIBILITY_FLAGS
+from tests.webapp.helpers import REAL, TINY, models_subset, server_answer
 
-from tests.harness import CHROMIUM, CHROMIUM_FLAGS, COMPATIBILITY_FLAGS
-from tests.webapp.helpers import models_subset, server_answer
-
-MODEL_ID = "SmolLM2-135M-Instruct-q4f32_1"
 # The catalog's self-check prompt (the chat page tests compare more prompts, through the page).
 PROMPTS = [[{"role": "user", "content": "What is the capital of France?"}]]
-MAX_TOKENS = 8  # SwiftShader is slow (README: speed); the golden answer's first 8 tokens
+MAX_TOKENS = 8  # the golden answer's first 8 tokens
 
 RUN = """async ({ modelId, prompts, maxTokens }) => {
   const engine = window.seam.browserEngine();
@@ -31,20 +31,24 @@ RUN = """async ({ modelId, prompts, maxTokens }) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def catalog(default_built):
-    return json.loads((default_built / "manifest.json").read_text())
+def golden_tokens(models_dir, variant: str) -> list[int]:
+    """The first MAX_TOKENS of the build's greedy tokens for the self-check prompt, without the stop token
+    they may end with (an answer's token_ids do not hold it)."""
+    entry = next(m for m in catalog_of(models_dir)["models"] if m["id"] == variant)
+    stop = json.loads((models_dir / entry["path"] / entry["files"]["config"]).read_text())["stop_token_ids"]
+    return [t for t in entry["self_check"]["golden_token_ids"] if t not in stop][:MAX_TOKENS]
 
 
-def test_browser_tokens_equal_the_server_cpu_tokens(page, live_app, catalog):
-    page.goto(live_app)
-    result = page.evaluate(RUN, {"modelId": MODEL_ID, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})
-    entry = next(m for m in catalog["models"] if m["id"] == MODEL_ID)
-    golden = entry["self_check"]["golden_token_ids"]
+def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_models):
+    variant = f"{TINY}-q4f32_1"
+    page.goto(tiny_server.url)
+    result = page.evaluate(RUN, {"modelId": variant, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})
+    entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
     first = result["answers"][0]
-    assert first["token_ids"] == golden[:-1][:MAX_TOKENS]  # the golden list ends with the stop token
+    assert first["token_ids"] == golden_tokens(tiny_models, variant), \
+        "the browser's greedy tokens differ from the build's golden tokens for the same prompt"
     for messages, answer in zip(PROMPTS, result["answers"]):
-        server = server_answer(live_app, messages, MAX_TOKENS)
+        server = server_answer(tiny_server.url, messages, MAX_TOKENS, TINY)
         assert answer["content"] == server["choices"][0]["message"]["content"]
         assert answer["finish"] == server["choices"][0]["finish_reason"]
         assert answer["usage"] == server["usage"]
@@ -63,25 +67,18 @@ BANDWIDTH = """async () => {
 }"""
 
 
-def test_the_engine_runs_on_a_compatibility_mode_adapter(playwright, live_app, catalog):
+def test_the_engine_runs_on_a_compatibility_mode_adapter(launch_page, live_app, default_built):
     """`?webgpu=compatibility` makes the engine ask for Chromium's compatibility-mode adapter first (lower
     default limits: 128 invocations per workgroup): the same tokens, and the adapter named as such. The
     page's bandwidth kernel must fit a default compat device too (once it did not, ran nothing, and
     reported 158 GB/s; now such a kernel throws)."""
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *COMPATIBILITY_FLAGS])
-    try:
-        page = browser.new_page()
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(f"{live_app}?webgpu=compatibility")
-        answer = page.evaluate(RUN, {"modelId": MODEL_ID, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})["answers"][0]
-        bandwidth = page.evaluate(BANDWIDTH)
-    finally:
-        browser.close()
-    golden = next(m for m in catalog["models"] if m["id"] == MODEL_ID)["self_check"]["golden_token_ids"]
-    assert answer["token_ids"] == golden[:-1][:MAX_TOKENS]
+    variant = f"{REAL}-q4f32_1"
+    page = launch_page(add=COMPATIBILITY_FLAGS)
+    page.goto(f"{live_app}?webgpu=compatibility")
+    answer = page.evaluate(RUN, {"modelId": variant, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})["answers"][0]
+    assert answer["token_ids"] == golden_tokens(default_built, variant)
     assert answer["stats"]["adapter"].endswith("(compatibility mode)")
-    assert bandwidth > 0 and not errors
+    assert page.evaluate(BANDWIDTH) > 0
 
 
 LOAD = """async (modelId) => {
@@ -91,17 +88,18 @@ LOAD = """async (modelId) => {
 }"""
 
 
-def test_the_engine_refuses_a_variant_the_adapter_cannot_run(page, live_app):
+def test_the_engine_refuses_a_variant_the_adapter_cannot_run(page, tiny_server):
     # SwiftShader lacks shader-f16; f16 shaders would fail to compile silently and answer garbage.
-    page.goto(live_app)
-    result = page.evaluate(LOAD, "SmolLM2-135M-Instruct-q4f16_1")
+    page.goto(tiny_server.url)
+    result = page.evaluate(LOAD, f"{TINY}-q4f16_1")
     assert result["kind"] == "FeatureMissingError" and "shader-f16" in result["message"]
 
 
-def test_a_missing_shard_is_a_download_error(page, default_built, app_server, tmp_path):
-    models = models_subset(default_built, tmp_path / "models", MODEL_ID)
-    (models / MODEL_ID / "params_shard_2.bin").unlink()
+def test_a_missing_shard_is_a_download_error(page, tiny_models, app_server, tmp_path):
+    variant = f"{TINY}-q4f32_1"
+    models = models_subset(tiny_models, tmp_path / "models", variant)
+    (models / variant / "params_shard_2.bin").unlink()
     page.goto(app_server(models).url)
-    result = page.evaluate(LOAD, MODEL_ID)
+    result = page.evaluate(LOAD, variant)
     assert result["kind"] == "DownloadError" and "404" in result["message"]
     assert "params_shard_2.bin" in result["message"]

@@ -4,12 +4,11 @@ Lavapipe has `shader-f16`, so the page picks the smaller q4f16_1 variant here; i
 the golden tokens the build computed with the CPU library of the same variant.
 """
 import json
-from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer
 
-from tests.firefox import FIREFOX, Firefox
+from tests.firefox import open_firefox
 
 F16_VARIANT = "SmolLM2-135M-Instruct-q4f16_1"
 
@@ -40,11 +39,9 @@ USE_THE_API = """async ({ messages, maxTokens }) => {
 
 @pytest.fixture(scope="module")
 def firefox():
-    if not Path(FIREFOX).exists():
-        pytest.fail(f"{FIREFOX} is missing: run `make setup` (it installs Debian's firefox-esr)")
-    with Firefox() as browser:
+    """One Firefox for this module: the second test asks the engine the first one loaded."""
+    with open_firefox() as browser:
         yield browser
-        assert browser.console_errors == [], browser.console_errors
 
 
 @pytest.fixture(scope="module")

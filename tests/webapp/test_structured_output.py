@@ -1,20 +1,22 @@
 """Structured output in the browser engine (web-xgrammar in the Web Worker, WebGPU on SwiftShader) and on
 the chat page. At temperature 0 the browser's answer must be the server's, token for token; sampled
 answers must validate; bad schemas are typed errors that name the offending part.
+
+The mechanics run on the tiny random Llama, with a schema whose every answer is short (an array of at
+most three enum values), so even a random model's sampled answer ends well within max_tokens; greedy
+agreement on the real model is the fidelity check.
 """
 import json
 
 import jsonschema
-import pytest
 import requests
 from playwright.sync_api import expect
 
 from tests.structured import CASES, response_format
 from tests.webapp.chat_page import ChatPage
-from tests.webapp.helpers import MODEL
+from tests.webapp.helpers import REAL, TINY
 
-pytestmark = pytest.mark.browser
-VARIANT = f"{MODEL}-q4f32_1"
+BOUNDED = CASES[1]  # array-of-enums
 
 RUN = """async ({ modelId, requests }) => {
   const engine = window.seam.browserEngine();
@@ -42,46 +44,63 @@ BAD = [  # (response_format, what its error must name)
 
 
 def server_answer(base_url: str, request: dict) -> dict:
-    response = requests.post(base_url + "v1/chat/completions", json={"model": MODEL, **request}, timeout=600)
+    response = requests.post(base_url + "v1/chat/completions", json=request, timeout=600)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def test_browser_structured_answers_equal_the_servers_and_validate(page, live_app, expected_console_errors):
-    greedy, sampled = CASES[1], CASES[2]
-    requests_ = [{"messages": [{"role": "user", "content": "hi"}], "response_format": fmt} for fmt, _ in BAD]
-    requests_ += [{"messages": greedy["messages"], "response_format": response_format(greedy["schema"]),
-                   "temperature": 0, "max_tokens": greedy["max_tokens"]},
-                  {"messages": sampled["messages"], "response_format": response_format(sampled["schema"]),
-                   "temperature": 1.0, "top_p": 1.0, "seed": 11, "max_tokens": sampled["max_tokens"]}]
+def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors) -> list[dict]:
     # The page would route, prefetch and self-check by itself; here the test alone drives the engine.
     expected_console_errors.append("net::ERR_FAILED")
     page.route("**/api/route", lambda route: route.abort())
-    page.goto(live_app)
-    results = page.evaluate(RUN, {"modelId": VARIANT, "requests": requests_})
+    page.goto(base_url)
+    results = page.evaluate(RUN, {"modelId": variant, "requests": requests_})
     print(json.dumps(results, indent=1))  # shown when the test fails
+    return results
+
+
+def greedy_request(case: dict, model: str) -> dict:
+    return {"model": model, "messages": case["messages"], "response_format": response_format(case["schema"]),
+            "temperature": 0, "max_tokens": case["max_tokens"]}
+
+
+def test_the_engine_refuses_bad_schemas_then_answers_within_the_schema(page, tiny_server, expected_console_errors):
+    requests_ = [{"messages": [{"role": "user", "content": "hi"}], "response_format": fmt} for fmt, _ in BAD]
+    requests_ += [greedy_request(BOUNDED, TINY),
+                  {**greedy_request(BOUNDED, TINY), "temperature": 1.0, "top_p": 1.0, "seed": 11}]
+    results = run_in_the_engine(page, tiny_server.url, f"{TINY}-q4f32_1", requests_, expected_console_errors)
     for (_, part), result in zip(BAD, results):
         assert result.get("kind") == "InvalidSchemaError" and part in result["message"], result
     browser_greedy, browser_sampled = results[len(BAD):]
-    server = server_answer(live_app, requests_[len(BAD)])
-    assert browser_greedy["content"] == server["choices"][0]["message"]["content"]
+    server = server_answer(tiny_server.url, requests_[len(BAD)])
+    assert browser_greedy["content"] == server["choices"][0]["message"]["content"], \
+        "the browser's grammar let through other tokens than the server's (same greedy model, same schema)"
     assert browser_greedy["usage"] == server["usage"] and browser_greedy["finish"] == "stop"
-    jsonschema.validate(json.loads(browser_greedy["content"]), greedy["schema"])
+    jsonschema.validate(json.loads(browser_greedy["content"]), BOUNDED["schema"])
     assert browser_sampled["finish"] == "stop", browser_sampled
-    jsonschema.validate(json.loads(browser_sampled["content"]), sampled["schema"])
+    jsonschema.validate(json.loads(browser_sampled["content"]), BOUNDED["schema"])
 
 
-def test_the_page_offers_a_schema_and_refuses_a_broken_one(page, live_app):
-    case = CASES[1]
-    chat = ChatPage(page, live_app).open(preference="cloud_only", temperature=0, max_tokens=case["max_tokens"],
-                                         system=case["messages"][0]["content"])
+def test_the_browsers_greedy_structured_answer_is_the_servers(page, live_app, default_built, expected_console_errors):
+    """Fidelity: the real model, grammar-constrained in the worker, gives the server's very tokens."""
+    request = greedy_request(BOUNDED, REAL)
+    browser = run_in_the_engine(page, live_app, f"{REAL}-q4f32_1", [request], expected_console_errors)[0]
+    server = server_answer(live_app, request)
+    assert browser["content"] == server["choices"][0]["message"]["content"]
+    assert browser["usage"] == server["usage"] and browser["finish"] == "stop"
+    jsonschema.validate(json.loads(browser["content"]), BOUNDED["schema"])
+
+
+def test_the_page_offers_a_schema_and_refuses_a_broken_one(page, tiny_server):
+    case = BOUNDED
+    chat = ChatPage(page, tiny_server.url).open(preference="cloud_only", temperature=0, max_tokens=case["max_tokens"],
+                                                system=case["messages"][0]["content"])
     page.locator("#settings summary").click()
     page.locator("#response-format").select_option("json_schema")
     page.locator("#json-schema").fill(json.dumps(case["schema"]))
     shown = chat.ask(case["messages"][1]["content"])
     assert (shown["where"], shown["state"], shown["finish_reason"]) == ("cloud", "done", "stop")
-    expected = server_answer(live_app, {"messages": case["messages"], "temperature": 0, "max_tokens": case["max_tokens"],
-                                        "response_format": response_format(case["schema"])})
+    expected = server_answer(tiny_server.url, greedy_request(case, TINY))
     assert shown["text"] == expected["choices"][0]["message"]["content"]
     jsonschema.validate(json.loads(shown["text"]), case["schema"])
     page.locator("#json-schema").fill("{not json")

@@ -4,11 +4,10 @@
 import { EngineError } from "./errors.js";
 
 export class WorkerEngine {
-  constructor({ workerUrl, vendor, grammar }, { testHooks = false, featureLevel = "core" } = {}) {
+  // `engine`: the page config's engine settings (worker URL, vendor library URLs, grammar rules, download part size).
+  constructor({ workerUrl, vendor, grammar, partBytes }, { testHooks = false, featureLevel = "core" } = {}) {
     this.worker = new Worker(workerUrl, { type: "module" });
-    this.vendor = vendor;
-    this.grammar = grammar;
-    this.featureLevel = featureLevel;
+    this.settings = { vendor, grammar, featureLevel, partBytes };
     this.testHooks = testHooks;
     this.pending = new Map();  // generation id -> {push, fail}
     this.nextId = 1;
@@ -30,8 +29,7 @@ export class WorkerEngine {
     load.promise = previous.then(() => new Promise((resolve, reject) => {
       Object.assign(load, { resolve, reject });
       this.activeLoad = load;  // the worker's progress/loaded/error messages are about this one
-      this.worker.postMessage({ type: "load", model, vendor: this.vendor, grammar: this.grammar,
-                                featureLevel: this.featureLevel, origin: location.origin,
+      this.worker.postMessage({ type: "load", model, settings: this.settings, origin: location.origin,
                                 testHooks: this.testHooks });
     }));
     load.promise.catch(() => { if (this.latestLoad === load) this.latestLoad = null; });

@@ -3,36 +3,19 @@
 // then one decode per token, sampling on the CPU.
 import { EngineError, ErrorKind } from "./errors.js";
 import { Grammars, parseResponseFormat } from "./grammar.js";
+import { adapterLabel, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
 import { makeRandom, sample } from "./sampler.js";
 
-// The limits our kernels may need above WebGPU's defaults: as much as the adapter gives. (A
-// compatibility-mode adapter's defaults are lower still, e.g. 128 invocations per workgroup.)
-const RAISED_LIMITS = ["maxBufferSize", "maxStorageBufferBindingSize", "maxComputeWorkgroupStorageSize",
-  "maxStorageBuffersPerShaderStage", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX"];
-
-// A core adapter, unless `featureLevel` is "compatibility"; a compatibility-mode one (OpenGL ES or
-// D3D11 underneath) where no core adapter exists. On CPU-only machines Chromium's compatibility
-// adapter (Mesa's llvmpipe) runs our model 3.5-7x faster than its core one (SwiftShader).
-async function requestGPU(featureLevel) {
-  const levels = featureLevel === "compatibility" ? ["compatibility", "core"] : ["core", "compatibility"];
-  for (const level of levels) {
-    const adapter = await navigator.gpu?.requestAdapter({ featureLevel: level }).catch(() => null);
-    if (!adapter) continue;
-    // Asked for compatibility, a browser may still give a core adapter (it has this feature then).
-    const compatibility = level === "compatibility" && !adapter.features.has("core-features-and-limits");
-    const requiredLimits = Object.fromEntries(RAISED_LIMITS.map((name) => [name, adapter.limits[name]]));
-    const requiredFeatures = ["shader-f16", "subgroups"].filter((f) => adapter.features.has(f));
-    return { adapterInfo: adapter.info, compatibility, device: await adapter.requestDevice({ requiredLimits, requiredFeatures }) };
-  }
-  return null;
-}
-
 export class LocalEngine {
-  constructor(vendor, grammarRules, featureLevel = "core") {
-    this.vendor = vendor;  // URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server
-    this.grammarRules = grammarRules;  // the server's JSON style and unsupported schema keywords
-    this.featureLevel = featureLevel;  // which WebGPU adapter to ask for first: "core" or "compatibility"
+  // `vendor`: URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server; `grammar`: the server's
+  // JSON style and unsupported schema keywords; `featureLevel`: which WebGPU adapter to ask for first,
+  // "core" or "compatibility"; `partBytes`: the size of the stored parts of a download.
+  constructor({ vendor, grammar, featureLevel = "core", partBytes }) {
+    this.vendor = vendor;
+    this.grammarRules = grammar;
+    this.featureLevel = featureLevel;
+    this.partBytes = partBytes;
     this.lost = null;
   }
 
@@ -52,13 +35,12 @@ export class LocalEngine {
     if (limits.maxStorageBufferBindingSize < model.requirements.max_storage_buffer_binding_size)
       throw new EngineError(ErrorKind.LimitsTooSmall, `${model.id} needs storage buffers of ` +
         `${model.requirements.max_storage_buffer_binding_size} bytes, this GPU allows ${limits.maxStorageBufferBindingSize}`);
-    this.adapter = (gpu.adapterInfo.description || gpu.adapterInfo.architecture || gpu.adapterInfo.vendor || "WebGPU")
-      + (gpu.compatibility ? " (compatibility mode)" : "");
+    this.adapter = adapterLabel(gpu.adapterInfo, gpu.compatibility);
     this.gpuDevice = gpu.device;
     this.lostPromise = gpu.device.lost.then((info) => { this.lost = info; });
     gpu.device.addEventListener("uncapturederror", (event) => { this.gpuError = event.error.message; });
     // Step 3. The files, verified and cached.
-    const { urls, cache } = await ensureModelFiles(model, origin, onProgress);
+    const { urls, cache } = await ensureModelFiles(model, origin, onProgress, { partBytes: this.partBytes });
     const read = async (url) => (await cache.match(url)).arrayBuffer();
     this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));

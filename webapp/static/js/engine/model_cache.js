@@ -2,14 +2,15 @@
 // progress. Files live under their versioned URLs, so a cached URL is always the right bytes, and a
 // reload finds everything here and downloads nothing.
 //
-// Downloads survive dropped connections and reloads: a shard arrives in parts of PART_BYTES, each stored
+// Downloads survive dropped connections and reloads: a shard arrives in parts of `partBytes` (the server's
+// SEAM_DOWNLOAD_PART_BYTES, 4 MiB by default), each stored
 // as soon as it is complete (under `<url>?seam-part=<offset>`), and a later attempt asks only for the rest
 // with an HTTP Range request. A file is stored under its own URL only once whole and verified, and the
 // version's tensor-cache.json last of all, so a version is either complete in the cache or not listed.
 import { EngineError, ErrorKind } from "./errors.js";
 
 export const CACHE_NAME = "seam-models";
-const PART_BYTES = 4 * 1024 * 1024;
+const PART_BYTES = 4 * 1024 * 1024;  // when the server does not say
 const ATTEMPTS = 4;  // per file: a dropped connection resumes, a corrupt file is fetched once more
 
 const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
@@ -83,7 +84,7 @@ async function storedParts(cache, url) {
 const dropParts = (cache, url) => deleteMatching(cache, (key) => key.startsWith(`${url}?seam-part=`));
 
 // One try at the rest of a file: asks for the bytes after those already stored, storing each full part.
-async function downloadRest(cache, file, parts, onBytes, signal) {
+async function downloadRest(cache, file, parts, onBytes, { partBytes = PART_BYTES, signal } = {}) {
   let have = parts.reduce((sum, p) => sum + p.byteLength, 0);
   const headers = have > 0 ? { Range: `bytes=${have}-` } : {};
   let response;
@@ -102,13 +103,16 @@ async function downloadRest(cache, file, parts, onBytes, signal) {
   const type = response.headers.get("Content-Type") || "application/octet-stream";
   const reader = response.body.getReader();
   let pending = [], pendingBytes = 0;
-  const flush = async () => {
-    const part = concat(pending, pendingBytes);
+  // Stores the first `bytes` of what arrived as one part. Parts are exactly `partBytes` (the last one of a
+  // file shorter), however the network chunks the stream, so a resumed download starts on a part boundary.
+  const flush = async (bytes) => {
+    const arrived = concat(pending, pendingBytes);
+    const part = arrived.slice(0, bytes);
     if (file.bytes !== undefined) await store(cache, partKey(file.url, have), part, type);
     parts.push(part);
-    have += part.byteLength;
-    pending = [];
-    pendingBytes = 0;
+    have += bytes;
+    pending = bytes < pendingBytes ? [arrived.subarray(bytes)] : [];
+    pendingBytes -= bytes;
   };
   try {
     for (;;) {
@@ -117,14 +121,14 @@ async function downloadRest(cache, file, parts, onBytes, signal) {
       pending.push(value);
       pendingBytes += value.byteLength;
       onBytes(value.byteLength);
-      if (pendingBytes >= PART_BYTES) await flush();
+      while (pendingBytes >= partBytes) await flush(partBytes);
     }
   } catch (error) {
     if (error instanceof EngineError) throw error;
     throw new EngineError(ErrorKind.Download, `the connection dropped while downloading ${file.url} (${error.message}); ` +
                           `${have} bytes are kept and the rest will be asked for`);
   }
-  if (pendingBytes) await flush();
+  if (pendingBytes) await flush(pendingBytes);
   return type;
 }
 
@@ -137,7 +141,7 @@ function concat(parts, total) {
 
 // A file, whole and verified, into the cache. Dropped connections resume; a file whose size or sha256
 // is wrong is thrown away and fetched once more before giving up.
-async function fetchFile(cache, file, onBytes, signal) {
+async function fetchFile(cache, file, onBytes, options) {
   let corrupt = 0;
   for (let attempt = 1; ; attempt++) {
     let counted = 0;  // what this attempt added to the progress, taken back if it fails
@@ -145,7 +149,7 @@ async function fetchFile(cache, file, onBytes, signal) {
     const parts = await storedParts(cache, file.url);
     count(parts.reduce((sum, p) => sum + p.byteLength, 0));
     try {
-      const type = await downloadRest(cache, file, parts, count, signal);
+      const type = await downloadRest(cache, file, parts, count, options);
       const bytes = concat(parts);
       const wrongSize = file.bytes !== undefined && bytes.byteLength !== file.bytes;
       const wrongHash = !wrongSize && file.sha256 && hex(await crypto.subtle.digest("SHA-256", bytes)) !== file.sha256;
@@ -162,7 +166,7 @@ async function fetchFile(cache, file, onBytes, signal) {
       await dropParts(cache, file.url);
       return;
     } catch (error) {
-      if (error.kind !== ErrorKind.Download || attempt >= ATTEMPTS || signal?.aborted) throw error;
+      if (error.kind !== ErrorKind.Download || attempt >= ATTEMPTS || options.signal?.aborted) throw error;
       onBytes(-counted);  // counted again from the stored parts on the next attempt
       await sleep(500 * attempt);
     }
@@ -170,7 +174,8 @@ async function fetchFile(cache, file, onBytes, signal) {
 }
 
 // Makes sure every file of `model` is in the cache; reports {loaded, total, file, etaSeconds} as it goes.
-export async function ensureModelFiles(model, origin, onProgress, signal) {
+// `options`: {partBytes, signal}.
+export async function ensureModelFiles(model, origin, onProgress, options = {}) {
   const urls = modelUrls(model, origin);
   const cache = await caches.open(CACHE_NAME);
   let indexBytes = null;
@@ -178,7 +183,7 @@ export async function ensureModelFiles(model, origin, onProgress, signal) {
   if (index) indexBytes = new Uint8Array(await index.arrayBuffer());
   else {
     const parts = [];
-    await downloadRest(cache, { url: urls.tensorCache }, parts, () => {}, signal);
+    await downloadRest(cache, { url: urls.tensorCache }, parts, () => {}, options);
     indexBytes = concat(parts);
   }
   const records = JSON.parse(new TextDecoder().decode(indexBytes)).records;
@@ -213,7 +218,7 @@ export async function ensureModelFiles(model, origin, onProgress, signal) {
         if (!file.bytes) return;
         loaded += n;
         report(file.url);
-      }, signal);
+      }, options);
     }
   } catch (error) {
     // Out of space: this version cannot be completed, so give back what it took.

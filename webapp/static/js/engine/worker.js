@@ -1,5 +1,5 @@
 // The Web Worker that hosts the browser engine, so the page never freezes while the GPU works.
-// Messages in: load {model, vendor, grammar, featureLevel, origin, testHooks}, generate {id, messages, options}, stop {id},
+// Messages in: load {model, settings: {vendor, grammar, featureLevel, partBytes}, origin, testHooks}, generate {id, messages, options}, stop {id},
 // and, only when the page's server enables test hooks, lose-device {afterTokens}.
 // Messages out: progress, loaded, chunk {id, text}, done {id, ...}, error {id?, error}.
 import { EngineError } from "./errors.js";
@@ -28,7 +28,7 @@ self.onmessage = async ({ data }) => {
   if (data.type === "load") {
     testHooks = Boolean(data.testHooks);
     try {
-      const next = new LocalEngine(data.vendor, data.grammar, data.featureLevel);  // a failed load leaves the loaded model in place
+      const next = new LocalEngine(data.settings);  // a failed load leaves the loaded model in place
       const info = await next.load(data.model, data.origin, (p) => self.postMessage({ type: "progress", ...p }));
       engine = next;
       self.postMessage({ type: "loaded", ...info });

@@ -15,7 +15,7 @@ from modelbuild import source
 
 CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
           "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-          "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 256,
+          "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 1024,
           "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32",
           "prefill_chunk_size": 16}  # small, so a test prompt spans several prefill chunks
 
