@@ -9,8 +9,8 @@ from pathlib import Path
 
 from bench import report
 from bench.chart import write_chart
-from bench.engines import (BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, catalog_entry,
-                           stop_playwright)
+from bench.engines import (BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, WllamaEngine,
+                           catalog_entry, stop_playwright)
 from bench.peers import setup
 from bench.workloads import workloads
 from modelbuild.source import default_model_path
@@ -90,7 +90,10 @@ def rooflines(engines, runs, failures) -> dict:
     return limits
 
 
-ENGINES = ("server", "browser", "browser-compat", "transformers.js-webgpu", "transformers.js-wasm", "llama.cpp")
+# The browser engine on each adapter (core: SwiftShader here; compat: llvmpipe) with each kernel set.
+BROWSERS = {f"browser{'-compat' if level == 'compatibility' else ''}-{kernels}": (level, kernels)
+            for level in ("core", "compatibility") for kernels in ("software", "gpu")}
+ENGINES = ("server", *BROWSERS, "transformers.js-webgpu", "transformers.js-wasm", "wllama", "llama.cpp")
 
 
 def make_engines(names: list[str], models: Path) -> list:
@@ -98,12 +101,13 @@ def make_engines(names: list[str], models: Path) -> list:
     if unknown:
         raise SystemExit(f"unknown engines {', '.join(sorted(unknown))}; choose from {', '.join(ENGINES)}")
     engines = [ServerEngine(models)] if "server" in names else []
-    engines += [BrowserEngine(models, level) for name, level in (("browser", "core"), ("browser-compat", "compatibility"))
-                if name in names]
+    engines += [BrowserEngine(models, *BROWSERS[name]) for name in BROWSERS if name in names]
     if any(n.startswith("transformers.js") for n in names):
         tjs, onnx = setup.transformers_js(), setup.onnx_model(default_model_path())
         engines += [TransformersJsEngine(device, tjs, onnx) for device in ("webgpu", "wasm")
                     if f"transformers.js-{device}" in names]
+    if "wllama" in names:
+        engines.append(WllamaEngine(setup.wllama(), default_model_path()))
     if "llama.cpp" in names:
         engines.append(LlamaCppEngine(setup.llama_cpp(), default_model_path()))
     return engines

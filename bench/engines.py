@@ -2,8 +2,10 @@
 
 - ServerEngine: the server's CPU engine (router/engine.py), in this process, timed around each token.
 - BrowserEngine: the page's engine (Web Worker, tvmjs, WebGPU) in headless Chromium, against the real
-  server over HTTP; its own stats (performance.now() in the worker) are what it reports.
-- The peers: TransformersJsEngine (transformers.js in the same Chromium) and LlamaCppEngine.
+  server over HTTP, on one adapter (core or compatibility) with one kernel set (software or gpu); its own
+  stats (performance.now() in the worker) are what it reports.
+- The peers: TransformersJsEngine (transformers.js in the same Chromium), WllamaEngine (llama.cpp in
+  wasm, in the same Chromium) and LlamaCppEngine (llama.cpp natively).
 """
 from __future__ import annotations
 
@@ -107,7 +109,7 @@ LOAD = """async ({ modelId, request }) => {
   const engine = window.seam.browserEngine();
   const info = await engine.load(model);
   await engine.chat.completions.create({ ...request, max_tokens: 1 });
-  return { adapter: info.adapter, seconds: (performance.now() - started) / 1000 };
+  return { adapter: info.adapter, kernels: info.kernels, seconds: (performance.now() - started) / 1000 };
 }"""
 
 
@@ -158,10 +160,11 @@ def cold_and_warm(browser, url: str, script: str, argument) -> dict:
 class BrowserEngine:
     seam = True  # runs the Seam-only workloads (structured output)
 
-    def __init__(self, models: Path, feature_level: str = "core"):
+    def __init__(self, models: Path, feature_level: str = "core", kernels: str = "software"):
         self.models = models
         self.feature_level = feature_level
-        self.name = "browser" if feature_level == "core" else "browser (compat)"
+        self.name = ("browser" if feature_level == "core" else "browser (compat)") + f" · {kernels}"
+        self.query = f"?kernels={kernels}" + ("&webgpu=compatibility" if feature_level == "compatibility" else "")
 
     def start(self) -> None:
         from werkzeug.serving import make_server
@@ -177,11 +180,11 @@ class BrowserEngine:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         compatibility = self.feature_level == "compatibility"  # the page asks for it first with the query
         self.browser = launch(COMPATIBILITY_FLAGS if compatibility else ())
-        self.url = f"http://127.0.0.1:{self.server.server_port}/" + ("?webgpu=compatibility" if compatibility else "")
+        self.url = f"http://127.0.0.1:{self.server.server_port}/{self.query}"
         self.context, self.page = fresh_page(self.browser, self.url)
         self.bandwidth_gbps = self.page.evaluate(BANDWIDTH, self.feature_level)
         loaded = self.page.evaluate(LOAD, {"modelId": VARIANT, "request": FIRST_TOKEN})
-        self.device = f"WebGPU: {loaded['adapter']}"
+        self.device = f"WebGPU: {loaded['adapter']}, {loaded['kernels']} kernels"
         self.entry = catalog_entry(self.models)
 
     def roofline(self, context_tokens: float) -> dict:
@@ -208,6 +211,32 @@ class BrowserEngine:
 
 
 # --- peers ----------------------------------------------------------------------------------------------
+
+class StaticSitePeer:
+    """A peer that runs in a page of its own: a temporary site of links to its files, served locally,
+    in the bench's Chromium."""
+
+    def open_site(self, links: dict[str, Path], headers: dict[str, str] | None = None) -> str:
+        from tests.harness import StaticServer
+
+        self.site = tempfile.TemporaryDirectory()
+        root = Path(self.site.name)
+        for name, target in links.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).symlink_to(target)
+        (root / "index.html").write_text(f"<!doctype html><title>{self.name} bench</title>")
+        self.server = StaticServer(root, headers).__enter__()
+        self.browser = launch()
+        self.context, self.page = fresh_page(self.browser, self.server.url)
+        return self.server.url
+
+    def close(self) -> None:
+        if hasattr(self, "browser"):
+            self.browser.close()
+        if hasattr(self, "server"):
+            self.server.__exit__(None, None, None)
+            self.site.cleanup()
+
 
 # transformers.js from the served bundle, reading only the served model folder; ORT's wasm files, which
 # the bundle would fetch from a CDN, are served too. `window.loaded[device]` keeps the model for the runs.
@@ -243,7 +272,7 @@ TRANSFORMERS_JS_RUN = """async ({ device, request }) => {
 }"""
 
 
-class TransformersJsEngine:
+class TransformersJsEngine(StaticSitePeer):
     """transformers.js v4 in the same Chromium, on WebGPU or its wasm backend, with the ONNX export of the
     same weights (4-bit MatMulNBits)."""
 
@@ -255,21 +284,11 @@ class TransformersJsEngine:
         self.device = device
 
     def start(self) -> None:
-        from tests.harness import StaticServer
-
         for peer in (self.peer, self.model_peer):
             if not peer.ready:
                 raise RuntimeError(peer.error)
-        self.site = tempfile.TemporaryDirectory()
-        root = Path(self.site.name)
-        (root / "models").mkdir()
-        (root / "tjs").symlink_to(self.peer.paths["bundle"])
-        (root / "ort").symlink_to(self.peer.paths["ort"])
-        (root / "models" / self.model_peer.paths["model"].name).symlink_to(self.model_peer.paths["model"])
-        (root / "index.html").write_text("<!doctype html><title>transformers.js bench</title>")
-        self.server = StaticServer(root).__enter__()
-        self.browser = launch()
-        self.context, self.page = fresh_page(self.browser, self.server.url)
+        model = self.model_peer.paths["model"]
+        self.open_site({"tjs": self.peer.paths["bundle"], "ort": self.peer.paths["ort"], f"models/{model.name}": model})
         self.page.evaluate(TRANSFORMERS_JS_LOAD, self.argument(FIRST_TOKEN))
 
     def argument(self, request: dict) -> dict:
@@ -280,12 +299,60 @@ class TransformersJsEngine:
             return cold_and_warm(self.browser, self.server.url, TRANSFORMERS_JS_LOAD, self.argument(workload.request()))
         return self.page.evaluate(TRANSFORMERS_JS_RUN, self.argument(workload.request()))
 
-    def close(self) -> None:
-        if hasattr(self, "browser"):
-            self.browser.close()
-        if hasattr(self, "server"):
-            self.server.__exit__(None, None, None)
-            self.site.cleanup()
+
+# wllama from its npm package, on the same GGUF file the build reads; the page is cross-origin isolated
+# (COOP/COEP), so wllama can run its multi-thread build, with a thread per core (its default, half the
+# cores, is one thread here). CPU only (n_gpu_layers 0): its WebGPU backend on a software adapter is not
+# what a user of wllama gets. `window.wllama` keeps the model for the runs.
+WLLAMA_LOAD = """async ({ request }) => {
+  const { Wllama } = await import("/wllama/index.js");
+  const started = performance.now();
+  const wllama = new Wllama({ default: "/wllama/wasm/wllama.wasm" }, { suppressNativeLog: true });
+  await wllama.loadModelFromUrl(location.origin + "/model.gguf",
+                                { n_ctx: 2048, n_gpu_layers: 0, n_threads: navigator.hardwareConcurrency, useCache: true });
+  await wllama.createChatCompletion({ messages: request.messages, max_tokens: 1, temperature: 0 });
+  window.wllama = wllama;
+  return { seconds: (performance.now() - started) / 1000, threads: wllama.getNumThreads() };
+}"""
+WLLAMA_RUN = """async (request) => {
+  let first = null, last = null, timings = null;
+  const started = performance.now();
+  const stream = await window.wllama.createChatCompletion({
+    messages: request.messages, max_tokens: request.max_tokens, temperature: 0, ignore_eos: true,
+    cache_prompt: false, stream: true });
+  for await (const chunk of stream) {  // one chunk per token; the last has llama.cpp's token counts
+    if (chunk.choices?.[0]?.delta?.content) { last = performance.now(); first ??= last; }
+    timings = chunk.timings ?? timings;
+  }
+  const prompt = timings.prompt_n, tokens = timings.predicted_n;
+  return { prompt_tokens: prompt, completion_tokens: tokens, ttft_s: (first - started) / 1000,
+           prefill_tokens_per_s: prompt / ((first - started) / 1000),
+           decode_tokens_per_s: (tokens - 1) / ((last - first) / 1000) };
+}"""
+ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
+
+
+class WllamaEngine(StaticSitePeer):
+    """wllama (llama.cpp in wasm) in the same Chromium, on the GGUF Seam builds from."""
+
+    name = "wllama"
+    seam = False
+
+    def __init__(self, peer, gguf: Path):
+        self.peer, self.gguf = peer, gguf
+        self.device = "wasm"
+
+    def start(self) -> None:
+        if not self.peer.ready:
+            raise RuntimeError(self.peer.error)
+        self.open_site({"wllama": self.peer.paths["esm"], "model.gguf": self.gguf}, headers=ISOLATED)
+        threads = self.page.evaluate(WLLAMA_LOAD, {"request": FIRST_TOKEN})["threads"]
+        self.device = f"wasm, {threads} thread{'s' if threads > 1 else ''} (CPU)"
+
+    def run(self, workload) -> dict:
+        if workload.kind == "load":
+            return cold_and_warm(self.browser, self.server.url, WLLAMA_LOAD, {"request": workload.request()})
+        return self.page.evaluate(WLLAMA_RUN, workload.request())
 
 
 class LlamaCppEngine:

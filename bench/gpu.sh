@@ -12,4 +12,4 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 |
 # Vulkan for WebGPU (Dawn), ANGLE on Vulkan, and no GPU blocklist: what makes headless Chromium use the card.
 export SEAM_BENCH_CHROMIUM_FLAGS="--enable-features=Vulkan --use-vulkan=native --use-angle=vulkan --ignore-gpu-blocklist --enable-gpu"
 echo "[gpu bench] $card; Chromium flags: $SEAM_BENCH_CHROMIUM_FLAGS"
-.venv/bin/python -m bench --engines browser,transformers.js-webgpu,transformers.js-wasm --out "bench/results/gpu-$card" "$@"
+.venv/bin/python -m bench --engines browser-software,browser-gpu,transformers.js-webgpu,transformers.js-wasm,wllama --out "bench/results/gpu-$card" "$@"

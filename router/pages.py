@@ -26,7 +26,7 @@ def base_url(entry: dict) -> str:
 def page_models() -> list[dict]:
     """The catalog as the page needs it: what to check and load, and where the files are."""
     shown = ("id", "model", "quantization", "version", "files", "download_bytes", "context_window_size",
-             "prefill_chunk_size", "requirements", "self_check")
+             "prefill_chunk_size", "requirements", "kernels", "self_check")
     return [{**{k: m[k] for k in shown}, "compatible_versions": m.get("compatible_versions", []),
              "base_url": base_url(m)} for m in current_app.extensions["seam"]["catalog"].models]
 

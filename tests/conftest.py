@@ -292,10 +292,11 @@ def live_app(default_built):
 @pytest.fixture
 def self_check_passed(page, adapter_label):
     """Seeds `page`'s storage, before any of its scripts run, with passed self-checks of every variant
-    of a catalog on this adapter, as a returning visitor's browser holds them: `self_check_passed(models)`.
+    of a catalog, with each kernel set, on this adapter, as a returning visitor's browser holds them: `self_check_passed(models)`.
     For tests whose point is not the self-check (tests/webapp/test_hybrid.py tests the self-check itself)."""
     def seed(models_dir: Path) -> None:
-        passed = {f"{m['id']}@{m['version']}@{adapter_label}": True for m in catalog_of(models_dir)["models"]}
+        passed = {f"{m['id']}@{m['version']}@{adapter_label}, {kernels} kernels": True
+                  for m in catalog_of(models_dir)["models"] for kernels in m["kernels"]}
         page.add_init_script(f"""(() => {{
             const key = "seam.self-checks";
             try {{ localStorage.setItem(key, JSON.stringify({{ ...JSON.parse(localStorage.getItem(key) || "{{}}"),

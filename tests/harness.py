@@ -34,15 +34,24 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".wasm": "application/wasm", ".js": "text/javascript", ".json": "application/json"}
 
+    extra_headers: dict[str, str] = {}
+
+    def end_headers(self):
+        for name, value in self.extra_headers.items():
+            self.send_header(name, value)
+        super().end_headers()
+
     def log_message(self, *args):
         pass
 
 
 class StaticServer:
-    """Serves one folder on a random 127.0.0.1 port (a secure context, so WebGPU is exposed)."""
+    """Serves one folder on a random 127.0.0.1 port (a secure context, so WebGPU is exposed), with
+    `headers` added to every response."""
 
-    def __init__(self, folder: Path):
-        handler = functools.partial(_QuietHandler, directory=str(folder))
+    def __init__(self, folder: Path, headers: dict[str, str] | None = None):
+        handler_class = type("Handler", (_QuietHandler,), {"extra_headers": headers or {}})
+        handler = functools.partial(handler_class, directory=str(folder))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"

@@ -1,7 +1,8 @@
 """The default model's GGUF as a Hugging Face folder (float32 safetensors, config, tokenizer, template),
 so that the peers that need one (the ONNX export for transformers.js) start from the same weights as
-Seam's build. It reads the GGUF through the build's own reader (modelbuild.source), which dequantizes the
-tensors, names them as Hugging Face does and undoes llama.cpp's RoPE interleaving.
+Seam's build. It reads the GGUF through the build's own reader (modelbuild.source), which names the
+tensors as Hugging Face does and undoes llama.cpp's RoPE interleaving; the blocks it keeps exact
+(Q4_0, Q4_1, Q8_0) are dequantized here.
 """
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from pathlib import Path
 
 from safetensors.numpy import save_file
 
+from modelbuild.blocks import Blocks
 from modelbuild.source import open_source
 
 
 def write_hf_folder(gguf: Path, folder: Path) -> Path:
     source = open_source(gguf)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(dict(source.read_tensors()), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    tensors = {name: w.dequantize() if isinstance(w, Blocks) else w for name, w in source.read_tensors()}
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     c = source.config
     eos = source.stop_token_ids[-1] if source.stop_token_ids else None
     config = {**c, "architectures": ["LlamaForCausalLM"], "hidden_act": "silu", "torch_dtype": "float32",

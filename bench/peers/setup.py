@@ -7,6 +7,7 @@ a step that fails is reported (the bench table shows the error) while the others
 2. The ONNX model: the default GGUF as a Hugging Face folder (hf_folder.py), exported to ONNX by
    optimum-onnx and quantized to 4 bits (onnx_export.py) in a venv of its own.
 3. llama.cpp: llama-cpp-python built from its sdist, in a venv of its own (llama_cpp_runner.py runs there).
+4. wllama: the npm tarball of @wllama/wllama (llama.cpp compiled to wasm, its ES module and wasm).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ ONNXRUNTIME_WEB = "onnxruntime-web@1.31.0-dev.20260914-8d85527a0"  # what transf
 EXPORT_PACKAGES = ["optimum-onnx[onnxruntime]==0.1.0", "transformers==4.57.6", "torch==2.13.0", "onnx-ir",
                    "ml_dtypes"]
 LLAMA_CPP_PACKAGE = "llama-cpp-python==0.3.36"
+WLLAMA = "@wllama/wllama@3.8.1"
 
 
 @dataclass
@@ -116,3 +118,9 @@ def llama_cpp() -> Peer:
                  lambda: venv(folder, ["--no-cache-dir", "--no-binary", "llama-cpp-python", LLAMA_CPP_PACKAGE], build))
     return Peer("llama.cpp", not error, error, {"python": folder / "bin" / "python",
                                                 "runner": HERE / "llama_cpp_runner.py"})
+
+
+def wllama() -> Peer:
+    folder = CACHE / "wllama"
+    error = step("wllama (npm)", folder / ".done", lambda: npm_unpack(WLLAMA, folder))
+    return Peer("wllama", not error, error, {"esm": folder / "package" / "esm"})

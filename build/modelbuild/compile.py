@@ -5,6 +5,9 @@ we decide, and report, which schedule every kernel gets.
 """
 from __future__ import annotations
 
+import math
+import re
+
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
@@ -15,9 +18,10 @@ from modelbuild.arch import Architecture
 from modelbuild.quantization import quantize_model
 
 
-def export(arch: Architecture, config, preset, target: tvm.target.Target):
-    """The model as a Relax module, and (name, shape, dtype) of each parameter in the order it is taken."""
-    model = quantize_model(arch.model(config, target), preset)
+def export(arch: Architecture, config, preset, target: tvm.target.Target, eight_bit: set[str] = frozenset()):
+    """The model as a Relax module, and (name, shape, dtype) of each parameter in the order it is taken.
+    `eight_bit`: the modules whose weights stay in 8 bits (where the source holds them so)."""
+    model = quantize_model(arch.model(config, target), preset, eight_bit)
     mod, params = model.export_tvm(spec=model.get_default_spec())
     return mod, [(name, tuple(int(d) for d in p.shape), p.dtype) for name, p in params]
 
@@ -36,11 +40,12 @@ def pipeline(backend, target: tvm.target.Target, rules: list, report: dict[str, 
     return _pipeline
 
 
-def compile_webgpu(mod: tvm.ir.IRModule, target: tvm.target.Target):
-    """Returns the executable and, per kernel, the name of the schedule it got."""
+def compile_webgpu(mod: tvm.ir.IRModule, target: tvm.target.Target, kernels: str):
+    """One kernel set (schedule.KERNEL_SETS) of the model: the executable and, per kernel, the name of the
+    schedule it got."""
     report: dict[str, str] = {}
     executable = tvm.compile(mod, target=target,
-                             relax_pipeline=pipeline(gpu_generic, target, schedule.default_rules(), report))
+                             relax_pipeline=pipeline(gpu_generic, target, schedule.rules(kernels), report))
     return executable, report
 
 
@@ -56,3 +61,19 @@ def wgsl_source(executable) -> str:
         if module.kind == "webgpu":
             return module.inspect_source()
     return ""
+
+
+WGSL_BYTES = {"f32": 4, "i32": 4, "u32": 4, "f16": 2}
+
+
+def workgroup_needs(wgsl: str) -> dict:
+    """The largest workgroup (invocations) and workgroup memory (bytes) any kernel asks for: the limits
+    an adapter must allow for this kernel set. The WGSL holds one module per kernel ("// Function:")."""
+    invocations, storage = 1, 0
+    for module in re.split(r"^// Function: .*$", wgsl, flags=re.MULTILINE):
+        for size in re.findall(r"@workgroup_size\(([^)]*)\)", module):
+            invocations = max(invocations, math.prod(int(d) for d in size.split(",") if d.strip()))
+        arrays = re.findall(r"var<workgroup>\s*\w+\s*:\s*array<(?:vec(\d)<)?(\w+)>?,\s*(\d+)>", module)
+        storage = max(storage, sum(int(lanes or 1) * WGSL_BYTES.get(scalar, 4) * int(n) for lanes, scalar, n in arrays))
+    return {"max_invocations_per_workgroup": invocations, "max_workgroup_storage_bytes": storage}
+

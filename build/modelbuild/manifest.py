@@ -17,7 +17,7 @@ from modelbuild.convert import sha256_file
 from modelbuild.toolchain import web_runtime
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "models" / "manifest.schema.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 16
 
 
@@ -75,13 +75,17 @@ def catalog_entry(folder: Path) -> dict:
     widest = max(2 * c["intermediate_size"], (c["num_attention_heads"] + 2 * c["num_key_value_heads"]) * c["head_dim"])
     activations = 4 * chat["prefill_chunk_size"] * widest * dtype_bytes + 4 * c["vocab_size"]
     largest_buffer = max(info["largest_param_bytes"], kv_layer, chat["prefill_chunk_size"] * widest * dtype_bytes)
-    downloaded = [folder / files[k] for k in ("config", "tokenizer", "wasm")]
+    wasm = {k: folder / files[v["file"]] for k, v in info["kernels"].items()}
+    downloaded = [folder / files["config"], folder / files["tokenizer"], *wasm.values()]
     content, weights = hashlib.sha256(), hashlib.sha256()
     for path in [folder / files["tensor_cache"], *downloaded]:
         digest = sha256_file(path).encode()
         content.update(digest)
-        if path.name != files["wasm"]:
+        if path not in wasm.values():
             weights.update(digest)
+    # A browser downloads one kernel set's wasm: the larger one, to be safe.
+    download_bytes = (info["shard_bytes"] + sum(p.stat().st_size for p in downloaded[:2])
+                      + max(p.stat().st_size for p in wasm.values()))
     return {
         "id": info["id"],
         "model": info["model"],
@@ -90,7 +94,7 @@ def catalog_entry(folder: Path) -> dict:
         "weights_version": weights.hexdigest()[:16],
         "path": f"{folder.name}/",
         "files": files,
-        "download_bytes": info["shard_bytes"] + sum(p.stat().st_size for p in downloaded),
+        "download_bytes": download_bytes,
         "context_window_size": chat["context_window_size"],
         "prefill_chunk_size": chat["prefill_chunk_size"],
         "requirements": {
@@ -99,6 +103,8 @@ def catalog_entry(folder: Path) -> dict:
             "max_buffer_size": largest_buffer,
             "estimated_gpu_memory_bytes": info["shard_bytes"] + c["num_hidden_layers"] * kv_layer + activations,
         },
+        "kernels": {k: {f: v[f] for f in ("file", "max_invocations_per_workgroup", "max_workgroup_storage_bytes")}
+                    for k, v in info["kernels"].items()},
         "self_check": info["self_check"],
         "built_with": info["built_with"],
     }

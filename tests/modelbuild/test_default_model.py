@@ -3,11 +3,13 @@ and the CPU library's greedy tokens against a numpy forward pass over the same d
 import json
 
 import jsonschema
+import numpy as np
 import pytest
 import tvm
+from tokenizers import Tokenizer
 from tvm.contrib import tvmjs
 
-from modelbuild import chat, selfcheck
+from modelbuild import chat, quality, selfcheck
 from modelbuild.arch.llama import LlamaConfig
 from modelbuild.convert import verify_tensor_cache
 from modelbuild.cpu_runner import CpuRunner
@@ -22,6 +24,8 @@ PROMPTS = [
     [{"role": "user", "content": "List three colours of the rainbow."}],
 ]
 NEW_TOKENS = 24
+REAL = "SmolLM2-135M-Instruct"
+PPL_TOKENS = 256  # the README's quality table
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,8 @@ def test_catalog_follows_its_schema_and_lists_real_files(catalog, default_built)
         verify_tensor_cache(folder)
         index = json.loads((folder / "tensor-cache.json").read_text())
         shard_bytes = sum(s["nbytes"] for s in index["records"])
-        other = sum((folder / entry["files"][k]).stat().st_size for k in ("config", "tokenizer", "wasm"))
+        other = sum((folder / entry["files"][k]).stat().st_size for k in ("config", "tokenizer"))
+        other += max((folder / entry["files"][kernels["file"]]).stat().st_size for kernels in entry["kernels"].values())
         assert entry["download_bytes"] == shard_bytes + other
         assert entry["requirements"]["features"] == (["shader-f16"] if entry["quantization"] == "q4f16_1" else [])
         assert entry["requirements"]["estimated_gpu_memory_bytes"] > shard_bytes
@@ -51,7 +56,7 @@ def load(default_built, model_id):
     params, _ = tvmjs.load_tensor_cache(str(folder), tvm.cpu())
     preset = get_preset(config["quantization"])
     reference = NumpyLlama(LlamaConfig.from_dict(config["model_config"]),
-                           dequantized_weights({k: v.numpy() for k, v in params.items()}, preset))
+                           dequantized_weights({k: v.numpy() for k, v in params.items()}))
     return config, runner, reference
 
 
@@ -72,3 +77,21 @@ def test_golden_tokens_reproduce(catalog, default_built):
         check = entry["self_check"]
         tokens, _ = runner.greedy(check["prompt_token_ids"], check["max_tokens"], config["stop_token_ids"])
         assert tokens == check["golden_token_ids"]
+
+
+def test_the_4_bit_presets_keep_the_sources_perplexity(default_built):
+    """Each 4-bit preset's compiled CPU library, over the README's quality text, within 1% of the perplexity
+    of the source's own weights in float64 numpy (which the q4f32_1 artifact holds bit for bit:
+    test_transcode.py). Measured: 17.749 (source), 17.749 (q4f32_1), 17.748 (q4f16_1); the old symmetric
+    format scored 29.7."""
+    text = quality.TEXT.read_text()
+    config, _, reference = load(default_built, f"{REAL}-q4f32_1")
+    ids = Tokenizer.from_file(str(default_built / f"{REAL}-q4f32_1" / "tokenizer.json")).encode(text).ids[:PPL_TOKENS]
+    reference.reset()
+    logits = reference.forward(ids[:-1])
+    logits -= logits.max(-1, keepdims=True)
+    nll = -(logits[np.arange(len(ids) - 1), ids[1:]] - np.log(np.exp(logits).sum(-1)))
+    source = float(np.exp(nll.mean()))
+    for preset in ("q4f32_1", "q4f16_1"):
+        compiled, _ = quality.perplexity(default_built / f"{REAL}-{preset}", text, PPL_TOKENS)
+        assert abs(compiled / source - 1) < 0.01, f"{preset}: perplexity {compiled:.3f}, the source's {source:.3f}"

@@ -41,7 +41,7 @@ def test_a_kernel_only_rebuild_keeps_cached_versions_usable(tiny_built, tmp_path
     shutil.copytree(built, out, ignore=shutil.ignore_patterns("*.html", "tvmjs.js"))
     first = {e["id"]: e for e in manifest.write_manifest(out)}["tiny-llama-q4f32_1"]
     folder = out / "tiny-llama-q4f32_1"
-    wasm = folder / first["files"]["wasm"]
+    wasm = folder / first["files"]["wasm_software"]
     wasm.write_bytes(wasm.read_bytes() + b"\0")  # new kernels, same weights, tokenizer and config
     second = {e["id"]: e for e in manifest.write_manifest(out)}["tiny-llama-q4f32_1"]
     assert second["version"] != first["version"] and second["weights_version"] == first["weights_version"]

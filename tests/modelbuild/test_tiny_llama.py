@@ -19,7 +19,8 @@ from modelbuild.arch.llama import LlamaConfig
 from modelbuild.cpu_runner import CpuRunner
 from modelbuild.quantization import get_preset
 from modelbuild.reference import NumpyLlama, dequantized_weights
-from tests.harness import TVMJS
+from modelbuild.schedule import KERNEL_SETS
+from tests.harness import COMPATIBILITY_FLAGS, TVMJS
 
 RTOL = 2e-3
 F16_RTOL = 2e-2
@@ -37,7 +38,7 @@ def reference_steps(model_dir, preset_name):
     """float64 numpy logits after the prompt and after each decode token."""
     config = json.loads((model_dir / "mlc-chat-config.json").read_text())
     params, _ = tvmjs.load_tensor_cache(str(model_dir), tvm.cpu())
-    weights = dequantized_weights({k: v.numpy() for k, v in params.items()}, get_preset(preset_name))
+    weights = dequantized_weights({k: v.numpy() for k, v in params.items()})
     model = NumpyLlama(LlamaConfig.from_dict(config["model_config"]), weights)
     steps = [model.forward(PROMPT)[-1]]
     steps += [model.forward([token])[-1] for token in DECODE]
@@ -78,20 +79,32 @@ def assert_steps_close(result, expected, rtol=RTOL):
 
 
 RUN = {"promptIds": PROMPT, "decodeIds": DECODE}
+# Each kernel set of each quantized preset (q0f32 has no quantized matmuls: its two sets are the same),
+# on both of Chromium's software adapters: a software adapter runs the GPU set too, only slower.
+BUILDS = [("q0f32", "software")] + [("q4f32_1", kernels) for kernels in KERNEL_SETS]
+ADAPTERS = {"swiftshader": ("core", []), "llvmpipe": ("compatibility", COMPATIBILITY_FLAGS)}
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-def test_webgpu_logits_in_chromium_match_numpy(built, preset, page, serve_folder):
+@pytest.mark.parametrize("adapter", ADAPTERS)
+@pytest.mark.parametrize("preset,kernels", BUILDS)
+def test_webgpu_logits_in_chromium_match_numpy(built, preset, kernels, adapter, launch_page, serve_folder):
     _, expected = reference_steps(built / f"tiny-llama-{preset}", preset)
+    feature_level, flags = ADAPTERS[adapter]
+    page = launch_page(add=flags)
     page.goto(serve_logits_page(built, serve_folder))
-    assert_steps_close(page.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", **RUN}), expected)
+    result = page.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", "kernels": kernels,
+                                        "featureLevel": feature_level, **RUN})
+    assert adapter in result["adapter"].lower() or feature_level == "compatibility", result["adapter"]
+    assert_steps_close(result, expected)
 
 
+@pytest.mark.parametrize("kernels", KERNEL_SETS)
 @pytest.mark.parametrize("preset", ["q4f32_1", "q4f16_1"])
-def test_webgpu_logits_in_firefox_match_numpy(built, preset, serve_folder, firefox):
+def test_webgpu_logits_in_firefox_match_numpy(built, preset, kernels, serve_folder, firefox):
     """Firefox's adapter (lavapipe) has shader-f16, so the f16 preset is checked here; f16 activations
     round to 11 bits, hence the looser bound."""
     _, expected = reference_steps(built / f"tiny-llama-{preset}", preset)
     firefox.goto(serve_logits_page(built, serve_folder))
-    result = firefox.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", **RUN})
+    result = firefox.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", "kernels": kernels,
+                                           "featureLevel": "core", **RUN})
     assert_steps_close(result, expected, RTOL if preset.endswith("f32_1") else F16_RTOL)

@@ -148,7 +148,7 @@ def test_catalog_is_never_cached(client):
 
 def test_model_files_are_immutable_with_etag_and_ranges(client, catalog, default_built):
     entry = catalog["models"][0]
-    url = f"/models/{entry['id']}/{entry['version']}/{entry['files']['wasm']}"
+    url = f"/models/{entry['id']}/{entry['version']}/{entry['files'][entry['kernels']['software']['file']]}"
     full = client.get(url)
     assert full.status_code == 200 and full.mimetype == "application/wasm"
     assert "immutable" in full.headers["Cache-Control"] and "max-age=31536000" in full.headers["Cache-Control"]

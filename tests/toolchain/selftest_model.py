@@ -1,4 +1,5 @@
-"""The toolchain self-test's model: RMSNorm, then a 4-bit group-quantized Linear, dynamic sequence length.
+"""The toolchain self-test's model: RMSNorm, then a 4-bit group-quantized Linear (with a minimum per group,
+the presets' format), dynamic sequence length.
 
 Small, but it exercises what every real model needs from the chain: a reduction kernel, the fused
 dequantize-matmul over packed uint32 weights, a symbolic shape, and the parameters passed from JS.
@@ -8,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 from tvm.relax.frontend import nn
 
-from modelbuild.quantization.group_quant import GroupQuant, GroupQuantLinear, dequantize_weight, quantize_weight
+from modelbuild.quantization.group_quant import GroupQuantLinear, WeightFormat, pack, quantize_with_min, unpack
 
 HIDDEN, OUT = 128, 96
 EPS = 1e-5
-Q4F32 = GroupQuant("q4f32_1")
+Q4F32 = WeightFormat(bits=4, dtype="float32")
 
 
 class NormThenQ4Linear(nn.Module):
@@ -32,14 +33,14 @@ def export():
 
 def make_weights(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    packed, scale = quantize_weight(0.1 * rng.standard_normal((OUT, HIDDEN)).astype(np.float32), Q4F32)
+    arrays = pack(quantize_with_min(0.1 * rng.standard_normal((OUT, HIDDEN)).astype(np.float32), "float32"), "float32")
     return {"norm.weight": (1 + 0.1 * rng.standard_normal(HIDDEN)).astype(np.float32),
-            "proj.q_weight": packed, "proj.q_scale": scale}
+            **{f"proj.{name}": array for name, array in arrays.items()}}
 
 
 def reference(x: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
     """float64 numpy forward pass of the same weights."""
     x = x.astype(np.float64)
     normed = x / np.sqrt((x * x).mean(-1, keepdims=True) + EPS) * weights["norm.weight"]
-    w = dequantize_weight(weights["proj.q_weight"], weights["proj.q_scale"], Q4F32).astype(np.float64)
+    w = unpack({name.removeprefix("proj."): a for name, a in weights.items() if name.startswith("proj.")}, bits=4)
     return normed @ w.T

@@ -53,11 +53,26 @@ def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_mode
         assert answer["finish"] == server["choices"][0]["finish_reason"]
         assert answer["usage"] == server["usage"]
         assert answer["stats"]["where"] == "browser" and answer["stats"]["adapter"]
+        assert answer["stats"]["kernels"] == "software"  # SwiftShader is a software adapter
         assert answer["stats"]["decode_tokens_per_s"] > 0 and answer["stats"]["ttft_s"] > 0
     # Progress went from nothing to the whole download, in bytes, then to preparing the GPU.
     download = [p for p in result["progress"] if p["phase"] == "download"]
     assert download[0]["loaded"] < download[-1]["loaded"] == download[-1]["total"] == entry["download_bytes"]
     assert result["progress"][-1]["phase"] == "gpu"
+
+
+def test_the_page_url_forces_the_gpu_kernel_set(page, tiny_server, tiny_models):
+    """A software adapter can run the GPU set too (only slower): asked for, it runs it, with the same tokens."""
+    variant = f"{TINY}-q4f32_1"
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(tiny_server.url + "?kernels=gpu")
+    answer = page.evaluate(RUN, {"modelId": variant, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})["answers"][0]
+    assert answer["stats"]["kernels"] == "gpu"
+    assert answer["token_ids"] == golden_tokens(tiny_models, variant)
+    entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
+    wasm = [url for url in requested if url.endswith(".wasm") and entry["path"] in url]
+    assert [url.rsplit("/", 1)[1] for url in wasm] == [entry["files"][entry["kernels"]["gpu"]["file"]]]
 
 
 BANDWIDTH = """async () => {
@@ -83,7 +98,7 @@ def test_the_engine_runs_on_a_compatibility_mode_adapter(launch_page, live_app, 
 
 LOAD = """async (modelId) => {
   const model = window.seam.config.models.find((m) => m.id === modelId);
-  try { await window.seam.browserEngine().load(model); return { loaded: true }; }
+  try { const info = await window.seam.browserEngine().load(model); return { loaded: true, ...info }; }
   catch (error) { return { kind: error.kind, message: error.message }; }
 }"""
 
@@ -93,6 +108,19 @@ def test_the_engine_refuses_a_variant_the_adapter_cannot_run(page, tiny_server):
     page.goto(tiny_server.url)
     result = page.evaluate(LOAD, f"{TINY}-q4f16_1")
     assert result["kind"] == "FeatureMissingError" and "shader-f16" in result["message"]
+
+
+def test_a_gpu_set_that_does_not_fit_the_limits_falls_back_to_the_software_set(page, tiny_models, app_server, tmp_path):
+    """Asked for the GPU set on a device whose limits it exceeds, the engine runs the software set and says why."""
+    variant = f"{TINY}-q4f32_1"
+    models = models_subset(tiny_models, tmp_path / "models", variant)
+    catalog = json.loads((models / "manifest.json").read_text())
+    catalog["models"][0]["kernels"]["gpu"]["max_invocations_per_workgroup"] = 1_000_000
+    (models / "manifest.json").write_text(json.dumps(catalog))
+    page.goto(app_server(models).url + "?kernels=gpu")
+    result = page.evaluate(LOAD, variant)
+    assert result["loaded"] and result["kernels"] == "software"
+    assert result["kernelsWhy"].startswith("the gpu kernels need 1000000 invocations per workgroup, this GPU allows ")
 
 
 def test_a_missing_shard_is_a_download_error(page, tiny_models, app_server, tmp_path):

@@ -1,6 +1,7 @@
 """Hugging Face Llama weights -> this project's parameter names, written out explicitly.
 
-Q, K and V are concatenated into `qkv_proj` and gate/up into `gate_up_proj` (see llama.py).
+Q, K and V are concatenated into `qkv_proj` and gate/up into `gate_up_proj` (see llama.py): Blocks of
+one bit width stay Blocks (rows are joined exactly), mixed ones are joined as float.
 Every source tensor must be used or listed as unused, so a renamed or extra tensor cannot slip by.
 """
 from __future__ import annotations
@@ -11,15 +12,25 @@ import numpy as np
 
 from modelbuild.arch.llama import LlamaConfig
 from modelbuild.errors import BuildError
+from modelbuild.blocks import Blocks
+
+Weight = np.ndarray | Blocks
+
+
+def join_rows(parts: list[Weight]) -> Weight:
+    if all(isinstance(p, Blocks) for p in parts) and len({p.bits for p in parts}) == 1:
+        return Blocks.concat(parts)
+    return np.concatenate([p.dequantize() if isinstance(p, Blocks) else p for p in parts], axis=0)
+
 
 UNUSED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def load_params(tensors: Iterator[tuple[str, np.ndarray]], c: LlamaConfig) -> Iterator[tuple[str, np.ndarray]]:
+def load_params(tensors: Iterator[tuple[str, Weight]], c: LlamaConfig) -> Iterator[tuple[str, Weight]]:
     source = dict(tensors)
     used: set[str] = set()
 
-    def take(name: str) -> np.ndarray:
+    def take(name: str) -> Weight:
         if name not in source:
             raise BuildError(f"the weights have no tensor {name}", "check that the model is a complete Llama checkpoint")
         used.add(name)
@@ -29,12 +40,11 @@ def load_params(tensors: Iterator[tuple[str, np.ndarray]], c: LlamaConfig) -> It
     for i in range(c.num_hidden_layers):
         hf, ours = f"model.layers.{i}.", f"model.layers.{i}."
         yield ours + "input_layernorm.weight", take(hf + "input_layernorm.weight")
-        yield ours + "self_attn.qkv_proj.weight", np.concatenate(
-            [take(hf + f"self_attn.{x}_proj.weight") for x in "qkv"], axis=0)
+        yield ours + "self_attn.qkv_proj.weight", join_rows([take(hf + f"self_attn.{x}_proj.weight") for x in "qkv"])
         yield ours + "self_attn.o_proj.weight", take(hf + "self_attn.o_proj.weight")
         yield ours + "post_attention_layernorm.weight", take(hf + "post_attention_layernorm.weight")
-        yield ours + "mlp.gate_up_proj.weight", np.concatenate(
-            [take(hf + "mlp.gate_proj.weight"), take(hf + "mlp.up_proj.weight")], axis=0)
+        yield ours + "mlp.gate_up_proj.weight", join_rows([take(hf + "mlp.gate_proj.weight"),
+                                                          take(hf + "mlp.up_proj.weight")])
         yield ours + "mlp.down_proj.weight", take(hf + "mlp.down_proj.weight")
     yield "model.norm.weight", take("model.norm.weight")
     if c.tie_word_embeddings:

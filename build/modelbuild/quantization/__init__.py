@@ -1,8 +1,9 @@
 """Quantization presets, as data plus one pass.
 
 A preset name (MLC's naming: `q{bits}f{float bits}_{variant}`) resolves to a frozen config. `quantize_model`
-swaps the model's Linear and Embedding modules for quantized ones, and `quantize_params` turns float32
-weights (named as in the float model) into the arrays the quantized model's parameters expect.
+swaps the model's Linear and Embedding modules for quantized ones, and `quantize_params` turns the source's
+weights (float arrays, or the Blocks a quantized checkpoint holds, named as in the float model) into the
+arrays the quantized model's parameters expect. The formats are in group_quant.py.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import numpy as np
 from tvm.relax.frontend import nn
 
 from modelbuild.errors import BuildError
-from modelbuild.quantization.group_quant import GroupQuant, GroupQuantEmbedding, GroupQuantLinear, quantize_weight
+from modelbuild.blocks import Blocks
+from modelbuild.quantization.group_quant import (GroupQuant, GroupQuantEmbedding, GroupQuantLinear, WeightFormat, pack,
+                                                 quantize_with_min)
 
 
 @dataclass(frozen=True)
@@ -25,11 +28,13 @@ class NoQuant:
 
 PRESETS: dict[str, NoQuant | GroupQuant] = {
     "q0f32": NoQuant("q0f32", model_dtype="float32"),
-    "q4f32_1": GroupQuant("q4f32_1", bits=4, group_size=32, model_dtype="float32"),
-    "q4f16_1": GroupQuant("q4f16_1", bits=4, group_size=32, model_dtype="float16"),
+    "q4f32_1": GroupQuant("q4f32_1", bits=4, model_dtype="float32"),
+    "q4f16_1": GroupQuant("q4f16_1", bits=4, model_dtype="float16"),
 }
 # WebGPU features a preset's kernels need from the adapter.
 REQUIRED_FEATURES = {"q0f32": [], "q4f32_1": [], "q4f16_1": ["shader-f16"]}
+
+Weight = np.ndarray | Blocks
 
 
 def get_preset(name: str) -> NoQuant | GroupQuant:
@@ -38,15 +43,23 @@ def get_preset(name: str) -> NoQuant | GroupQuant:
     return PRESETS[name]
 
 
-def quantize_model(model: nn.Module, preset: NoQuant | GroupQuant) -> nn.Module:
+def eight_bit_modules(weights: dict[str, Weight]) -> set[str]:
+    """The modules whose weight the source holds in 8 bits: a 4-bit preset keeps them in 8 bits."""
+    return {name.removesuffix(".weight") for name, w in weights.items() if isinstance(w, Blocks) and w.bits == 8}
+
+
+def quantize_model(model: nn.Module, preset: NoQuant | GroupQuant, eight_bit: set[str] = frozenset()) -> nn.Module:
     """Swap every Linear and Embedding for its quantized form, in place; cast the rest to the model dtype."""
     if isinstance(preset, GroupQuant):
+        def fmt(name: str) -> WeightFormat:
+            return WeightFormat(8 if name in eight_bit else preset.bits, preset.model_dtype)
+
         class Swap(nn.Mutator):
             def visit_module(self, name, node):
                 if isinstance(node, nn.Linear):
-                    return GroupQuantLinear(node.in_features, node.out_features, preset)
+                    return GroupQuantLinear(node.in_features, node.out_features, fmt(name))
                 if isinstance(node, nn.Embedding):
-                    return GroupQuantEmbedding(node.num, node.dim, preset)
+                    return GroupQuantEmbedding(node.num, node.dim, fmt(name))
                 return self.visit(name, node)
 
         model = Swap().visit("", model)
@@ -54,14 +67,15 @@ def quantize_model(model: nn.Module, preset: NoQuant | GroupQuant) -> nn.Module:
     return model
 
 
-def quantize_params(weights: Iterator[tuple[str, np.ndarray]], quantized_names: set[str],
+def quantize_params(weights: Iterator[tuple[str, Weight]], quantized_names: set[str],
                     preset: NoQuant | GroupQuant) -> Iterator[tuple[str, np.ndarray]]:
-    """Float32 weights named as in the float model -> arrays named as in the quantized model."""
+    """Source weights named as in the float model -> arrays named as in the quantized model. Blocks are
+    transcoded exactly; float weights are quantized (with a minimum) only where the model wants them so."""
     for name, w in weights:
         base = name.removesuffix(".weight")
         if isinstance(preset, GroupQuant) and f"{base}.q_weight" in quantized_names:
-            packed, scale = quantize_weight(w, preset)
-            yield f"{base}.q_weight", packed
-            yield f"{base}.q_scale", scale
+            blocks = w if isinstance(w, Blocks) else quantize_with_min(w, preset.model_dtype)
+            for suffix, array in pack(blocks, preset.model_dtype).items():
+                yield f"{base}.{suffix}", array
         else:
-            yield name, w.astype(preset.model_dtype)
+            yield name, (w.dequantize() if isinstance(w, Blocks) else w).astype(preset.model_dtype)

@@ -1,8 +1,17 @@
-"""Symmetric group quantization, MLC's `q4f*_1` layout.
+"""Group quantization with a minimum: the `q4f*_1` presets' weight format.
 
-Each row of a weight `W[out, in]` is cut into groups of `group_size` values that share one scale
-`s = max|w| / 7`. A value is stored as the 4-bit code `q = round(w / s) + 7` (0..14), eight codes
-packed little-end-first into one uint32. Dequantized: `w = (q - 7) * s`.
+Each row of a weight W[out, in] is cut into groups of 32 values along `in`. A group holds 4-bit codes
+with a scale and a minimum, `w = code * scale + minimum` (code 0..15): exactly llama.cpp's Q4_1, and
+Q4_0 too (minimum = -8 * scale), so a GGUF in those types is transcoded bit for bit. A tensor the source
+holds in 8 bits (Q8_0) stays in 8 bits, `w = (code - 128) * scale`. Float sources are quantized here,
+choosing scale and minimum to lower each group's squared error.
+
+The packed layout (written down in models/README.md) puts neighbouring output columns next to each
+other, so the GPU invocations that compute neighbouring outputs read neighbouring 32-bit words:
+  q_weight  uint32 [in / codes_per_word, out]   word (kw, o) holds codes k = kw*n .. kw*n + n-1 of column o,
+                                                 the first in the lowest bits (n = 8 for 4 bits, 4 for 8)
+  q_scale   [in / 32, out] in the model dtype    (float32 presets widen llama.cpp's float16 exactly)
+  q_min     [in / 32, out], 4 bits only
 """
 from __future__ import annotations
 
@@ -13,119 +22,174 @@ from tvm import te, tirx
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import op
 
+from modelbuild.blocks import GROUP, Blocks
+
 
 @dataclass(frozen=True)
 class GroupQuant:
+    """A preset: 4-bit weights in groups of 32, scales and activations in `model_dtype`."""
     name: str
     bits: int = 4
-    group_size: int = 32
-    model_dtype: str = "float32"  # scales and activations
+    group_size: int = GROUP
+    model_dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """How one quantized weight is stored: 4 bits with a minimum, or 8 bits (where the source had 8)."""
+    bits: int
+    dtype: str  # of scales, minimums and the dequantized values
 
     @property
     def per_word(self) -> int:  # codes per uint32
         return 32 // self.bits
 
     @property
-    def max_int(self) -> int:
-        return (1 << (self.bits - 1)) - 1
+    def has_min(self) -> bool:
+        return self.bits == 4
 
 
-def quantize_weight(w: np.ndarray, q: GroupQuant) -> tuple[np.ndarray, np.ndarray]:
-    """W[out, in] -> (packed uint32 [out, in / per_word], scale [out, in / group_size])."""
+# --- numpy: quantize, pack, unpack ------------------------------------------------------------------
+
+def quantize_with_min(w: np.ndarray, dtype: str, steps: int = 20) -> Blocks:
+    """Float W[out, in] -> 4-bit Blocks. For each group, candidate scales around (max - min) / 15 are tried
+    (as llama.cpp's make_qkx2_quants does); for each, the codes are rounded and scale and minimum refit by
+    least squares; the candidate with the lowest squared error wins. Scale and minimum are then rounded to
+    `dtype` and the codes chosen again against the rounded values."""
     out_dim, in_dim = w.shape
-    if in_dim % q.group_size:
-        raise ValueError(f"input dimension {in_dim} is not a multiple of the group size {q.group_size}")
-    groups = w.astype(np.float32).reshape(out_dim, in_dim // q.group_size, q.group_size)
-    scale = np.abs(groups).max(axis=-1) / q.max_int
-    scale = scale.astype(q.model_dtype)
-    safe = np.where(scale == 0, 1, scale).astype(np.float32)[..., None]
-    codes = np.clip(np.round(groups / safe) + q.max_int, 0, 2 * q.max_int).astype(np.uint32)
-    codes = codes.reshape(out_dim, in_dim // q.per_word, q.per_word)
-    packed = np.zeros(codes.shape[:2], np.uint32)
-    for i in range(q.per_word):
-        packed |= codes[..., i] << np.uint32(q.bits * i)
-    return packed, scale
+    if in_dim % GROUP:
+        raise ValueError(f"input dimension {in_dim} is not a multiple of the group size {GROUP}")
+    x = w.astype(np.float64).reshape(-1, GROUP)
+    low, high = x.min(1, keepdims=True), x.max(1, keepdims=True)
+    spread = np.where(high > low, high - low, 1.0)
+    best_scale, best_min, best_err = spread / 15, low, np.full((x.shape[0], 1), np.inf)
+    n = GROUP
+    for i in range(steps + 1):
+        inverse = (15 - 1 + 0.1 * i) / spread  # llama.cpp's rmin = -1, rdelta = 0.1
+        codes = np.clip(np.round((x - low) * inverse), 0, 15)
+        sum_l, sum_ll = codes.sum(1, keepdims=True), (codes * codes).sum(1, keepdims=True)
+        sum_x, sum_lx = x.sum(1, keepdims=True), (codes * x).sum(1, keepdims=True)
+        det = n * sum_ll - sum_l * sum_l
+        safe = np.where(det > 0, det, 1.0)
+        scale = np.where(det > 0, (n * sum_lx - sum_l * sum_x) / safe, 0.0)
+        minimum = np.where(det > 0, (sum_ll * sum_x - sum_l * sum_lx) / safe, sum_x / n)
+        err = ((codes * scale + minimum - x) ** 2).sum(1, keepdims=True)
+        better = err < best_err
+        best_scale, best_min, best_err = (np.where(better, scale, best_scale), np.where(better, minimum, best_min),
+                                          np.where(better, err, best_err))
+    scale = best_scale.astype(dtype).astype(np.float64)
+    minimum = best_min.astype(dtype).astype(np.float64)
+    codes = np.clip(np.round((x - minimum) / np.where(scale != 0, scale, 1.0)), 0, 15)
+    groups = (out_dim, in_dim // GROUP)
+    return Blocks(4, codes.astype(np.uint8).reshape(out_dim, in_dim), scale.astype(dtype).reshape(groups),
+                  minimum.astype(dtype).reshape(groups))
 
 
-def dequantize_weight(packed: np.ndarray, scale: np.ndarray, q: GroupQuant) -> np.ndarray:
-    """The numpy reference of what the GPU kernels compute, in float32."""
-    shifts = np.arange(q.per_word, dtype=np.uint32) * np.uint32(q.bits)
-    codes = (packed[..., None] >> shifts) & np.uint32((1 << q.bits) - 1)
-    codes = codes.reshape(packed.shape[0], -1).astype(np.float32) - q.max_int
-    return codes * np.repeat(scale.astype(np.float32), q.group_size, axis=1)
+def pack(blocks: Blocks, dtype: str) -> dict[str, np.ndarray]:
+    """Blocks -> the parameter arrays of the layout above (suffixes q_weight, q_scale, q_min)."""
+    fmt = WeightFormat(blocks.bits, dtype)
+    out_dim, in_dim = blocks.shape
+    codes = blocks.codes.astype(np.uint32).reshape(out_dim, in_dim // fmt.per_word, fmt.per_word)
+    words = np.zeros(codes.shape[:2], np.uint32)
+    for i in range(fmt.per_word):
+        words |= codes[..., i] << np.uint32(fmt.bits * i)
+    arrays = {"q_weight": np.ascontiguousarray(words.T), "q_scale": np.ascontiguousarray(blocks.scale.astype(dtype).T)}
+    if fmt.has_min:
+        arrays["q_min"] = np.ascontiguousarray(blocks.minimum.astype(dtype).T)
+    return arrays
 
 
-def dequantize_te(packed: te.Tensor, scale: te.Tensor, q: GroupQuant) -> te.Tensor:
-    """The float weight W[out, in] from its packed codes and group scales."""
-    mask = tirx.const((1 << q.bits) - 1, "uint32")
+def unpack(arrays: dict[str, np.ndarray], bits: int) -> np.ndarray:
+    """The numpy reference of what the kernels compute: packed arrays -> W[out, in] in float64."""
+    fmt = WeightFormat(bits, str(arrays["q_scale"].dtype))
+    words = arrays["q_weight"].T  # [out, in / per_word]
+    shifts = np.arange(fmt.per_word, dtype=np.uint32) * np.uint32(bits)
+    codes = ((words[..., None] >> shifts) & np.uint32((1 << bits) - 1)).reshape(words.shape[0], -1).astype(np.float64)
+    scale = np.repeat(arrays["q_scale"].T.astype(np.float64), GROUP, axis=1)
+    if bits == 8:
+        return (codes - 128) * scale
+    return codes * scale + np.repeat(arrays["q_min"].T.astype(np.float64), GROUP, axis=1)
+
+
+# --- TVM: the compiled model's view of the same arrays ------------------------------------------------
+
+def weight_te(packed: te.Tensor, scale: te.Tensor, minimum: te.Tensor | None, fmt: WeightFormat,
+              rows: te.Tensor | None = None) -> te.Tensor:
+    """W[o, k] dequantized from the packed layout (or, with `rows`, W[rows[t], k]: the embedding lookup)."""
+    mask = tirx.const((1 << fmt.bits) - 1, "uint32")
+    in_dim = packed.shape[0] * fmt.per_word
 
     def value(o, k):
-        word = packed[o, k // q.per_word]
-        code = (word >> (tirx.Cast("uint32", k % q.per_word) * tirx.const(q.bits, "uint32"))) & mask
-        return (code.astype(q.model_dtype) - tirx.const(q.max_int, q.model_dtype)) * scale[o, k // q.group_size]
+        column = rows[o] if rows is not None else o
+        word = packed[k // fmt.per_word, column]
+        code = (word >> (tirx.Cast("uint32", k % fmt.per_word) * tirx.const(fmt.bits, "uint32"))) & mask
+        s = scale[k // GROUP, column]
+        if fmt.has_min:
+            return code.astype(fmt.dtype) * s + minimum[k // GROUP, column]
+        return (code.astype(fmt.dtype) - tirx.const(128, fmt.dtype)) * s
 
-    return te.compute((packed.shape[0], packed.shape[1] * q.per_word), value, name="dequantize")
+    extent = rows.shape[0] if rows is not None else packed.shape[1]
+    return te.compute((extent, in_dim), value, name="dequantize_embedding" if rows is not None else "dequantize")
 
 
-def dequantize_matmul_te(x: te.Tensor, packed: te.Tensor, scale: te.Tensor, q: GroupQuant) -> te.Tensor:
-    """`x @ dequantize(W).T` as one kernel: the dequantize stays a separate block inside it, so a
-    schedule can inline it into the loads (GEMV) or dequantize a tile into registers once (prefill)."""
+def dequantize_matmul_te(x: te.Tensor, packed: te.Tensor, scale: te.Tensor, minimum: te.Tensor | None,
+                         fmt: WeightFormat) -> te.Tensor:
+    """`x @ W.T` as one kernel: the dequantize stays a separate block inside it, so a schedule can decode
+    each packed word once into registers and use it for every row (prefill) or inline it (decode)."""
     *lead, in_dim = x.shape
-    w = dequantize_te(packed, scale, q)
+    w = weight_te(packed, scale, minimum, fmt)
     k = te.reduce_axis((0, in_dim), name="k")
 
     def body(*idx):
         row, o = idx[:-1], idx[-1]
         return te.sum(x[(*row, k)] * w[o, k], axis=k)
 
-    return te.compute((*lead, packed.shape[0]), body, name="dequantize_matmul")
+    return te.compute((*lead, packed.shape[1]), body, name="dequantize_matmul")
 
 
-class GroupQuantLinear(nn.Module):
-    """A bias-free Linear whose weight is stored group-quantized and dequantized inside the matmul."""
+class _Quantized(nn.Module):
+    """The parameters of one quantized weight W[out, in] in the packed layout."""
 
-    def __init__(self, in_features: int, out_features: int, q: GroupQuant):
-        self.q = q
-        self.in_features, self.out_features = in_features, out_features
-        self.q_weight = nn.Parameter((out_features, in_features // q.per_word), "uint32")
-        self.q_scale = nn.Parameter((out_features, in_features // q.group_size), q.model_dtype)
+    def __init__(self, out_features: int, in_features: int, fmt: WeightFormat):
+        self.fmt = fmt
+        self.q_weight = nn.Parameter((in_features // fmt.per_word, out_features), "uint32")
+        self.q_scale = nn.Parameter((in_features // GROUP, out_features), fmt.dtype)
+        if fmt.has_min:
+            self.q_min = nn.Parameter((in_features // GROUP, out_features), fmt.dtype)
 
     def to(self, dtype=None) -> None:
         """No-op: the preset fixed these dtypes (a cast would turn the packed codes into floats)."""
 
+    def _arrays(self) -> list[nn.Tensor]:
+        return [self.q_weight, self.q_scale] + ([self.q_min] if self.fmt.has_min else [])
+
+    def _matmul(self, x: nn.Tensor) -> nn.Tensor:
+        fmt = self.fmt
+        return op.tensor_expr_op(lambda x, w, s, *m: dequantize_matmul_te(x, w, s, m[0] if m else None, fmt),
+                                 "dequantize_matmul", [x, *self._arrays()])
+
+
+class GroupQuantLinear(_Quantized):
+    """A bias-free Linear whose weight is stored group-quantized and dequantized inside the matmul."""
+
+    def __init__(self, in_features: int, out_features: int, fmt: WeightFormat):
+        super().__init__(out_features, in_features, fmt)
+        self.in_features, self.out_features = in_features, out_features
+
     def forward(self, x: nn.Tensor) -> nn.Tensor:
-        return op.tensor_expr_op(lambda x, w, s: dequantize_matmul_te(x, w, s, self.q), "dequantize_matmul",
-                                 [x, self.q_weight, self.q_scale])
+        return self._matmul(x)
 
 
-def dequantize_rows_te(packed: te.Tensor, scale: te.Tensor, ids: te.Tensor, q: GroupQuant) -> te.Tensor:
-    """Gather rows `ids` of a quantized table and dequantize them: the embedding lookup."""
-    mask = tirx.const((1 << q.bits) - 1, "uint32")
-    hidden = packed.shape[1] * q.per_word
-
-    def value(t, d):
-        word = packed[ids[t], d // q.per_word]
-        code = (word >> (tirx.Cast("uint32", d % q.per_word) * tirx.const(q.bits, "uint32"))) & mask
-        return (code.astype(q.model_dtype) - tirx.const(q.max_int, q.model_dtype)) * scale[ids[t], d // q.group_size]
-
-    return te.compute((ids.shape[0], hidden), value, name="dequantize_embedding")
-
-
-class GroupQuantEmbedding(nn.Module):
+class GroupQuantEmbedding(_Quantized):
     """A quantized embedding table; with tied weights it is also the LM head (`lm_head_forward`)."""
 
-    def __init__(self, num: int, dim: int, q: GroupQuant):
-        self.q = q
-        self.q_weight = nn.Parameter((num, dim // q.per_word), "uint32")
-        self.q_scale = nn.Parameter((num, dim // q.group_size), q.model_dtype)
-
-    def to(self, dtype=None) -> None:
-        """No-op: the preset fixed these dtypes."""
+    def __init__(self, num: int, dim: int, fmt: WeightFormat):
+        super().__init__(num, dim, fmt)
 
     def forward(self, ids: nn.Tensor) -> nn.Tensor:
-        return op.tensor_expr_op(lambda w, s, i: dequantize_rows_te(w, s, i, self.q), "dequantize_embedding",
-                                 [self.q_weight, self.q_scale, ids])
+        fmt = self.fmt
+        return op.tensor_expr_op(lambda i, w, s, *m: weight_te(w, s, m[0] if m else None, fmt, rows=i),
+                                 "dequantize_embedding", [ids, *self._arrays()])
 
     def lm_head_forward(self, x: nn.Tensor) -> nn.Tensor:
-        return op.tensor_expr_op(lambda x, w, s: dequantize_matmul_te(x, w, s, self.q), "dequantize_matmul",
-                                 [x, self.q_weight, self.q_scale])
+        return self._matmul(x)

@@ -26,9 +26,12 @@ let current = null;           // the answer being streamed (has stop())
 const failedHere = [];        // [{id, version, reason}] that failed in this page: not routed here again
 const loadErrors = new Map(); // "id@version" -> the error it failed with, given again instead of retrying
 
-// `?webgpu=compatibility` asks for a compatibility-mode adapter first (faster on CPU-only machines).
-const featureLevel = new URLSearchParams(location.search).get("webgpu") === "compatibility" ? "compatibility" : "core";
-const browserEngine = () => (engine ??= new WorkerEngine(config.engine, { testHooks: config.testHooks, featureLevel }));
+// `?webgpu=compatibility` asks for a compatibility-mode adapter first (faster on CPU-only machines);
+// `?kernels=software` or `?kernels=gpu` forces a kernel set (by default the one that suits the adapter).
+const query = new URLSearchParams(location.search);
+const featureLevel = query.get("webgpu") === "compatibility" ? "compatibility" : "core";
+const kernels = ["software", "gpu"].includes(query.get("kernels")) ? query.get("kernels") : undefined;
+const browserEngine = () => (engine ??= new WorkerEngine(config.engine, { testHooks: config.testHooks, featureLevel, kernels }));
 window.seam = {
   config,
   browserEngine,
@@ -94,9 +97,12 @@ function loadVariant(id, version) {
       if (p.phase === "gpu") view.showLoadingStep(`Preparing ${model.id} on the GPU (compiling kernels, uploading weights)`);
       else view.showProgress(p);
     });
-    await selfCheck(model, info.adapter);
-    loaded = { model, adapter: info.adapter };
+    // The self-check vouches for this adapter running this kernel set.
+    await selfCheck(model, `${info.adapter}, ${info.kernels} kernels`);
+    loaded = { model, adapter: info.adapter, kernels: info.kernels };
     view.hideLoading();
+    if (!["asked for", "a GPU", "a software adapter"].includes(info.kernelsWhy))
+      view.notice(`This browser runs ${model.id} with its software kernels: ${info.kernelsWhy}.`, "info");
     await deleteOtherVersions(model, location.origin).catch(() => 0);
     if (decision?.target !== "browser" || decision.version !== version) route();  // the router may send answers here now
     return loaded;

@@ -4,10 +4,11 @@
 import { EngineError } from "./errors.js";
 
 export class WorkerEngine {
-  // `engine`: the page config's engine settings (worker URL, vendor library URLs, grammar rules, download part size).
-  constructor({ workerUrl, vendor, grammar, partBytes }, { testHooks = false, featureLevel = "core" } = {}) {
+  // `engine`: the page config's engine settings (worker URL, vendor library URLs, grammar rules, download part
+  // size); the options: test hooks, the WebGPU feature level to ask for first, and the kernel set to force.
+  constructor({ workerUrl, vendor, grammar, partBytes }, { testHooks = false, featureLevel = "core", kernels } = {}) {
     this.worker = new Worker(workerUrl, { type: "module" });
-    this.settings = { vendor, grammar, featureLevel, partBytes };
+    this.settings = { vendor, grammar, featureLevel, partBytes, kernels };
     this.testHooks = testHooks;
     this.pending = new Map();  // generation id -> {push, fail}
     this.nextId = 1;
@@ -17,7 +18,8 @@ export class WorkerEngine {
 
   // One load at a time. Asking again for the model being loaded (or loaded) joins that load: the new
   // listener first gets the progress so far, then the rest. Another model waits for the current load.
-  load(model, onProgress = () => {}) {
+  // `options.kernels` ("software" or "gpu") forces a kernel set for this load.
+  load(model, onProgress = () => {}, options = {}) {
     const latest = this.latestLoad;
     if (latest?.id === model.id) {
       latest.log.forEach(onProgress);
@@ -29,7 +31,7 @@ export class WorkerEngine {
     load.promise = previous.then(() => new Promise((resolve, reject) => {
       Object.assign(load, { resolve, reject });
       this.activeLoad = load;  // the worker's progress/loaded/error messages are about this one
-      this.worker.postMessage({ type: "load", model, settings: this.settings, origin: location.origin,
+      this.worker.postMessage({ type: "load", model, settings: { ...this.settings, ...options }, origin: location.origin,
                                 testHooks: this.testHooks });
     }));
     load.promise.catch(() => { if (this.latestLoad === load) this.latestLoad = null; });

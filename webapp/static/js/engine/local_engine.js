@@ -3,19 +3,21 @@
 // then one decode per token, sampling on the CPU.
 import { EngineError, ErrorKind } from "./errors.js";
 import { Grammars, parseResponseFormat } from "./grammar.js";
-import { adapterLabel, requestGPU } from "./gpu.js";
+import { adapterLabel, chooseKernels, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
 import { makeRandom, sample } from "./sampler.js";
 
 export class LocalEngine {
   // `vendor`: URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server; `grammar`: the server's
   // JSON style and unsupported schema keywords; `featureLevel`: which WebGPU adapter to ask for first,
-  // "core" or "compatibility"; `partBytes`: the size of the stored parts of a download.
-  constructor({ vendor, grammar, featureLevel = "core", partBytes }) {
+  // "core" or "compatibility"; `partBytes`: the size of the stored parts of a download; `kernels`: the
+  // kernel set to run ("software" or "gpu"; by default the one that suits the adapter).
+  constructor({ vendor, grammar, featureLevel = "core", partBytes, kernels }) {
     this.vendor = vendor;
     this.grammarRules = grammar;
     this.featureLevel = featureLevel;
     this.partBytes = partBytes;
+    this.requestedKernels = kernels;
     this.lost = null;
   }
 
@@ -36,18 +38,20 @@ export class LocalEngine {
       throw new EngineError(ErrorKind.LimitsTooSmall, `${model.id} needs storage buffers of ` +
         `${model.requirements.max_storage_buffer_binding_size} bytes, this GPU allows ${limits.maxStorageBufferBindingSize}`);
     this.adapter = adapterLabel(gpu.adapterInfo, gpu.compatibility);
+    ({ kernels: this.kernels, why: this.kernelsWhy } = chooseKernels(model, gpu, this.requestedKernels));
     this.gpuDevice = gpu.device;
     this.lostPromise = gpu.device.lost.then((info) => { this.lost = info; });
     gpu.device.addEventListener("uncapturederror", (event) => { this.gpuError = event.error.message; });
     // Step 3. The files, verified and cached.
-    const { urls, cache } = await ensureModelFiles(model, origin, onProgress, { partBytes: this.partBytes });
+    const { urls, cache } = await ensureModelFiles(model, origin, onProgress, { partBytes: this.partBytes,
+                                                                               kernels: this.kernels });
     const read = async (url) => (await cache.match(url)).arrayBuffer();
     this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
     this.template = new Template(this.config.chat_template);
     // Step 4. The wasm, the weights on the GPU, and the compiled functions, created once per load.
     onProgress({ phase: "gpu" });
-    const tvm = await tvmjs.instantiate(await read(urls.wasm), tvmjs.createPolyfillWASI(), () => {});
+    const tvm = await tvmjs.instantiate(await read(urls.wasm(this.kernels)), tvmjs.createPolyfillWASI(), () => {});
     tvm.initWebGPU(gpu.device);
     this.tvm = tvm;
     this.device = tvm.webgpu();
@@ -62,7 +66,7 @@ export class LocalEngine {
     tvm.endScope();
     await this.sync();
     this.model = model;
-    return { adapter: this.adapter };
+    return { adapter: this.adapter, kernels: this.kernels, kernelsWhy: this.kernelsWhy };
   }
 
   checkDevice() {
@@ -180,7 +184,7 @@ export class LocalEngine {
       stop_token_id: stopToken,
       usage: { prompt_tokens: prompt.length, completion_tokens: generated.length, total_tokens: prompt.length + generated.length },
       stats: {
-        where: "browser", adapter: this.adapter,
+        where: "browser", adapter: this.adapter, kernels: this.kernels,
         ttft_s: ((firstTokenAt ?? now) - started) / 1000,
         prefill_tokens_per_s: prompt.length / (((prefillDone ?? now) - started) / 1000 || 1e-9),
         decode_tokens_per_s: generated.length / decodeSeconds,

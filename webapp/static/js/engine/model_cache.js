@@ -21,7 +21,7 @@ export function modelUrls(model, origin) {
   const base = new URL(model.base_url, origin).href;
   const url = (name) => new URL(name, base).href;
   return { base, config: url(model.files.config), tokenizer: url(model.files.tokenizer),
-           wasm: url(model.files.wasm), tensorCache: url(model.files.tensor_cache), url,
+           wasm: (kernels) => url(model.files[model.kernels[kernels].file]), tensorCache: url(model.files.tensor_cache), url,
            allVersions: new URL("..", base).href };  // /models/<id>/: every version's folder is under it
 }
 
@@ -173,8 +173,8 @@ async function fetchFile(cache, file, onBytes, options) {
   }
 }
 
-// Makes sure every file of `model` is in the cache; reports {loaded, total, file, etaSeconds} as it goes.
-// `options`: {partBytes, signal}.
+// Makes sure every file of `model` is in the cache (of its two wasm, the kernel set's); reports {loaded,
+// total, file, etaSeconds} as it goes. `options`: {partBytes, kernels ("software" by default), signal}.
 export async function ensureModelFiles(model, origin, onProgress, options = {}) {
   const urls = modelUrls(model, origin);
   const cache = await caches.open(CACHE_NAME);
@@ -188,7 +188,7 @@ export async function ensureModelFiles(model, origin, onProgress, options = {}) 
   }
   const records = JSON.parse(new TextDecoder().decode(indexBytes)).records;
   const wanted = [
-    { url: urls.config }, { url: urls.tokenizer }, { url: urls.wasm },
+    { url: urls.config }, { url: urls.tokenizer }, { url: urls.wasm(options.kernels || "software") },
     ...records.map((shard) => ({ url: urls.url(shard.dataPath), bytes: shard.nbytes, sha256: shard.sha256 })),
   ];
   const missing = [];

@@ -1,5 +1,5 @@
 // The Web Worker that hosts the browser engine, so the page never freezes while the GPU works.
-// Messages in: load {model, settings: {vendor, grammar, featureLevel, partBytes}, origin, testHooks}, generate {id, messages, options}, stop {id},
+// Messages in: load {model, settings: {vendor, grammar, featureLevel, partBytes, kernels}, origin, testHooks}, generate {id, messages, options}, stop {id},
 // and, only when the page's server enables test hooks, lose-device {afterTokens}.
 // Messages out: progress, loaded, chunk {id, text}, done {id, ...}, error {id?, error}.
 import { EngineError } from "./errors.js";
