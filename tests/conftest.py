@@ -13,6 +13,7 @@ default model. Each test is marked by what it uses, never by hand:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from tests.harness import CHROMIUM, CHROMIUM_FLAGS, REPO, StaticServer
 
 # Fixtures that launch a browser; a test using any of them (directly or through another fixture) is `browser`.
 BROWSER_FIXTURES = {"page", "context", "browser", "browser_type", "playwright", "launch_page", "firefox"}
-TINY_SHARD_MB = 1          # the tiny model's weights in three shards: resume, refetch and quota need several
+TINY_SHARD_MB = 1          # the tiny model's weights in several shards: resume, refetch and quota need them
+# Where the tiny model is built: kept between sessions, so the build is incremental like models/ is.
+TINY_DIR = Path(os.environ.get("SEAM_CACHE", Path.home() / ".cache" / "seam")) / "tests" / "tiny"
 TINY_PART_BYTES = 256 << 10  # and each shard in several stored parts
 
 
@@ -149,15 +152,15 @@ def default_built():
 
 
 @pytest.fixture(scope="session")
-def tiny_built(tmp_path_factory):
+def tiny_built():
     """The tiny random Llama (tests/tiny_llama.py) in q0f32, q4f32_1 and q4f16_1, with its own catalog:
-    (its source folder, the models folder the app server can serve)."""
+    (its source folder, the models folder the app server can serve). Tests copy what they change."""
     from modelbuild import pipeline
     from tests.tiny_llama import write_tiny_llama
 
-    root = tmp_path_factory.mktemp("tiny")
-    folder = write_tiny_llama(root / "tiny-llama")
-    out = root / "models"
+    folder = write_tiny_llama(TINY_DIR / "tiny-llama")  # the same bytes every time (a fixed seed)
+    out = TINY_DIR / "models"
+    (out / "manifest.json").unlink(missing_ok=True)  # a fresh catalog: no chain of compatible versions
     pipeline.build(pipeline.BuildOptions(model=folder, presets=["q0f32", "q4f32_1", "q4f16_1"], out_dir=out,
                                          wasm_opt="-O1", shard_mb=TINY_SHARD_MB))
     return folder, out

@@ -25,7 +25,7 @@ PROMPTS = [
 ]
 NEW_TOKENS = 24
 REAL = "SmolLM2-135M-Instruct"
-PPL_TOKENS = 256  # the README's quality table
+PPL_TOKENS = 64  # of the README's quality text (its table: 256; the f16 CPU library takes 20 s for those)
 
 
 @pytest.fixture(scope="module")
@@ -79,19 +79,18 @@ def test_golden_tokens_reproduce(catalog, default_built):
         assert tokens == check["golden_token_ids"]
 
 
-def test_the_4_bit_presets_keep_the_sources_perplexity(default_built):
-    """Each 4-bit preset's compiled CPU library, over the README's quality text, within 1% of the perplexity
-    of the source's own weights in float64 numpy (which the q4f32_1 artifact holds bit for bit:
-    test_transcode.py). Measured: 17.749 (source), 17.749 (q4f32_1), 17.748 (q4f16_1); the old symmetric
-    format scored 29.7."""
+def test_the_f16_preset_keeps_the_sources_perplexity(default_built):
+    """q4f16_1's compiled CPU library, over the start of the README's quality text, within 1% of the
+    perplexity of the source's own weights in float64 numpy (q4f32_1 holds them bit for bit,
+    test_transcode.py, and its CPU library gives numpy's tokens, above). Over 256 tokens (the README's
+    table): 17.749 (source and q4f32_1), 17.748 (q4f16_1); the old symmetric format scored 29.7."""
     text = quality.TEXT.read_text()
-    config, _, reference = load(default_built, f"{REAL}-q4f32_1")
+    _, _, reference = load(default_built, f"{REAL}-q4f32_1")
     ids = Tokenizer.from_file(str(default_built / f"{REAL}-q4f32_1" / "tokenizer.json")).encode(text).ids[:PPL_TOKENS]
     reference.reset()
     logits = reference.forward(ids[:-1])
     logits -= logits.max(-1, keepdims=True)
     nll = -(logits[np.arange(len(ids) - 1), ids[1:]] - np.log(np.exp(logits).sum(-1)))
     source = float(np.exp(nll.mean()))
-    for preset in ("q4f32_1", "q4f16_1"):
-        compiled, _ = quality.perplexity(default_built / f"{REAL}-{preset}", text, PPL_TOKENS)
-        assert abs(compiled / source - 1) < 0.01, f"{preset}: perplexity {compiled:.3f}, the source's {source:.3f}"
+    compiled, _ = quality.perplexity(default_built / f"{REAL}-q4f16_1", text, PPL_TOKENS)
+    assert abs(compiled / source - 1) < 0.01, f"q4f16_1: perplexity {compiled:.3f}, the source's {source:.3f}"

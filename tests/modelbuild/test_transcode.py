@@ -61,11 +61,12 @@ def test_the_default_models_4_bit_presets_hold_the_gguf_weights_exactly(default_
     want_embed = quants.dequantize(embed.data, embed.tensor_type)
     for preset in ("q4f32_1", "q4f16_1"):
         params, _ = tvmjs.load_tensor_cache(str(default_built / f"SmolLM2-135M-Instruct-{preset}"), tvm.cpu())
-        weights = dequantized_weights({k: v.numpy() for k, v in params.items()})
+        wanted = ("model.layers.3.mlp.down_proj", "model.embed_tokens")
+        weights = dequantized_weights({k: v.numpy() for k, v in params.items() if k.startswith(wanted)})
         assert np.array_equal(weights["model.layers.3.mlp.down_proj.weight"].astype(np.float32), want), preset
         # The Q8_0 embedding stays 8 bits: any 4-bit grid would cost perplexity the source does not have.
         assert params["model.embed_tokens.q_weight"].numpy().shape[0] == want_embed.shape[1] // 4, preset
-        assert np.array_equal(weights["model.embed_tokens.weight"][:1000].astype(np.float32), want_embed[:1000]), preset
+        assert np.array_equal(weights["model.embed_tokens.weight"].astype(np.float32), want_embed), preset
 
 
 def symmetric_4bit(w: np.ndarray) -> np.ndarray:
@@ -122,10 +123,10 @@ def test_a_gguf_with_damaged_blocks_is_refused_naming_the_tensor(tmp_path):
     def nan_scale(tensor):
         tensor.data.reshape(-1, 20)[7, :2] = 0xFF  # block 7's f16 scale: NaN
 
-    gguf = patched_gguf(tmp_path, "blk.5.attn_v.weight", nan_scale)
+    gguf = patched_gguf(tmp_path, "blk.0.attn_v.weight", nan_scale)
     code, _, stderr = build("--model", gguf, "--out", tmp_path / "out", "--quant", "q4f32_1")
     errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert code != 0 and len(errors) == 1 and "blk.5.attn_v.weight" in errors[0] and "Q4_1" in errors[0], stderr
+    assert code != 0 and len(errors) == 1 and "blk.0.attn_v.weight" in errors[0] and "Q4_1" in errors[0], stderr
     assert "download or copy it again" in stderr and not (tmp_path / "out" / "manifest.json").exists()
 
 
