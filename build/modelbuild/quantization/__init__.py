@@ -14,7 +14,7 @@ import numpy as np
 from tvm.relax.frontend import nn
 
 from modelbuild.errors import BuildError
-from modelbuild.blocks import Blocks
+from modelbuild.blocks import Blocks, Weight
 from modelbuild.quantization.group_quant import (GroupQuant, GroupQuantEmbedding, GroupQuantLinear, WeightFormat, pack,
                                                  quantize_with_min)
 
@@ -33,8 +33,6 @@ PRESETS: dict[str, NoQuant | GroupQuant] = {
 }
 # WebGPU features a preset's kernels need from the adapter.
 REQUIRED_FEATURES = {"q0f32": [], "q4f32_1": [], "q4f16_1": ["shader-f16"]}
-
-Weight = np.ndarray | Blocks
 
 
 def get_preset(name: str) -> NoQuant | GroupQuant:

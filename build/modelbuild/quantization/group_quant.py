@@ -104,11 +104,9 @@ def unpack(arrays: dict[str, np.ndarray], bits: int) -> np.ndarray:
     fmt = WeightFormat(bits, str(arrays["q_scale"].dtype))
     words = arrays["q_weight"].T  # [out, in / per_word]
     shifts = np.arange(fmt.per_word, dtype=np.uint32) * np.uint32(bits)
-    codes = ((words[..., None] >> shifts) & np.uint32((1 << bits) - 1)).reshape(words.shape[0], -1).astype(np.float64)
-    scale = np.repeat(arrays["q_scale"].T.astype(np.float64), GROUP, axis=1)
-    if bits == 8:
-        return (codes - 128) * scale
-    return codes * scale + np.repeat(arrays["q_min"].T.astype(np.float64), GROUP, axis=1)
+    codes = ((words[..., None] >> shifts) & np.uint32((1 << bits) - 1)).reshape(words.shape[0], -1)
+    minimum = arrays["q_min"].T if fmt.has_min else None
+    return Blocks(bits, codes, arrays["q_scale"].T, minimum).dequantize(np.float64)
 
 
 # --- TVM: the compiled model's view of the same arrays ------------------------------------------------
