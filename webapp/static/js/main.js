@@ -101,7 +101,7 @@ function loadVariant(id, version) {
     await selfCheck(model, `${info.adapter}, ${info.kernels} kernels`);
     loaded = { model, adapter: info.adapter, kernels: info.kernels };
     view.hideLoading();
-    if (!["asked for", "a GPU", "a software adapter"].includes(info.kernelsWhy))
+    if (info.kernelsWhy)  // the GPU kernels did not fit this GPU's limits
       view.notice(`This browser runs ${model.id} with its software kernels: ${info.kernelsWhy}.`, "info");
     await deleteOtherVersions(model, location.origin).catch(() => 0);
     if (decision?.target !== "browser" || decision.version !== version) route();  // the router may send answers here now

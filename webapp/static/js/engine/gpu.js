@@ -41,7 +41,7 @@ export function isSoftwareAdapter(gpu) {
 
 // The kernel set to run: `requested` ("software" or "gpu", from the page URL or the JS API), else the one
 // that suits the adapter. A set whose workgroups do not fit the device's limits is not used: the GPU
-// set falls back to the software one, saying why. Returns {kernels, why}.
+// set falls back to the software one. Returns {kernels, why}: `why` says why it fell back, else null.
 export function chooseKernels(model, gpu, requested) {
   const wanted = requested || (isSoftwareAdapter(gpu) ? "software" : "gpu");
   const misfit = (set) => {
@@ -54,8 +54,7 @@ export function chooseKernels(model, gpu, requested) {
              `${limits.maxComputeWorkgroupStorageSize}`;
     return null;
   };
-  const why = requested ? "asked for" : wanted === "software" ? "a software adapter" : "a GPU";
-  if (!misfit(wanted)) return { kernels: wanted, why };
+  if (!misfit(wanted)) return { kernels: wanted, why: null };
   if (wanted === "gpu" && !misfit("software")) return { kernels: "software", why: misfit("gpu") };
   throw new EngineError(ErrorKind.LimitsTooSmall, `${model.id} cannot run here: ${misfit(wanted)}`);
 }
