@@ -17,8 +17,8 @@ setup:  ## install system packages, .venv, npm packages, and TVM's web runtime (
 build-model: setup  ## MODEL=path/to.gguf|hf-folder QUANT=q4f32_1,q4f16_1 (defaults: SmolLM2-135M-Instruct, both)
 	$(PY) -m modelbuild build $(if $(MODEL),--model "$(MODEL)") $(if $(QUANT),--quant "$(QUANT)")
 
-serve:  ## serve under gunicorn (router/gunicorn.conf.py): SEAM_WORKERS processes, SEAM_THREADS threads each
-	HOST=$(HOST) PORT=$(PORT) .venv/bin/gunicorn -c router/gunicorn.conf.py "router:create_app()"
+serve:  ## serve what is built under waitress (python -m router): SEAM_MAX_QUEUE chats at once, see README
+	$(PY) -m router --host $(HOST) --port $(PORT)
 
 bench: build-model  ## speed of the server and browser engines, interleaved (BENCH_ARGS="--repeats 3"); see bench/
 	$(PY) -m bench $(BENCH_ARGS)

@@ -24,11 +24,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from router import api, artifacts, cloud, errors, ops, pages
+    from router.capacity import ChatSlots
     from router.catalog import Catalog
     from router.fleet import Fleet
     catalog = Catalog.load(Path(app.config["MODELS_DIR"]))
     app.extensions["seam"] = {"catalog": catalog, "policy": settings.load_policy(app.config["POLICY_FILE"]),
-                              "cloud": cloud.make_backend(app.config, catalog), "fleet": Fleet(app.config["FLEET_DB"])}
+                              "cloud": cloud.make_backend(app.config, catalog), "fleet": Fleet(app.config["FLEET_DB"]),
+                              "slots": ChatSlots(app.config["MAX_QUEUE"])}
     for blueprint in (pages.bp, artifacts.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     errors.register(app)

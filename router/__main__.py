@@ -1,15 +1,33 @@
-"""`python -m router --host 127.0.0.1 --port 8000`: a single-process development server.
-For real serving use gunicorn (`make serve`, router/gunicorn.conf.py)."""
+"""`python -m router --host 127.0.0.1 --port 8000` (what `make serve` runs): the app under waitress.
+
+waitress reads each request whole (headers and body, in its event loop) before a thread sees it, and
+writes answers from buffers, so a slow or idle client holds a socket, never a thread. The threads are
+the chat limit plus spares (router/capacity.py): chats beyond the limit get a prompt 503, and pages,
+artifacts, /healthz and /metrics always find a free thread.
+"""
 import argparse
 import os
 
 os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")  # a serving process loads TVM's runtime, not its compiler
 
+import waitress  # noqa: E402
+
 from router import create_app  # noqa: E402
+from router.capacity import SPARE_THREADS  # noqa: E402
 
 parser = argparse.ArgumentParser(prog="python -m router")
-parser.add_argument("--host", default="127.0.0.1")
-parser.add_argument("--port", type=int, default=8000)
+parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 args = parser.parse_args()
+app = create_app()
+limits = app.config
 print(f"Seam is serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
-create_app().run(host=args.host, port=args.port, threaded=True)
+waitress.serve(
+    app, host=args.host, port=args.port, ident="seam",
+    threads=limits["MAX_QUEUE"] + SPARE_THREADS,
+    connection_limit=limits["CONNECTION_LIMIT"],
+    channel_timeout=limits["IDLE_TIMEOUT_S"], cleanup_interval=min(10, limits["IDLE_TIMEOUT_S"]),
+    max_request_body_size=limits["MAX_CONTENT_LENGTH"],
+    channel_request_lookahead=1,  # keeps reading the socket during a request: a client that left is noticed
+    asyncore_use_poll=True,  # select() stops at 1024 descriptors
+)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import jsonschema
@@ -12,12 +15,13 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from router import grammar, metrics, routing
 from router.cloud import ChatRequest
 from router.engine import Sampling
-from router.errors import ApiError
+from router.errors import ApiError, error_body
 from router.pages import page_models
 
 bp = Blueprint("api", __name__)
 PROBE_SCHEMA = json.loads((Path(__file__).with_name("schemas") / "probe-report.v1.json").read_text())
 ROLES = ("system", "user", "assistant")
+CLIENT_ID = re.compile(PROBE_SCHEMA["properties"]["client_id"]["pattern"].strip("^$"))
 
 
 def seam():
@@ -25,10 +29,35 @@ def seam():
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    """The request's JSON object. Strict: NaN, Infinity and numbers beyond float range are not JSON (a
+    reply echoing them would not be either), and nesting too deep to parse is refused like any bad JSON."""
+    if not request.is_json:
+        raise ApiError(400, "the request body must be a JSON object (Content-Type: application/json)")
+    try:
+        body = json.loads(request.get_data(cache=False), parse_constant=not_json, parse_float=finite_float)
+    except RecursionError:
+        raise ApiError(400, "the request body is nested too deeply to be read") from None
+    except ValueError as error:
+        raise ApiError(400, f"the request body is not valid JSON: {error}") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object (Content-Type: application/json)")
+    try:  # a lone UTF-16 surrogate ("\\ud800") parses, but is not text: no tokenizer, database or log takes it
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(400, "the request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not "
+                       "text: send valid Unicode") from None
     return body
+
+
+def not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond the range of a number")
+    return value
 
 
 # --- router -------------------------------------------------------------------------------------------
@@ -49,10 +78,13 @@ def route():
                                  cloud_ttft_s=getattr(backend, "ttft_s", None))
     variants = state["catalog"].variants(probe.get("model"))
     decision = routing.decide(probe, variants, server, state["policy"])
-    for cached in probe.get("cached_models", []):
-        metrics.CLIENT_VERSIONS.labels(cached["id"], cached["version"]).inc()
+    catalog = state["catalog"]
+    cached = {(m["id"], label) for m in probe.get("cached_models", [])
+              if (label := catalog.version_label(m["id"], m["version"]))}
+    for model_id, version in cached:
+        metrics.CLIENT_VERSIONS.labels(model_id, version).inc()
     if probe.get("client_id"):
-        state["fleet"].report_cached(probe["client_id"], probe.get("cached_models", []))
+        state["fleet"].report_cached(probe["client_id"], sorted(cached))
     metrics.ROUTE_DECISIONS.labels(decision.target, decision.reasons[0]["code"]).inc()
     return jsonify(decision.to_json())
 
@@ -68,19 +100,24 @@ def catalog():
 def self_check():
     """A page's first-load self-check: did this device's answer equal the catalog's golden tokens?"""
     body = json_body()
-    entry = seam()["catalog"].by_id(body.get("id")) if isinstance(body.get("id"), str) else None
+    catalog = seam()["catalog"]
+    entry = catalog.by_id(body.get("id")) if isinstance(body.get("id"), str) else None
     if entry is None:
         raise ApiError(404, "id must name a model variant in the catalog", "id", "model_not_found")
     if not isinstance(body.get("version"), str) or not isinstance(body.get("passed"), bool):
         raise ApiError(400, "version (string) and passed (true/false) are required", "passed")
+    client = body.get("client_id")
+    if not isinstance(client, str) or not CLIENT_ID.fullmatch(client):
+        raise ApiError(400, "client_id must be the page's random id (8 to 64 letters, digits or '-')", "client_id")
     tokens = body.get("token_ids", [])
     if not isinstance(tokens, list) or len(tokens) > 256 or not all(isinstance(t, int) for t in tokens):
         raise ApiError(400, "token_ids must be a list of at most 256 integers", "token_ids")
-    client = body.get("client_id") if isinstance(body.get("client_id"), str) else None
-    adapter = str(body.get("adapter", ""))[:200]
-    seam()["fleet"].report_self_check(client and client[:64], entry["id"], body["version"][:64], adapter,
-                                      body["passed"], json.dumps(tokens))
-    metrics.SELF_CHECKS.labels(entry["id"], body["version"][:64], "passed" if body["passed"] else "failed").inc()
+    adapter = body.get("adapter", "")
+    if not isinstance(adapter, str) or len(adapter) > 200:
+        raise ApiError(400, "adapter must be the adapter's name, at most 200 characters", "adapter")
+    version = catalog.version_label(entry["id"], body["version"])
+    seam()["fleet"].report_self_check(client, entry["id"], version, adapter, body["passed"], json.dumps(tokens))
+    metrics.SELF_CHECKS.labels(entry["id"], version, "passed" if body["passed"] else "failed").inc()
     return jsonify({"recorded": True})
 
 
@@ -109,19 +146,38 @@ def chat_completions():
         raise ApiError(503, "this server has no cloud engine: build a model or set SEAM_UPSTREAM_BASE_URL",
                        code="no_backend")
     req = parse_chat_request(json_body())
-    started = time.time()
+    slot = seam()["slots"].take()
+    response = None
+    try:
+        response = answer(backend, req, slot.release)
+        return response
+    finally:
+        if response is None or not req.stream:
+            slot.release()  # answered, or failed before a stream began
+        else:  # a stream ends when the server closes it, whether or not it ever began (a client that reset)
+            response.call_on_close(slot.release)
+
+
+def answer(backend, req: ChatRequest, release) -> Response:
     stop = {"cancelled": False}
-    chunks = backend.start(req, lambda: stop["cancelled"])
-    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(started)
+    client_left = request.environ.get("waitress.client_disconnected", lambda: False)
+    chunks = backend.start(req, lambda: stop["cancelled"] or client_left())
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     model = req.model or (backend.model_ids() or ["default"])[0]
     if req.stream:
-        events = sse_events(chunks, completion_id, created, model, req.include_usage, backend.name, stop)
+        def ended():
+            stop["cancelled"] = True  # the client went away, or we are done: free the engine
+            release()
+        events = sse_events(chunks, completion_id, created, model, req.include_usage, backend.name, ended)
         return Response(stream_with_context(events), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     text, last = [], None
-    for chunk in chunks:
-        text.append(chunk.text)
-        last = chunk
+    with closing(chunks):
+        for chunk in chunks:
+            text.append(chunk.text)
+            last = chunk
+    if last is None:
+        raise ApiError(499, "the client closed the connection before the answer began", code="client_closed")
     metrics.TOKENS_SERVED.labels(backend.name).inc(last.completion_tokens)
     return jsonify({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
@@ -131,7 +187,7 @@ def chat_completions():
     })
 
 
-def sse_events(chunks, completion_id, created, model, include_usage, backend_name, stop):
+def sse_events(chunks, completion_id, created, model, include_usage, backend_name, ended):
     def event(payload) -> str:
         return f"data: {json.dumps(payload)}\n\n"
 
@@ -149,12 +205,15 @@ def sse_events(chunks, completion_id, created, model, include_usage, backend_nam
                 metrics.TOKENS_SERVED.labels(backend_name).inc(chunk.completion_tokens)
                 if include_usage:
                     yield event({**frame({}), "choices": [], "usage": usage(chunk)})
-        yield "data: [DONE]\n\n"
     except ApiError as error:  # after the headers went out, errors travel inside the stream
-        yield event({"error": {"message": error.message, "type": "server_error", "param": None, "code": error.code}})
+        yield event(error.body())
+    except Exception:  # noqa: BLE001 -- the stream still ends as the protocol says, and the trace is logged
+        current_app.logger.exception("a streamed answer failed")
+        yield event(error_body(500, "the answer failed on the server; it keeps serving others"))
     finally:
-        stop["cancelled"] = True  # the client went away, or we are done: free the engine
+        ended()
         chunks.close()
+    yield "data: [DONE]\n\n"
 
 
 def usage(chunk) -> dict:

@@ -49,6 +49,14 @@ class Catalog:
     def by_id(self, model_id: str) -> dict | None:
         return next((m for m in self.models if m["id"] == model_id), None)
 
+    def version_label(self, model_id: str, version: str) -> str | None:
+        """A client's (id, version) as the server records it: None for an id not in the catalog, the version
+        when the catalog knows it (current or compatible), else "other". No other client string is kept."""
+        entry = self.by_id(model_id)
+        if entry is None:
+            return None
+        return version if version in (entry["version"], *entry.get("compatible_versions", [])) else "other"
+
     def cloud_variant(self, model: str | None) -> dict | None:
         """The variant the CPU engine serves for a model name or id: float32 activations run best on CPUs."""
         variants = self.variants(model)

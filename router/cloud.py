@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import requests
@@ -19,9 +19,11 @@ import requests
 from router.catalog import Catalog
 from router.engine import Chunk, Engine, EngineError, Sampling
 from router.errors import ApiError
-from router.grammar import SchemaError
+from router.grammar import SchemaBusy, SchemaError
 
 UPSTREAM_KEY_ENV = "SEAM_UPSTREAM_API_KEY"
+# Bearer tokens, and the shapes of common API keys (sk-..., hf_..., long opaque tokens).
+CREDENTIAL = re.compile(r"(?i)bearer\s+\S+|\b(?:sk|pk|rk|hf|gsk|xai)[-_][A-Za-z0-9_\-]{8,}|\b[A-Za-z0-9_\-]{32,}\b")
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,10 @@ class ChatRequest:
 class EmbeddedBackend:
     name = "embedded"
 
-    def __init__(self, catalog: Catalog, max_queue: int):
-        self.catalog, self.max_queue = catalog, max_queue
+    def __init__(self, catalog: Catalog, schema_timeout_s: float):
+        self.catalog, self.schema_timeout_s = catalog, schema_timeout_s
         self._engines: dict[str, Engine] = {}
         self._load_lock = threading.Lock()
-        self._waiting = 0
-        self._waiting_lock = threading.Lock()
         self.tokens_per_s: float | None = None
         self.ttft_s: float | None = None
 
@@ -62,22 +62,19 @@ class EmbeddedBackend:
         with self._load_lock:
             engine = self._engines.get(entry["id"])
             if engine is None or engine.entry["version"] != entry["version"]:  # a rebuild replaced it
-                engine = self._engines[entry["id"]] = Engine(self.catalog.folder / entry["path"], entry)
+                engine = self._engines[entry["id"]] = Engine(self.catalog.folder / entry["path"], entry,
+                                                            self.schema_timeout_s)
             return engine
 
     def start(self, req: ChatRequest, cancelled) -> Iterator[Chunk]:
         engine = self.engine(req.model)
-        prompt = engine.prompt_ids(req.messages, req.continue_final)
         try:
+            engine.check_size(req.messages, req.sampling.max_tokens)
+            prompt = engine.prompt_ids(req.messages, req.continue_final)
             engine.check_fits(prompt, req.sampling.max_tokens)
         except EngineError as error:
             raise ApiError(error.status, str(error), error.param, "context_length_exceeded") from None
         constraint = self.constraint(engine, req)
-        with self._waiting_lock:
-            if self._waiting >= self.max_queue:
-                raise ApiError(503, f"the server's engine is busy with {self._waiting} requests; retry shortly",
-                               code="engine_busy")
-            self._waiting += 1
         return self._run(engine, prompt, req.sampling, cancelled, constraint)
 
     @staticmethod
@@ -88,6 +85,8 @@ class EmbeddedBackend:
             constraint = engine.constraint(req.response_format)
         except SchemaError as error:
             raise ApiError(400, str(error), error.param, "invalid_schema") from None
+        except SchemaBusy as error:
+            raise ApiError(503, str(error), code="server_busy", headers={"Retry-After": "5"}) from None
         if req.continue_final and not constraint.accept_text(req.messages[-1]["content"]):
             raise ApiError(400, "the answer to continue does not follow the response_format's schema",
                            "continue_final_message", "invalid_schema")
@@ -96,16 +95,12 @@ class EmbeddedBackend:
     def _run(self, engine: Engine, prompt, sampling, cancelled, constraint) -> Iterator[Chunk]:
         started = time.time()
         first = None
-        try:
-            for chunk in engine.generate(prompt, sampling, cancelled, constraint):
-                first = first or time.time()
-                if chunk.finish_reason and chunk.completion_tokens > 1 and first:
-                    self.ttft_s = first - started
-                    self.tokens_per_s = chunk.completion_tokens / max(time.time() - first, 1e-6)
-                yield chunk
-        finally:
-            with self._waiting_lock:
-                self._waiting -= 1
+        for chunk in engine.generate(prompt, sampling, cancelled, constraint):
+            first = first or time.time()
+            if chunk.finish_reason and chunk.completion_tokens > 1 and first:
+                self.ttft_s = first - started
+                self.tokens_per_s = chunk.completion_tokens / max(time.time() - first, 1e-6)
+            yield chunk
 
 
 class UpstreamBackend:
@@ -149,7 +144,7 @@ class UpstreamBackend:
         if response.status_code >= 400:
             message = upstream_message(response)
             response.close()
-            if response.status_code >= 500:
+            if response.status_code >= 500 or response.status_code in (401, 403, 407):  # its failure, or our key's
                 raise ApiError(502, f"the upstream model server failed ({response.status_code}): {message}",
                                code="upstream_error")
             raise ApiError(response.status_code, f"the upstream model server refused the request: {message}")
@@ -166,31 +161,48 @@ class UpstreamBackend:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
-                event = json.loads(data)
-                usage = event.get("usage") or usage
-                for choice in event.get("choices", []):
-                    text = (choice.get("delta") or {}).get("content") or ""
-                    finish = choice.get("finish_reason") or finish
-                    if text:
-                        yield Chunk(text)
+                text, finish, usage = read_event(data, finish, usage)
+                if text:
+                    yield Chunk(text)
         except requests.RequestException:
             raise ApiError(502, "the upstream model server broke off its answer", code="upstream_error") from None
+        except (ValueError, TypeError, AttributeError):
+            raise ApiError(502, "the upstream model server sent a malformed event stream", code="upstream_error") from None
         finally:
             response.close()
         yield Chunk("", finish_reason=finish or "stop", prompt_tokens=usage.get("prompt_tokens", 0),
                     completion_tokens=usage.get("completion_tokens", 0))
 
 
+def read_event(data: str, finish, usage) -> tuple[str, str | None, dict]:
+    """One OpenAI stream event: (new text, finish reason so far, usage so far)."""
+    event = json.loads(data)
+    usage = event.get("usage") or usage
+    text = ""
+    for choice in event.get("choices") or []:
+        text += str((choice.get("delta") or {}).get("content") or "")
+        finish = choice.get("finish_reason") or finish
+    return text, finish, usage
+
+
 def upstream_message(response) -> str:
+    """A short account of an upstream's refusal. Its body is never passed on as it is: error bodies can
+    echo the request, key included, so only its error message is kept, short and scrubbed of anything
+    shaped like a credential."""
     try:
-        return str(response.json()["error"]["message"])[:500]
+        message = str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}"
+    key = os.environ.get(UPSTREAM_KEY_ENV)
+    if key:
+        message = message.replace(key, "[redacted]")
+    message = CREDENTIAL.sub("[redacted]", message)
+    return message[:200]
 
 
 def make_backend(config: dict, catalog: Catalog):
     if config["UPSTREAM_BASE_URL"]:
         return UpstreamBackend(config["UPSTREAM_BASE_URL"], config["UPSTREAM_MODEL"], config["UPSTREAM_TIMEOUT_S"])
     if config["EMBEDDED_ENGINE"]:
-        return EmbeddedBackend(catalog, config["MAX_QUEUE"])
+        return EmbeddedBackend(catalog, config["SCHEMA_TIMEOUT_S"])
     return None

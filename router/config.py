@@ -23,7 +23,10 @@ def defaults() -> dict:
         "MAX_CONTENT_LENGTH": 1_000_000,    # request body limit, bytes
         "MAX_TOKENS_LIMIT": 2048,           # largest max_tokens a request may ask for
         "DEFAULT_MAX_TOKENS": 256,
-        "MAX_QUEUE": 8,                     # requests waiting for the embedded engine before 503s
+        "MAX_QUEUE": 8,                     # chats in flight (answering or waiting) before 503s; see capacity.py
+        "CONNECTION_LIMIT": 500,            # open connections the server holds (idle or slow ones included)
+        "IDLE_TIMEOUT_S": 30,               # a connection that sends nothing this long, between requests, is closed
+        "SCHEMA_TIMEOUT_S": 10.0,           # a response_format schema that compiles longer is refused (400)
         "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks
         "TEST_HOOKS": False,                # the page's test-only fault injection (device loss); never in production

@@ -20,7 +20,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 from tvm.runtime.vm import VirtualMachine
 
-from router.grammar import Constraint, Grammars
+from router.grammar import COMPILE_TIMEOUT_S, Constraint, Grammars
 
 PAGE_SIZE_DEFAULT = 16
 
@@ -52,7 +52,7 @@ class Chunk:
 
 
 class Engine:
-    def __init__(self, model_dir: Path, entry: dict):
+    def __init__(self, model_dir: Path, entry: dict, schema_timeout_s: float = COMPILE_TIMEOUT_S):
         self.id = entry["id"]
         self.entry = entry
         files = entry["files"]
@@ -66,8 +66,10 @@ class Engine:
         self.params = [tensors[name] for name in self.config["param_names"]]
         self.context_window = self.config["context_window_size"]
         self.stop_ids = set(self.config["stop_token_ids"])
+        self.max_token_bytes = max(len(token.encode()) for token in self.tokenizer.get_vocab(with_added_tokens=True))
         self.lock = threading.Lock()
         self._grammars: Grammars | None = None
+        self.schema_timeout_s = schema_timeout_s
         self._kv = lambda name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
 
     # --- prompt -----------------------------------------------------------------------------------
@@ -78,6 +80,16 @@ class Engine:
         text = self.template.render(messages=head, add_generation_prompt=True, bos_token="", eos_token="") + tail
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
+    def check_size(self, messages: list[dict], max_tokens: int) -> None:
+        """Refuses, before tokenizing (a megabyte takes seconds), a conversation too long to fit whatever its
+        tokens: no token covers more than `max_token_bytes` bytes of text."""
+        size = sum(len(m["content"].encode()) for m in messages)
+        at_least = -(-size // self.max_token_bytes)
+        if at_least + max_tokens > self.context_window:
+            raise EngineError(f"the conversation is {size} bytes, at least {at_least} tokens, and max_tokens is "
+                              f"{max_tokens}, but the context window of {self.id} is {self.context_window} tokens: "
+                              "shorten the conversation or lower max_tokens", param="messages")
+
     def check_fits(self, prompt: list[int], max_tokens: int) -> None:
         if len(prompt) + max_tokens > self.context_window:
             raise EngineError(f"the prompt is {len(prompt)} tokens and max_tokens is {max_tokens}, but the context "
@@ -87,7 +99,7 @@ class Engine:
     def constraint(self, response_format: dict) -> Constraint:
         """The token mask for one structured answer (raises grammar.SchemaError)."""
         if self._grammars is None:  # built on first use: it reads the whole vocabulary
-            self._grammars = Grammars(self.tokenizer, self.config)
+            self._grammars = Grammars(self.tokenizer, self.config, self.schema_timeout_s)
         return self._grammars.constraint(response_format)
 
     # --- generation -------------------------------------------------------------------------------
@@ -97,6 +109,8 @@ class Engine:
         `constraint` masks every token the response format does not allow."""
         rng = np.random.default_rng(sampling.seed)
         with self.lock:
+            if cancelled():  # the client left while this answer waited for the engine
+                return
             cache = self._new_cache()
             logits = self._prefill(cache, prompt)
             generated: list[int] = []

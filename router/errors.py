@@ -9,19 +9,27 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invali
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers or {}
+
+    def body(self) -> dict:
+        return error_body(self.status, self.message, self.param, self.code)
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None):
-    body = {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"),
+def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": TYPES.get(status, "invalid_request_error"),
                       "param": param, "code": code}}
-    return jsonify(body), status
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict | None = None):
+    return jsonify(error_body(status, message, param, code)), status, headers or {}
 
 
 def register(app) -> None:
-    app.register_error_handler(ApiError, lambda e: error_response(e.status, e.message, e.param, e.code))
+    app.register_error_handler(ApiError, lambda e: error_response(e.status, e.message, e.param, e.code, e.headers))
     app.register_error_handler(400, lambda e: error_response(400, "the request body is not valid JSON"))
     app.register_error_handler(404, lambda e: error_response(404, "no such path on this server"))
     app.register_error_handler(405, lambda e: error_response(405, "this path does not take that HTTP method"))

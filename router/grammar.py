@@ -8,6 +8,8 @@ JSON style (below, sent to the page in its config) so both paths produce the sam
 from __future__ import annotations
 
 import json
+import multiprocessing
+import queue
 import re
 import threading
 import time
@@ -24,6 +26,13 @@ JSON_STYLE = {"any_whitespace": False, "separators": [", ", ": "]}
 UNSUPPORTED_KEYWORDS = ("uniqueItems", "contains", "minContains", "maxContains", "if", "then", "else",
                         "dependentRequired", "dependentSchemas", "not")
 JSON_OBJECT_SCHEMA = {"type": "object"}  # OpenAI's json_object: any JSON object
+# What a schema may hold. Compiling costs grow with the square of a literal's length (two 9,000-character
+# enum strings took 21 s), so literals are bounded one by one and in all; the page checks the same limits.
+SCHEMA_LIMITS = {"max_chars": 32_000,         # the schema as JSON text
+                 "max_depth": 32,             # objects and lists inside one another
+                 "max_literal_chars": 1_000,  # one enum or const string, property name or pattern
+                 "max_literals_chars": 15_000}  # all of them together
+COMPILE_TIMEOUT_S = 10.0  # a schema that compiles longer is refused and its compile stopped (SEAM_SCHEMA_TIMEOUT_S)
 # The page's schema box starts with this example.
 EXAMPLE_SCHEMA = {"type": "object", "properties": {
     "answer": {"type": "string", "maxLength": 200},
@@ -60,13 +69,16 @@ def parse_response_format(value) -> dict | None:
 
 
 def check_schema(schema: dict) -> None:
-    """Valid JSON Schema (2020-12), and nothing in it the grammar would silently ignore."""
+    """Within SCHEMA_LIMITS, valid JSON Schema (2020-12), and nothing in it the grammar would silently
+    ignore or could not end."""
     base = "response_format.json_schema.schema"
+    check_limits(schema, base)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:
         raise SchemaError(f"invalid JSON schema at {path_of(base, error.path)}: {error.message}",
                           path_of(base, error.path)) from None
+    literals = 0
     for path, keyword, value in keywords(schema):
         where = path_of(base, [*path, keyword])
         if keyword in UNSUPPORTED_KEYWORDS and not (keyword == "uniqueItems" and value is False):
@@ -75,6 +87,62 @@ def check_schema(schema: dict) -> None:
         if keyword == "$ref" and resolve(schema, value) is None:
             raise SchemaError(f"{where}: {value!r} does not point into this schema (only \"#/...\" references "
                               "are followed)", where)
+        if keyword == "$ref" and refers_to_itself(schema, value, path):
+            raise SchemaError(f"{where}: {value!r} leads back to itself through references alone, so no JSON "
+                              "value can ever finish it", where)
+        if keyword == "required" and isinstance(parent := resolve_path(schema, path), dict):
+            missing = [name for name in value if name not in (parent.get("properties") or {})]
+            if missing:
+                raise SchemaError(f"{where}: {missing[0]!r} is required but not in properties, so it could not be "
+                                  "generated: add it to properties or drop it from required", where)
+        for literal in literal_strings(keyword, value):
+            literals += len(literal)
+            if len(literal) > SCHEMA_LIMITS["max_literal_chars"] or literals > SCHEMA_LIMITS["max_literals_chars"]:
+                raise SchemaError(f"{where}: the schema's strings are too long to compile quickly: at most "
+                                  f"{SCHEMA_LIMITS['max_literal_chars']} characters each (enum and const values, "
+                                  f"property names, patterns) and {SCHEMA_LIMITS['max_literals_chars']} in all", where)
+
+
+def check_limits(schema: dict, base: str) -> None:
+    """Size and nesting first, without recursion, so that nothing after meets a schema too big to walk."""
+    text = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)  # as the page's JSON.stringify writes it
+    if len(text) > SCHEMA_LIMITS["max_chars"]:
+        raise SchemaError(f"{base} is {len(text)} characters as JSON; the limit is {SCHEMA_LIMITS['max_chars']}",
+                          base)
+    deepest, stack = 0, [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    if deepest > SCHEMA_LIMITS["max_depth"]:
+        raise SchemaError(f"{base} nests objects and lists {deepest} deep; the limit is {SCHEMA_LIMITS['max_depth']}",
+                          base)
+
+
+def literal_strings(keyword: str, value) -> list[str]:
+    """The strings a keyword puts into the grammar verbatim."""
+    if keyword in ("enum", "const"):
+        return [json.dumps(v) for v in (value if keyword == "enum" and isinstance(value, list) else [value])]
+    if keyword == "properties" and isinstance(value, dict):
+        return list(value)
+    return [value] if keyword == "pattern" and isinstance(value, str) else []
+
+
+def refers_to_itself(root: dict, ref: str, path) -> bool:
+    """Whether following references from the subschema at `path` comes back to a subschema already passed
+    without anything in between (e.g. {"$ref": "#"}): a grammar rule that only calls itself."""
+    node, seen = resolve_path(root, path), set()
+    while isinstance(node, dict) and "$ref" in node:
+        if id(node) in seen:
+            return True
+        seen.add(id(node))
+        node = resolve(root, node["$ref"])
+    return False
+
+
+def resolve_path(root: dict, path) -> dict | None:
+    return resolve(root, "#/" + "/".join(str(step).replace("~", "~0").replace("/", "~1") for step in path))
 
 
 def resolve(root: dict, ref) -> dict | None:
@@ -114,9 +182,11 @@ def path_of(base: str, steps) -> str:
 
 
 class Grammars:
-    """Compiles response formats for one model's vocabulary (compiled grammars are cached by xgrammar)."""
+    """Compiles response formats for one model's vocabulary, in child processes (CompilerProcess): a schema
+    that compiles too long is refused and its compile stopped, and no other request waits behind it, only
+    other structured answers, for a free compiler, at most COMPILE_TIMEOUT_S."""
 
-    def __init__(self, tokenizer, config: dict):
+    def __init__(self, tokenizer, config: dict, timeout_s: float = COMPILE_TIMEOUT_S, processes: int = 2):
         vocab = tokenizer.get_vocab(with_added_tokens=True)
         encoded = [""] * config["vocab_size"]
         for token, token_id in vocab.items():
@@ -126,22 +196,104 @@ class Grammars:
         if info is None:
             raise SchemaError("this model was built before structured output existed (its mlc-chat-config.json "
                               "has no tokenizer_info): rebuild it with `make build-model`", "model")
-        self.info = xgrammar.TokenizerInfo(encoded, xgrammar.VocabType[info["vocab_type"].upper()],
-                                           vocab_size=config["vocab_size"], stop_token_ids=config["stop_token_ids"],
-                                           add_prefix_space=info["add_prefix_space"])
-        self.compiler = xgrammar.GrammarCompiler(self.info, max_threads=1)
-        self.lock = threading.Lock()
+        self.vocab = {"encoded_vocab": encoded, "vocab_type": info["vocab_type"], "vocab_size": config["vocab_size"],
+                      "stop_token_ids": config["stop_token_ids"], "add_prefix_space": info["add_prefix_space"]}
+        self.info = tokenizer_info(self.vocab)
+        self.timeout_s = timeout_s
+        self.idle: queue.Queue[CompilerProcess] = queue.Queue()
+        self.free_places = threading.Semaphore(processes)  # compilers that may still be started
 
     def constraint(self, response_format: dict) -> "Constraint":
+        request = (json.dumps(response_format["schema"]), response_format["strict"])
+        compiler = self._take()
         try:
-            with self.lock:
-                compiled = self.compiler.compile_json_schema(
-                    json.dumps(response_format["schema"]), strict_mode=response_format["strict"],
-                    any_whitespace=JSON_STYLE["any_whitespace"], separators=tuple(JSON_STYLE["separators"]))
-        except RuntimeError as error:
-            raise SchemaError(f"the schema cannot be compiled to a grammar: {xgrammar_message(error)}",
+            serialized = compiler.compile(*request, timeout_s=self.timeout_s)
+        except BaseException:
+            compiler.stop()
+            self.free_places.release()
+            raise
+        self.idle.put(compiler)
+        return Constraint(xgrammar.CompiledGrammar.deserialize_json(serialized, self.info), self.info.vocab_size)
+
+    def _take(self) -> "CompilerProcess":
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            try:
+                return self.idle.get_nowait()
+            except queue.Empty:
+                pass
+            if self.free_places.acquire(blocking=False):
+                return CompilerProcess(self.vocab)
+            try:
+                return self.idle.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        raise SchemaBusy(f"every schema compiler stayed busy for {self.timeout_s:.0f} s; retry shortly")
+
+
+class SchemaBusy(Exception):
+    """No compiler came free in time: the server is busy, the schema may be fine."""
+
+
+def tokenizer_info(vocab: dict) -> "xgrammar.TokenizerInfo":
+    return xgrammar.TokenizerInfo(vocab["encoded_vocab"], xgrammar.VocabType[vocab["vocab_type"].upper()],
+                                  vocab_size=vocab["vocab_size"], stop_token_ids=vocab["stop_token_ids"],
+                                  add_prefix_space=vocab["add_prefix_space"])
+
+
+class CompilerProcess:
+    """xgrammar's compiler in a process of its own, so a compile can be stopped: on timeout (or a crash)
+    the process is ended. It answers with the compiled grammar serialized (milliseconds to read back)."""
+
+    def __init__(self, vocab: dict):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the server's threads
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=compiler_main, args=(child, vocab), daemon=True,
+                                       name="seam-schema-compiler")
+        self.process.start()
+        child.close()
+        self.fresh = True  # its first compile waits for it to start too
+
+    def compile(self, schema: str, strict: bool, timeout_s: float) -> str:
+        self.conn.send((schema, strict))
+        started, self.fresh = self.fresh, False
+        if not self.conn.poll(timeout_s + (STARTUP_S if started else 0)):
+            raise SchemaError(f"the schema took longer than {timeout_s:.0f} s to compile: simplify it (fewer or "
+                              "shorter enum values, less nesting)", "response_format.json_schema.schema")
+        try:
+            ok, result = self.conn.recv()
+        except EOFError:
+            raise SchemaError("the schema cannot be compiled to a grammar: the compiler stopped on it",
                               "response_format.json_schema.schema") from None
-        return Constraint(compiled, self.info.vocab_size)
+        if not ok:
+            raise SchemaError(f"the schema cannot be compiled to a grammar: {result}",
+                              "response_format.json_schema.schema")
+        return result
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join(5)
+        self.conn.close()
+
+
+STARTUP_S = 5.0  # a new compiler process loads xgrammar and the vocabulary before its first compile
+
+
+def compiler_main(conn, vocab: dict) -> None:
+    """The child's loop: (schema, strict) in, (True, serialized grammar) or (False, message) out."""
+    compiler = xgrammar.GrammarCompiler(tokenizer_info(vocab), max_threads=1)
+    while True:
+        try:
+            schema, strict = conn.recv()
+        except EOFError:
+            return
+        try:
+            compiled = compiler.compile_json_schema(schema, strict_mode=strict,
+                                                    any_whitespace=JSON_STYLE["any_whitespace"],
+                                                    separators=tuple(JSON_STYLE["separators"]))
+            conn.send((True, compiled.serialize_json()))
+        except RuntimeError as error:
+            conn.send((False, xgrammar_message(error)))
 
 
 class Constraint:

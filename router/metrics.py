@@ -1,14 +1,14 @@
-"""Prometheus metrics. Under gunicorn every worker writes to PROMETHEUS_MULTIPROC_DIR and /metrics
-adds them up (prometheus_client's multiprocess mode); a single process just uses its own registry."""
+"""Prometheus metrics of the one server process. Labels hold only values the server itself chose or knows
+(its endpoints, its catalog's ids and versions): never a client's string, so no client can break or
+bloat the exposition."""
 from __future__ import annotations
 
-import os
-
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 ROUTE_DECISIONS = Counter("seam_route_decisions_total", "Routing decisions", ["target", "reason"])
 TOKENS_SERVED = Counter("seam_tokens_served_total", "Completion tokens sent to clients", ["backend"])
+CHATS_IN_FLIGHT = Gauge("seam_chats_in_flight", "Chat requests answering or waiting (503 beyond SEAM_MAX_QUEUE)")
 REQUEST_SECONDS = Histogram("seam_request_seconds", "Time to answer a request", ["endpoint", "status"])
 CLIENT_VERSIONS = Counter("seam_client_model_reports_total", "Cached model versions reported by pages",
                           ["model", "version"])
@@ -33,9 +33,4 @@ class FleetCollector:
 def exposition(fleet) -> tuple[bytes, str]:
     fleet_registry = CollectorRegistry()
     fleet_registry.register(FleetCollector(fleet))
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry) + generate_latest(fleet_registry), CONTENT_TYPE_LATEST
     return generate_latest() + generate_latest(fleet_registry), CONTENT_TYPE_LATEST

@@ -40,7 +40,9 @@ def page_config() -> dict:
                        "partBytes": current_app.config["DOWNLOAD_PART_BYTES"],
                        "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR},
                        "grammar": {"json_style": grammar.JSON_STYLE,
-                                   "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS)}},
+                                   "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS),
+                                   "limits": grammar.SCHEMA_LIMITS,
+                                   "compile_timeout_s": current_app.config["SCHEMA_TIMEOUT_S"]}},
             "testHooks": bool(current_app.config["TEST_HOOKS"])}
 
 

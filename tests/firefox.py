@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import websocket
+
+from tests.harness import free_port
 
 FIREFOX = "/usr/bin/firefox-esr"
 PREFS = {
@@ -45,7 +46,7 @@ class Firefox:
         self.profile = tempfile.mkdtemp(prefix="seam-firefox-")
         with open(f"{self.profile}/user.js", "w") as prefs:
             prefs.writelines(f'user_pref("{name}", {json.dumps(value)});\n' for name, value in PREFS.items())
-        port = _free_port()
+        port = free_port()
         self.process = subprocess.Popen([FIREFOX, "--headless", "--no-remote", "--profile", self.profile,
                                          f"--remote-debugging-port={port}"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,11 +113,6 @@ def open_firefox():
         yield browser
         assert browser.console_errors == [], browser.console_errors
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _connect(url: str, timeout_s: float, process: subprocess.Popen):

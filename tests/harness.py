@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
+
+import requests
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -64,3 +73,37 @@ class StaticServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def seam_server(models_dir, **env):
+    """`make serve`'s command line (`python -m router`, waitress) in a process of its own on a free port,
+    with SEAM_* settings from `env`; yields its base URL (no trailing slash). Its log goes to a file, so a
+    chatty server never blocks on a full pipe; the log is shown if it fails to start."""
+    port = free_port()
+    environ = {**os.environ, "SEAM_MODELS_DIR": str(models_dir), **env}
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "router", "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(url + "/healthz", timeout=1).ok:
+                        break
+                except requests.RequestException:  # not listening yet
+                    time.sleep(0.1)
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"the server did not start:\n{log.read()[-4000:]}")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(30)

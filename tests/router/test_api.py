@@ -227,17 +227,24 @@ def test_fleet_counts_each_clients_versions_and_self_checks(app, catalog):
     old = [{"id": entry["id"], "version": "0123456789abcdef"}]
     client.post("/api/route", json={**PROBE, "client_id": "client-cccccccc", "cached_models": old})
     client.post("/api/route", json={**PROBE, "client_id": "client-cccccccc", "cached_models": held})
+    client.post("/api/route", json={**PROBE, "client_id": "client-dddddddd", "cached_models": old})
     fleet = client.get("/api/fleet").get_json()
     assert {"id": entry["id"], "version": entry["version"], "clients": 3} in fleet["cached"]
-    assert not any(row["version"] == "0123456789abcdef" for row in fleet["cached"])
+    # A version the catalog does not know is kept as "other", never as the client's string.
+    assert {"id": entry["id"], "version": "other", "clients": 1} in fleet["cached"]
     assert fleet["catalog"][entry["id"]] == entry["version"]
 
+    # Self-checks count clients: a client's latest result per version and adapter replaces its earlier one.
     report = {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": False,
               "token_ids": [1, 2, 3], "client_id": "client-aaaaaaaa"}
-    assert client.post("/api/self-check", json=report).get_json() == {"recorded": True}
-    client.post("/api/self-check", json={**report, "passed": True})
+    for _ in range(3):
+        assert client.post("/api/self-check", json=report).get_json() == {"recorded": True}
+    client.post("/api/self-check", json={**report, "client_id": "client-bbbbbbbb", "passed": True})
     checks = client.get("/api/fleet").get_json()["self_checks"]
     assert {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": 1, "failed": 1} in checks
+    client.post("/api/self-check", json={**report, "passed": True})
+    checks = client.get("/api/fleet").get_json()["self_checks"]
+    assert {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": 2, "failed": 0} in checks
     metrics = client.get("/metrics").get_data(as_text=True)
     assert f'seam_client_model_versions{{model="{entry["id"]}",version="{entry["version"]}"}} 3.0' in metrics
     assert f'seam_self_checks_total{{model="{entry["id"]}",result="failed",version="{entry["version"]}"}}' in metrics
@@ -246,7 +253,11 @@ def test_fleet_counts_each_clients_versions_and_self_checks(app, catalog):
 @pytest.mark.parametrize("body,status,param", [
     ({"id": "no-such-model", "version": "x", "passed": True}, 404, "id"),
     ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x"}, 400, "passed"),
-    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "token_ids": ["a"]}, 400, "token_ids"),
+    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+      "token_ids": ["a"]}, 400, "token_ids"),
+    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True}, 400, "client_id"),
+    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+      "adapter": "a" * 201}, 400, "adapter"),
 ])
 def test_self_check_reports_are_validated(client, body, status, param):
     assert_error(client.post("/api/self-check", json=body), status, param)

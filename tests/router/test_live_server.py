@@ -1,53 +1,18 @@
-"""Real processes over real HTTP: gunicorn serving the real model, the official `openai` client, and a
-second instance of this server using the first as its OpenAI-compatible upstream."""
-import json
-import os
+"""Real processes over real HTTP: the server (waitress, as `make serve` runs it) serving the real model,
+the official `openai` client, and a second instance of this server using the first as its
+OpenAI-compatible upstream."""
 import socket
-import subprocess
-import sys
 import threading
-import time
 from contextlib import contextmanager
 
 import openai
 import pytest
 import requests
 
-from tests.harness import REPO
+from tests.harness import free_port, seam_server
 
 SECRET = "sk-upstream-secret-do-not-leak-42"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def seam_server(models_dir, **env):
-    """`make serve`'s command line (gunicorn, 2 workers) on a free port; yields its base URL."""
-    port = free_port()
-    environ = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "SEAM_MODELS_DIR": str(models_dir),
-               "SEAM_WORKERS": "2", **env}
-    environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "router/gunicorn.conf.py", "router:create_app()"],
-                            cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or a worker still starting
-                time.sleep(0.1)
-            if proc.poll() is not None:
-                pytest.fail("the server exited:\n" + proc.stdout.read())
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 @pytest.fixture(scope="module")

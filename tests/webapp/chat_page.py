@@ -37,7 +37,7 @@ class ChatPage:
             self.page.locator("#settings summary").click()
 
     def wait_until_loaded(self) -> dict:
-        self.page.wait_for_function("window.seam.loaded !== null", timeout=LOAD_TIMEOUT_MS)
+        self.page.wait_for_function("() => window.seam.loaded !== null", timeout=LOAD_TIMEOUT_MS)
         return self.page.evaluate("({ id: window.seam.loaded.model.id, adapter: window.seam.loaded.adapter })")
 
     def send(self, text: str) -> Locator:

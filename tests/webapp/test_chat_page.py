@@ -91,7 +91,7 @@ def test_typing_works_mid_answer_and_stop_and_new_chat(page, tiny_server, tiny_m
     tokens = int(stopped["stats"].split(" tokens")[0].rsplit("· ", 1)[1])
     assert 1 <= tokens < 900, "Stop did not end the answer early"
     # The worker said it was done with that answer (its last message): nothing more can arrive.
-    page.wait_for_function("window.seam.browserEngine().pending.size === 0")
+    page.wait_for_function("() => window.seam.browserEngine().pending.size === 0")
     assert answer.locator(".content").inner_text() == stopped["text"], "text kept arriving after Stop"
 
     chat.new_chat()

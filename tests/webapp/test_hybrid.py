@@ -239,7 +239,7 @@ def test_downloads_resume_and_refetch_what_arrived_wrong(page, tiny_server, tiny
     page.evaluate(START_LOAD, VARIANT)
     assert page.evaluate(WAIT_UNTIL_STORED, "params_shard_2.bin?seam-part=0"), "shard 2's first part was never stored"
     server.faults.drop_stalled()
-    page.wait_for_function("window.loadResult !== null", timeout=120_000)
+    page.wait_for_function("() => window.loadResult !== null", timeout=120_000)
     assert page.evaluate("window.loadResult") == "loaded"
     asked_for = [(p.removeprefix(base).split("/", 1)[1], r) for p, r in server.ranges if p.startswith(base)]
     shards = [(f, r) for f, r in asked_for if f.startswith("params_shard")]

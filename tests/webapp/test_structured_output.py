@@ -12,6 +12,7 @@ import jsonschema
 import requests
 from playwright.sync_api import expect
 
+from tests.router.test_hardening import nested
 from tests.structured import CASES, response_format
 from tests.webapp.chat_page import ChatPage
 from tests.webapp.helpers import REAL, TINY
@@ -40,7 +41,14 @@ BAD = [  # (response_format, what its error must name)
     # Valid JSON Schema that xgrammar cannot compile: web-xgrammar aborts its wasm instance on it, and the
     # engine must still answer the next request.
     (response_format({"type": "string", "pattern": "\\bword"}), "Word boundary is not supported"),
+    # The server's limits (router/grammar.py SCHEMA_LIMITS), checked in the page with the same words.
+    (response_format({"enum": ["a" * 9000, "b" * 9000]}), "too long to compile quickly"),
+    (response_format(nested(20)), "nests objects and lists"),  # 41 deep (Playwright cannot pass 100)
+    (response_format({"$ref": "#"}), "leads back to itself"),
+    (response_format({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]}),
+     "not in properties"),
 ]
+SLOW = {"enum": [f"{i}" + "a" * 990 for i in range(15)]}  # within the limits; compiles for a second or more
 
 
 def server_answer(base_url: str, request: dict) -> dict:
@@ -79,6 +87,18 @@ def test_the_engine_refuses_bad_schemas_then_answers_within_the_schema(page, tin
     jsonschema.validate(json.loads(browser_greedy["content"]), BOUNDED["schema"])
     assert browser_sampled["finish"] == "stop", browser_sampled
     jsonschema.validate(json.loads(browser_sampled["content"]), BOUNDED["schema"])
+
+
+def test_a_compile_past_the_timeout_restarts_the_engine_and_is_a_schema_error(page, app_server, tiny_models,
+                                                                              expected_console_errors):
+    """web-xgrammar's compile cannot be interrupted: past the server's compile timeout the page replaces the
+    worker, and the engine answers the next request after reloading the model."""
+    server = app_server(tiny_models, SCHEMA_TIMEOUT_S=0.5)
+    slow = {"messages": [{"role": "user", "content": "hi"}], "response_format": response_format(SLOW)}
+    plain = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 4}
+    timed_out, after = run_in_the_engine(page, server.url, f"{TINY}-q4f32_1", [slow, plain], expected_console_errors)
+    assert timed_out["kind"] == "InvalidSchemaError" and "took longer than 0.5 s" in timed_out["message"]
+    assert after["content"] == server_answer(server.url, {**plain, "model": TINY})["choices"][0]["message"]["content"]
 
 
 def test_the_browsers_greedy_structured_answer_is_the_servers(page, live_app, default_built, expected_console_errors):

@@ -19,7 +19,9 @@ async function probeWebGPU() {
   return {
     gpu: {
       available: true,
-      adapter: { vendor: info.vendor || "", architecture: info.architecture || "", description: info.description || "",
+      // Cut to the report schema's 200 characters: a long driver string must not cost the device its routing.
+      adapter: { vendor: (info.vendor || "").slice(0, 200), architecture: (info.architecture || "").slice(0, 200),
+                 description: (info.description || "").slice(0, 200),
                  is_fallback_adapter: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter) },
       features: [...adapter.features].sort(),
       limits,

@@ -1,18 +1,23 @@
 // The page's handle on the browser engine: the same shape as OpenAI's client,
 // `engine.chat.completions.create({messages, stream, temperature, top_p, max_tokens, seed, response_format})`, so the UI
 // does not care whether tokens come from this worker or from the server.
-import { EngineError } from "./errors.js";
+import { EngineError, ErrorKind } from "./errors.js";
 
 export class WorkerEngine {
   // `engine`: the page config's engine settings (worker URL, vendor library URLs, grammar rules, download part
   // size); the options: test hooks, the WebGPU feature level to ask for first, and the kernel set to force.
   constructor({ workerUrl, vendor, grammar, partBytes }, { testHooks = false, featureLevel = "core", kernels } = {}) {
-    this.worker = new Worker(workerUrl, { type: "module" });
+    this.workerUrl = workerUrl;
     this.settings = { vendor, grammar, featureLevel, partBytes, kernels };
     this.testHooks = testHooks;
     this.pending = new Map();  // generation id -> {push, fail}
     this.nextId = 1;
     this.chat = { completions: { create: (request) => this.create(request) } };
+    this.startWorker();
+  }
+
+  startWorker() {
+    this.worker = new Worker(this.workerUrl, { type: "module" });
     this.worker.onmessage = ({ data }) => this.receive(data);
   }
 
@@ -29,17 +34,23 @@ export class WorkerEngine {
     const load = { id: model.id, log: [], listeners: [onProgress] };
     const previous = latest ? latest.promise.catch(() => {}) : Promise.resolve();
     load.promise = previous.then(() => new Promise((resolve, reject) => {
-      Object.assign(load, { resolve, reject });
+      Object.assign(load, { resolve, reject, model, options });
       this.activeLoad = load;  // the worker's progress/loaded/error messages are about this one
-      this.worker.postMessage({ type: "load", model, settings: { ...this.settings, ...options }, origin: location.origin,
-                                testHooks: this.testHooks });
+      this.postLoad(load);
     }));
     load.promise.catch(() => { if (this.latestLoad === load) this.latestLoad = null; });
     this.latestLoad = load;
     return load.promise;
   }
 
+  postLoad({ model, options }) {
+    this.worker.postMessage({ type: "load", model, settings: { ...this.settings, ...options }, origin: location.origin,
+                              testHooks: this.testHooks });
+  }
+
   receive(data) {
+    if (data.type === "compiling") return this.watchCompile(data.id);
+    if (data.type === "compiled") return clearTimeout(this.compileWatch);
     const load = this.activeLoad;
     if (data.type === "progress") {
       load.log.push(data);
@@ -54,6 +65,28 @@ export class WorkerEngine {
   }
 
   stop(id) { this.worker.postMessage({ type: "stop", id }); }
+
+  // A schema compiles inside the worker's wasm, which nothing can interrupt: past the server's compile
+  // timeout the worker is replaced, that answer fails with the server's schema error, any answer queued
+  // behind it fails as interrupted, and the loaded model loads again (from the browser's storage).
+  watchCompile(id) {
+    const seconds = this.settings.grammar.compile_timeout_s;
+    this.compileWatch = setTimeout(() => {
+      this.worker.terminate();
+      for (const [pendingId, target] of this.pending)
+        target.fail(pendingId === id
+          ? new EngineError(ErrorKind.InvalidSchema, `the schema took longer than ${seconds} s to compile: simplify it ` +
+                            "(fewer or shorter enum values, less nesting)")
+          : new EngineError(ErrorKind.NotLoaded, "the browser engine restarted after a schema's compile ran too long; ask again"));
+      this.startWorker();
+      const loaded = this.latestLoad;
+      if (loaded?.model) {
+        loaded.promise = new Promise((resolve, reject) => Object.assign(loaded, { resolve, reject }));
+        this.activeLoad = loaded;
+        this.postLoad(loaded);
+      }
+    }, seconds * 1000);
+  }
 
   // The catalog's self-check: greedy tokens for its prompt ids, stop token included, to compare with
   // its golden tokens.

@@ -24,17 +24,65 @@ export function parseResponseFormat(value, rules) {
   const schema = value.json_schema?.schema;
   if (!schema || typeof schema !== "object" || Array.isArray(schema))
     throw schemaError(`${BASE} must be a JSON schema object`);
-  checkSchema(schema, BASE, rules, schema);
+  checkLimits(schema, rules.limits);
+  const literals = { chars: 0 };
+  checkSchema(schema, BASE, rules, schema, literals);
   return { schema, strict: true };
+}
+
+// The server's SCHEMA_LIMITS (router/grammar.py), checked the same way: size and nesting first, without
+// recursion, so that nothing after meets a schema too big to walk.
+function checkLimits(schema, limits) {
+  const chars = JSON.stringify(schema).length;
+  if (chars > limits.max_chars) throw schemaError(`${BASE} is ${chars} characters as JSON; the limit is ${limits.max_chars}`);
+  let deepest = 0;
+  const stack = [[schema, 1]];
+  while (stack.length) {
+    const [node, depth] = stack.pop();
+    deepest = Math.max(deepest, depth);
+    for (const child of Object.values(node)) if (child && typeof child === "object") stack.push([child, depth + 1]);
+  }
+  if (deepest > limits.max_depth)
+    throw schemaError(`${BASE} nests objects and lists ${deepest} deep; the limit is ${limits.max_depth}`);
+}
+
+// The strings a keyword puts into the grammar verbatim (compiling costs grow with the square of their length).
+function literalStrings(key, value) {
+  if (key === "enum" || key === "const") return (key === "enum" && Array.isArray(value) ? value : [value]).map((v) => JSON.stringify(v));
+  if (key === "properties" && value && typeof value === "object") return Object.keys(value);
+  return key === "pattern" && typeof value === "string" ? [value] : [];
+}
+
+function countLiterals(key, value, where, limits, literals) {
+  for (const literal of literalStrings(key, value)) {
+    literals.chars += literal.length;
+    if (literal.length > limits.max_literal_chars || literals.chars > limits.max_literals_chars)
+      throw schemaError(`${where}: the schema's strings are too long to compile quickly: at most ` +
+                        `${limits.max_literal_chars} characters each (enum and const values, property names, ` +
+                        `patterns) and ${limits.max_literals_chars} in all`);
+  }
+}
+
+// Whether following references from `node` comes back to a subschema already passed with nothing in between
+// (e.g. {"$ref": "#"}): a grammar rule that only calls itself.
+function refersToItself(root, node) {
+  const seen = new Set();
+  while (node && typeof node === "object" && "$ref" in node) {
+    if (seen.has(node)) return true;
+    seen.add(node);
+    node = resolve(root, node.$ref);
+  }
+  return false;
 }
 
 // web-xgrammar aborts its whole wasm instance on a schema it cannot compile, so what can be checked here
 // is checked here, with the path of the offending part.
-function checkSchema(node, path, rules, root) {
+function checkSchema(node, path, rules, root, literals) {
   if (typeof node === "boolean") return;
   if (!node || typeof node !== "object" || Array.isArray(node)) throw schemaError(`${path} must be a schema object`);
   for (const [key, value] of Object.entries(node)) {
     const where = `${path}.${key}`;
+    countLiterals(key, value, where, rules.limits, literals);
     if (rules.unsupported_keywords.includes(key) && !(key === "uniqueItems" && value === false))
       throw schemaError(`${where}: the keyword "${key}" cannot be enforced while generating; remove it ` +
                         "(and check it after generation if you need it)");
@@ -47,13 +95,19 @@ function checkSchema(node, path, rules, root) {
     if (key === "enum" && !Array.isArray(value)) throw schemaError(`invalid JSON schema at ${where}: must be a list`);
     if (key === "$ref" && resolve(root, value) === undefined)
       throw schemaError(`${where}: ${JSON.stringify(value)} does not point into this schema (only "#/..." references are followed)`);
+    if (key === "$ref" && refersToItself(root, node))
+      throw schemaError(`${where}: ${JSON.stringify(value)} leads back to itself through references alone, so no JSON value can ever finish it`);
+    const missing = key === "required" && Array.isArray(value) ? value.find((name) => !Object.hasOwn(node.properties ?? {}, name)) : undefined;
+    if (missing !== undefined)
+      throw schemaError(`${where}: ${JSON.stringify(missing)} is required but not in properties, so it could not be ` +
+                        "generated: add it to properties or drop it from required");
     if (key === "pattern") checkPattern(value, where);
-    if (CHILD.includes(key)) checkSchema(value, where, rules, root);
+    if (CHILD.includes(key)) checkSchema(value, where, rules, root, literals);
     if (CHILDREN_BY_NAME.includes(key))
-      for (const [name, sub] of Object.entries(value ?? {})) checkSchema(sub, `${where}.${name}`, rules, root);
+      for (const [name, sub] of Object.entries(value ?? {})) checkSchema(sub, `${where}.${name}`, rules, root, literals);
     if (CHILDREN_BY_INDEX.includes(key)) {
       if (!Array.isArray(value)) throw schemaError(`invalid JSON schema at ${where}: must be a list of schemas`);
-      value.forEach((sub, i) => checkSchema(sub, `${where}[${i}]`, rules, root));
+      value.forEach((sub, i) => checkSchema(sub, `${where}[${i}]`, rules, root, literals));
     }
   }
 }

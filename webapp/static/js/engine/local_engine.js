@@ -101,13 +101,15 @@ export class LocalEngine {
 
   // The token mask for a structured answer; web-xgrammar is loaded the first time one is asked for, and
   // again (a fresh instance) after a schema it could not compile aborted the one it had.
-  async constraint(format, messages, continueFinal) {
+  // `notify("compiling")` and `notify("compiled")` bracket the compile, which the page times (client.js).
+  async constraint(format, messages, continueFinal, notify) {
     if (!this.grammars || this.grammars.aborted) {
       this.grammarInstances = (this.grammarInstances ?? -1) + 1;
       this.grammars = await Grammars.create(this.vendor.xgrammar, this.tokenizer, this.config, this.grammarRules,
                                             this.grammarInstances);
     }
-    const constraint = await this.grammars.constraint(format);
+    notify("compiling");
+    const constraint = await this.grammars.constraint(format).finally(() => notify("compiled"));
     if (continueFinal && !constraint.acceptText(messages[messages.length - 1].content)) {
       constraint.dispose();
       throw new EngineError(ErrorKind.InvalidSchema, "the answer to continue does not follow the response_format's schema");
@@ -118,7 +120,7 @@ export class LocalEngine {
   // Yields {text} pieces, then {finish_reason, usage, stats, token_ids, stop_token_id}. The prompt is the
   // chat template over `messages`, or `options.prompt_token_ids` as given (the catalog's self-check).
   // `options.response_format` (OpenAI's shapes) masks every token its JSON schema does not allow.
-  async *generate(messages, options, shouldStop) {
+  async *generate(messages, options, shouldStop, notify = () => {}) {
     if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
     const tvm = this.tvm;
     const started = performance.now();
@@ -128,7 +130,7 @@ export class LocalEngine {
       throw new EngineError(ErrorKind.ContextWindow, `the prompt is ${prompt.length} tokens and max_tokens is ${maxTokens}, ` +
                             `over the context window of ${this.config.context_window_size}; shorten the conversation`);
     const format = parseResponseFormat(options.response_format, this.grammarRules);
-    const constraint = format && await this.constraint(format, messages, options.continue_final_message);
+    const constraint = format && await this.constraint(format, messages, options.continue_final_message, notify);
     const random = makeRandom(options.seed);
     const stopIds = new Set(this.config.stop_token_ids);
     const S = (a) => tvm.makeShapeTuple(a);

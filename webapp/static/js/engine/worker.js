@@ -1,20 +1,22 @@
 // The Web Worker that hosts the browser engine, so the page never freezes while the GPU works.
 // Messages in: load {model, settings: {vendor, grammar, featureLevel, partBytes, kernels}, origin, testHooks}, generate {id, messages, options}, stop {id},
 // and, only when the page's server enables test hooks, lose-device {afterTokens}.
-// Messages out: progress, loaded, chunk {id, text}, done {id, ...}, error {id?, error}.
+// Messages out: progress, loaded, compiling {id}, compiled {id}, chunk {id, text}, done {id, ...}, error {id?, error}.
 import { EngineError } from "./errors.js";
 import { LocalEngine } from "./local_engine.js";
 
 let engine = null;
 let testHooks = false;
 let generations = Promise.resolve();
+let loading = Promise.resolve();  // a generation asked for while a model loads waits for that load
 const stopped = new Set();
 const errorOf = (e) => (e instanceof EngineError ? e.toJSON() : { kind: "EngineError", message: String(e && e.message || e) });
 
 async function generate({ id, messages, options }) {
   try {
     if (!engine) throw new EngineError("EngineNotLoadedError", "load a model before generating");
-    for await (const piece of engine.generate(messages, options, () => stopped.has(id))) {
+    const notify = (type) => self.postMessage({ type, id });  // "compiling" and "compiled": a schema's grammar
+    for await (const piece of engine.generate(messages, options, () => stopped.has(id), notify)) {
       self.postMessage(piece.text !== undefined ? { type: "chunk", id, text: piece.text, tokens: piece.tokens }
                                                 : { type: "done", id, ...piece });
     }
@@ -24,21 +26,25 @@ async function generate({ id, messages, options }) {
     stopped.delete(id);
   }
 }
+async function load(data) {
+  try {
+    const next = new LocalEngine(data.settings);  // a failed load leaves the loaded model in place
+    const info = await next.load(data.model, data.origin, (p) => self.postMessage({ type: "progress", ...p }));
+    engine = next;
+    self.postMessage({ type: "loaded", ...info });
+  } catch (e) {
+    self.postMessage({ type: "error", error: errorOf(e) });
+  }
+}
+
 self.onmessage = async ({ data }) => {
   if (data.type === "load") {
     testHooks = Boolean(data.testHooks);
-    try {
-      const next = new LocalEngine(data.settings);  // a failed load leaves the loaded model in place
-      const info = await next.load(data.model, data.origin, (p) => self.postMessage({ type: "progress", ...p }));
-      engine = next;
-      self.postMessage({ type: "loaded", ...info });
-    } catch (e) {
-      self.postMessage({ type: "error", error: errorOf(e) });
-    }
+    loading = load(data);
   } else if (data.type === "generate") {
     // One generation at a time (a self-check and an answer may be asked for together): they share the
     // engine's buffers. Stop messages are not queued, so they reach a waiting or running generation.
-    generations = generations.then(() => generate(data));
+    generations = generations.then(() => loading).then(() => generate(data));
   } else if (data.type === "stop") {
     stopped.add(data.id);
   } else if (data.type === "lose-device" && testHooks && engine) {

@@ -1,0 +1,341 @@
+"""What an anonymous client can do to the server, tried against the real thing: `python -m router` (as
+`make serve` runs it) in its own process over loopback, serving the tiny model, with raw sockets where
+the attack lives below HTTP. Each test is an attack that once took the server, or part of it, down."""
+import http.client
+import json
+import socket
+import struct
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from router.config import defaults
+from router.grammar import SCHEMA_LIMITS
+from tests.conftest import catalog_of
+from tests.harness import seam_server
+
+CAPACITY = defaults()["MAX_QUEUE"]
+IDLE_TIMEOUT_S = 2
+LONG = {"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 900, "temperature": 0}
+SHORT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}
+PROBE = {"schema_version": 1, "webgpu": {"available": False}}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models, tmp_path_factory):
+    """Default settings but a short idle timeout (so the test of it is quick) and a fleet of its own."""
+    fleet = tmp_path_factory.mktemp("fleet") / "fleet.sqlite3"
+    with seam_server(tiny_models, SEAM_FLEET_DB=str(fleet), SEAM_IDLE_TIMEOUT_S=str(IDLE_TIMEOUT_S)) as url:
+        yield url
+
+
+def chat(url, body, timeout=60, **kwargs):
+    return requests.post(url + "/v1/chat/completions", json=body, timeout=timeout, **kwargs)
+
+
+def connect(url) -> socket.socket:
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+
+def raw_post(url, path, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: {urlsplit(url).netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a client that crashed or lost its network does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def timed_get(url, path) -> float:
+    started = time.monotonic()
+    assert requests.get(url + path, timeout=30).ok
+    return time.monotonic() - started
+
+
+def until(condition, timeout_s=20.0, every_s=0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(every_s)
+    return condition()
+
+
+# --- 1. queue slots ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_clients_that_reset_after_sending_give_their_slots_back(server, stream):
+    """Each reset chat was counted as waiting and never uncounted: after CAPACITY of them, every chat was a
+    503 while the engine sat idle."""
+    for _ in range(3 * CAPACITY):
+        sock = connect(server)
+        sock.sendall(raw_post(server, "/v1/chat/completions", json.dumps({**LONG, "stream": stream}).encode()))
+        time.sleep(0.02)  # long enough for the request to reach the app
+        reset(sock)
+    answers = until(lambda: [r for r in [chat(server, SHORT)] if r.status_code == 200])
+    assert answers, "the server still refuses chats after the clients that reset went away"
+    busy = until(lambda: requests.get(server + "/metrics", timeout=10).text.count("seam_chats_in_flight 0.0"))
+    assert busy, "chats of clients that left are still counted in flight"
+
+
+def test_a_chat_whose_client_left_stops_generating(default_built, tmp_path):
+    """A non-streamed answer went on to max_tokens after its client left, holding the engine. On the real
+    model: at temperature 2 it samples near-uniformly, so 1,500 tokens (about 45 s here) without a stop."""
+    with seam_server(default_built, SEAM_FLEET_DB=str(tmp_path / "f.db")) as url:
+        sock = connect(url)
+        body = {**SHORT, "temperature": 2.0, "top_p": 1.0, "seed": 1, "max_tokens": 1500}
+        sock.sendall(raw_post(url, "/v1/chat/completions", json.dumps(body).encode()))
+        time.sleep(2)
+        sock.close()
+        started = time.monotonic()
+        assert chat(url, {**SHORT, "max_tokens": 1}).status_code == 200
+        assert time.monotonic() - started < 10, "the engine went on answering a client that had left"
+
+
+# --- 2. slow clients ---------------------------------------------------------------------------------
+
+def test_slow_clients_hold_sockets_not_threads(server):
+    """24 sockets sending part of their headers, or part of a body, once made /healthz time out for 25 s."""
+    with ExitStack() as stack:
+        for i in range(32):
+            sock = stack.enter_context(connect(server))
+            if i % 2:
+                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-")
+            else:
+                sock.sendall(raw_post(server, "/v1/chat/completions", b"x" * 1000)[:-990])
+        assert timed_get(server, "/healthz") < 2
+        assert chat(server, SHORT).status_code == 200
+
+
+def test_idle_and_dribbling_connections_are_closed(server):
+    sock = connect(server)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+    sock.settimeout(IDLE_TIMEOUT_S + 15)
+    started = time.monotonic()
+    assert sock.recv(100) == b"", "the server kept a connection whose headers never finished"
+    assert time.monotonic() - started < IDLE_TIMEOUT_S + 15
+    sock.close()
+
+
+# --- 3, 4. metrics and the fleet store ----------------------------------------------------------------
+
+def test_client_strings_never_become_metric_labels(server, tiny_models):
+    entry = catalog_of(tiny_models)["models"][0]
+    surrogate = '{"schema_version": 1, "webgpu": {"available": false}, "cached_models": [{"id": "\\ud800", "version": "1"}]}'
+    r = requests.post(server + "/api/route", data=surrogate, headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"]
+    held = [{"id": "made-up-model", "version": "1"}, {"id": entry["id"], "version": "made-up-version"}]
+    assert requests.post(server + "/api/route", json={**PROBE, "cached_models": held}, timeout=10).ok
+    metrics = requests.get(server + "/metrics", timeout=10)
+    assert metrics.status_code == 200
+    assert "made-up" not in metrics.text
+    assert f'seam_client_model_reports_total{{model="{entry["id"]}",version="other"}}' in metrics.text
+
+
+def test_the_fleet_store_stays_small_and_counts_clients_not_reports(server, tiny_models):
+    """400 posts with random ids and 64 long model ids each once grew the store to 113 MB and recorded
+    200 fake self-check failures."""
+    entry = catalog_of(tiny_models)["models"][0]
+    junk = [{"id": f"{i:02d}" + "x" * 198, "version": "v" * 64} for i in range(64)]
+
+    def post(i):
+        probe = {**PROBE, "client_id": f"client-{i:08d}", "cached_models": junk}
+        assert requests.post(server + "/api/route", json=probe, timeout=30).ok
+        failure = {"id": entry["id"], "version": entry["version"], "passed": False, "adapter": "a" * 200,
+                   "client_id": "client-the-same-one"}
+        assert requests.post(server + "/api/self-check", json=failure, timeout=30).ok
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(post, range(400)))
+    fleet = requests.get(server + "/api/fleet", timeout=10)
+    metrics = requests.get(server + "/metrics", timeout=10)
+    assert len(fleet.content) < 10_000 and len(metrics.content) < 100_000
+    failed = [row for row in fleet.json()["self_checks"] if row["id"] == entry["id"]]
+    assert [row["failed"] for row in failed] == [1], "one client's repeated failure must count once"
+    assert "x" * 10 not in fleet.text + metrics.text
+
+
+def test_the_fleet_keeps_the_most_recent_clients(tmp_path, monkeypatch):
+    from router import fleet as fleet_module
+    monkeypatch.setattr(fleet_module, "MAX_CLIENTS", 5)
+    store = fleet_module.Fleet(tmp_path / "fleet.sqlite3")
+    for i in range(12):
+        store.report_cached(f"client-{i:04d}", [("m", "v1")])
+        store.report_self_check(f"client-{i:04d}", "m", "v1", "adapter", i % 2 == 0, "[]")
+    assert store.versions() == [{"id": "m", "version": "v1", "clients": 5}]
+    assert [(r["passed"], r["failed"]) for r in store.self_checks()] == [(2, 3)]  # clients 7..11
+
+
+# --- 5, 7, 9. schemas and other bad input ---------------------------------------------------------------
+
+def schema_request(schema, **extra):
+    return {**SHORT, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            **extra}
+
+
+def nested(levels):
+    schema = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+@pytest.mark.parametrize("schema,says", [
+    ({"enum": ["a" * 9000, "b" * 9000]}, "characters"),
+    ({"enum": [f"{i}" + "a" * 900 for i in range(20)]}, "15000 in all"),
+    (nested(100), "nests objects and lists"),
+    ({"$ref": "#"}, "leads back to itself"),
+    ({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a", "b"]}, "not in properties"),
+])
+@pytest.mark.parametrize("stream", [False, True])
+def test_schemas_beyond_the_limits_are_refused_before_compiling(server, schema, says, stream):
+    started = time.monotonic()
+    r = chat(server, schema_request(schema, stream=stream))
+    assert r.status_code == 400 and says in r.json()["error"]["message"], r.text
+    assert r.json()["error"]["code"] == "invalid_schema"
+    assert time.monotonic() - started < 2
+
+
+def test_a_schema_that_compiles_too_long_is_stopped_while_others_are_served(tiny_models, tmp_path):
+    slow = {"enum": [f"{i}" + "a" * 990 for i in range(15)]}  # within the limits, about half a second to compile
+    assert len(json.dumps(slow)) < SCHEMA_LIMITS["max_chars"]
+    with seam_server(tiny_models, SEAM_SCHEMA_TIMEOUT_S="0.1", SEAM_FLEET_DB=str(tmp_path / "f.db")) as url:
+        assert chat(url, schema_request({"type": "object"})).status_code == 200  # starts a compiler
+        with ThreadPoolExecutor(1) as pool:
+            refused = pool.submit(chat, url, schema_request(slow))
+            while not refused.done():
+                started = time.monotonic()
+                assert chat(url, SHORT).status_code == 200
+                assert time.monotonic() - started < 1, "a plain chat waited behind a schema's compile"
+            r = refused.result()
+        assert r.status_code == 400 and "took longer than" in r.json()["error"]["message"], r.text
+        assert chat(url, schema_request({"type": "object"})).status_code == 200  # a fresh compiler takes over
+
+
+@pytest.mark.parametrize("body,says", [
+    (b"[" * 50_000, "nested too deeply"),
+    (b'{"messages": [{"role": "user", "content": "\\ud800"}]}', "surrogate"),
+    (b'{"messages": [{"role": "user", "content": "Hi"}], "temperature": NaN}', "NaN is not a JSON number"),
+    (b'{"messages": [{"role": "user", "content": "Hi"}], "temperature": 1e999}', "beyond the range"),
+    (b'{"messages": [{"role": "user", "content": "' + b"word " * 198_000 + b'"}]}', "context window"),
+])
+def test_bad_bodies_get_a_4xx_error_object(server, body, says):
+    started = time.monotonic()
+    r = requests.post(server + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"},
+                      timeout=60)
+    assert r.status_code == 400 and says in r.json()["error"]["message"], r.text[:500]
+    assert time.monotonic() - started < 2, "a bad body took seconds to refuse"
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/api/self-check", '{"id": "%s", "version": "\\ud800", "passed": true, "client_id": "client-00000001"}'),
+    ("/api/route", '{"schema_version": 1, "webgpu": {"available": true}, "benchmark": {"bandwidth_gbps": NaN}}'),
+])
+def test_bad_reports_get_a_4xx_error_object(server, tiny_models, path, body):
+    body = body.replace("%s", catalog_of(tiny_models)["models"][0]["id"])
+    r = requests.post(server + path, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["message"], r.text
+
+
+def test_only_a_files_plain_path_is_served(server, tiny_models):
+    entry = catalog_of(tiny_models)["models"][0]
+    base = f"/models/{entry['id']}/{entry['version']}/"
+    parts = urlsplit(server)
+    for path, status in [(base + entry["files"]["config"], 200), (base + entry["files"]["cpu_library"] + "/.", 404),
+                         (base + "./build-info.json", 404), (base + "x/../build-info.json", 404),
+                         (base + "build-info.json", 404)]:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn.request("GET", path)  # http.client sends the path as written, dots included
+        assert conn.getresponse().status == status, path
+        conn.close()
+
+
+def test_pages_carry_security_headers(server):
+    headers = requests.get(server + "/", timeout=10).headers
+    policy = headers["Content-Security-Policy"]
+    assert "script-src 'self' 'wasm-unsafe-eval'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+# --- 6. overload --------------------------------------------------------------------------------------
+
+def test_three_times_the_capacity_gets_prompt_503s_and_health_stays_fast(server):
+    """With 8 chats in flight /healthz took 7.5 s, and 12 never saw a 503: the limit sat above the threads."""
+    with ThreadPoolExecutor(3 * CAPACITY) as pool:
+        def timed_chat(_):
+            started = time.monotonic()
+            r = chat(server, LONG)
+            return r, time.monotonic() - started
+        answers = [pool.submit(timed_chat, i) for i in range(3 * CAPACITY)]
+        time.sleep(0.3)
+        health, metrics = timed_get(server, "/healthz"), timed_get(server, "/metrics")
+        results = [a.result() for a in answers]
+    assert health < 1 and metrics < 1, (health, metrics)
+    refused = [(r, s) for r, s in results if r.status_code == 503]
+    assert len(refused) >= CAPACITY, [r.status_code for r, _ in results]
+    assert all(r.headers.get("Retry-After", "").isdigit() and r.json()["error"]["code"] == "server_busy"
+               for r, _ in refused)
+    assert max(s for _, s in refused) < 1, "a refused chat waited before it was refused"
+    assert all(r.status_code == 200 for r, _ in results if r.status_code != 503)
+
+
+# --- 8. upstream errors -------------------------------------------------------------------------------
+
+KEY = "sk-test-upstream-key-0123456789abcdef"
+
+
+@contextmanager
+def fake_upstream(status: int, body: bytes, content_type="application/json"):
+    """An OpenAI-compatible upstream that answers every chat with `body` (with `{auth}` replaced by the
+    Authorization header it received: an upstream that echoes the key back)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = body.replace(b"{auth}", self.headers.get("Authorization", "").encode())
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}/v1"
+    finally:
+        httpd.shutdown()
+
+
+def test_upstream_error_bodies_are_scrubbed_and_bad_streams_end_cleanly(tiny_models, tmp_path):
+    echo = b'{"error": {"message": "Invalid API key in header: {auth}. Also saw ' + KEY.encode() + b'"}}'
+    garbage = b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\ndata: {not json\n\n'
+    for status, body, content_type in [(401, echo, "application/json"), (200, garbage, "text/event-stream")]:
+        with fake_upstream(status, body, content_type) as upstream, \
+                seam_server(tiny_models, SEAM_UPSTREAM_BASE_URL=upstream, SEAM_UPSTREAM_API_KEY=KEY,
+                            SEAM_FLEET_DB=str(tmp_path / "f.db")) as url:
+            plain = chat(url, SHORT)
+            streamed = chat(url, {**SHORT, "stream": True})
+            for r in (plain, streamed):
+                assert KEY not in r.text and "Bearer" not in r.text, r.text
+            assert plain.status_code == 502 and plain.json()["error"]["code"] == "upstream_error"
+            if status == 401:
+                assert streamed.status_code == 502
+            else:
+                events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+                assert events[-1] == "[DONE]" and "malformed" in json.loads(events[-2])["error"]["message"]
+                assert json.loads(events[1])["choices"][0]["delta"]["content"] == "Hel"
+
