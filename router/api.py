@@ -20,6 +20,7 @@ from router.pages import page_models
 
 bp = Blueprint("api", __name__)
 PROBE_SCHEMA = json.loads((Path(__file__).with_name("schemas") / "probe-report.v1.json").read_text())
+PROBE_VALIDATOR = jsonschema.Draft202012Validator(PROBE_SCHEMA)  # built once: checking the schema itself is slow
 ROLES = ("system", "user", "assistant")
 CLIENT_ID = re.compile(PROBE_SCHEMA["properties"]["client_id"]["pattern"].strip("^$"))
 
@@ -66,27 +67,61 @@ def finite_float(text: str) -> float:
 def route():
     """Decide where the next answer runs, from the page's probe report."""
     probe = json_body()
-    try:
-        jsonschema.validate(probe, PROBE_SCHEMA)
-    except jsonschema.ValidationError as error:
+    error = jsonschema.exceptions.best_match(PROBE_VALIDATOR.iter_errors(probe))
+    if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(the report)"
-        raise ApiError(400, f"invalid probe report at {where}: {error.message}", param=where) from None
+        raise ApiError(400, f"invalid probe report at {where}: {error.message}", param=where)
     state = seam()
-    backend = state["cloud"]
-    server = routing.ServerState(cloud_available=bool(backend and backend.available),
-                                 cloud_tokens_per_s=getattr(backend, "tokens_per_s", None),
-                                 cloud_ttft_s=getattr(backend, "ttft_s", None))
-    variants = state["catalog"].variants(probe.get("model"))
-    decision = routing.decide(probe, variants, server, state["policy"])
-    catalog = state["catalog"]
+    catalog, fleet, policy = state["catalog"], state["fleet"], state["policy"]
+    variants = catalog.variants(probe.get("model"))
+    adapter_class = routing.adapter_class(probe)
     cached = {(m["id"], label) for m in probe.get("cached_models", [])
               if (label := catalog.version_label(m["id"], m["version"]))}
     for model_id, version in cached:
         metrics.CLIENT_VERSIONS.labels(model_id, version).inc()
-    if probe.get("client_id"):
-        state["fleet"].report_cached(probe["client_id"], sorted(cached))
+    if probe.get("client_id"):  # what it holds, and how fast it really ran (which calibrates the fleet)
+        ratios = [r for v in variants if (r := routing.calibration_ratio(probe, v, policy)) is not None]
+        fleet.report_probe(probe["client_id"], sorted(cached), adapter_class, ratios[0] if ratios else None)
+    calibration = fleet.calibration(adapter_class, policy["calibration"]["min_clients"]) if adapter_class else None
+    decision = routing.decide(probe, variants, server_state(calibration), policy)
     metrics.ROUTE_DECISIONS.labels(decision.target, decision.reasons[0]["code"]).inc()
     return jsonify(decision.to_json())
+
+
+def server_state(calibration: float | None) -> routing.ServerState:
+    """The cloud side of a decision: what the backend measured, and the wait behind the chats in flight
+    (an embedded engine answers one at a time; an upstream answers them side by side)."""
+    backend, slots = seam()["cloud"], seam()["slots"]
+    wait = slots.in_flight * (backend.answer_s or 0) if backend is not None and backend.serial else 0.0
+    return routing.ServerState(cloud_available=bool(backend and backend.available),
+                               cloud_tokens_per_s=getattr(backend, "tokens_per_s", None),
+                               cloud_ttft_s=getattr(backend, "ttft_s", None),
+                               queue_wait_s=wait, cloud_full=slots.in_flight >= slots.limit, calibration=calibration)
+
+
+@bp.post("/api/outcome")
+def outcome():
+    """After an answer, the page tells how the router's prediction for it compared with what happened (no
+    text, only the numbers): /metrics keeps the ratios, per target, as histograms."""
+    body = json_body()
+    target = body.get("target")
+    if target not in ("browser", "cloud"):
+        raise ApiError(400, "target must be \"browser\" or \"cloud\"", "target")
+    for measure in ("ttft_s", "tokens_per_s"):
+        predicted, actual = (positive(body, part, measure) for part in ("predicted", "actual"))
+        if predicted and actual:
+            metrics.PREDICTION_RATIO.labels(target, measure).observe(actual / predicted)
+    return jsonify({"recorded": True})
+
+
+def positive(body: dict, part: str, measure: str) -> float | None:
+    section = body.get(part)
+    if not isinstance(section, dict):
+        raise ApiError(400, f"{part} must be an object with ttft_s and tokens_per_s", part)
+    value = section.get(measure)
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1e6):
+        raise ApiError(400, f"{part}.{measure} must be a number above 0 and below 1e6", f"{part}.{measure}")
+    return value
 
 
 @bp.get("/api/catalog")
@@ -126,7 +161,8 @@ def fleet():
     """For operators: which model versions the clients hold, and how their self-checks went per adapter."""
     store = seam()["fleet"]
     latest = {m["id"]: m["version"] for m in seam()["catalog"].models}
-    return jsonify({"catalog": latest, "cached": store.versions(), "self_checks": store.self_checks()})
+    return jsonify({"catalog": latest, "cached": store.versions(), "self_checks": store.self_checks(),
+                    "calibration": store.calibrations(seam()["policy"]["calibration"]["min_clients"])})
 
 
 # --- OpenAI-compatible API ----------------------------------------------------------------------------

@@ -38,14 +38,18 @@ class ChatRequest:
 
 
 class EmbeddedBackend:
+    """The CPU engine in this process: one answer at a time, so a new chat waits behind those in flight."""
+
     name = "embedded"
+    serial = True
 
     def __init__(self, catalog: Catalog, schema_timeout_s: float):
         self.catalog, self.schema_timeout_s = catalog, schema_timeout_s
         self._engines: dict[str, Engine] = {}
         self._load_lock = threading.Lock()
-        self.tokens_per_s: float | None = None
+        self.tokens_per_s: float | None = None  # the latest answer's, as the router predicts the next one
         self.ttft_s: float | None = None
+        self.answer_s: float | None = None      # a running average of how long an answer holds the engine
 
     @property
     def available(self) -> bool:
@@ -93,13 +97,12 @@ class EmbeddedBackend:
         return constraint
 
     def _run(self, engine: Engine, prompt, sampling, cancelled, constraint) -> Iterator[Chunk]:
-        started = time.time()
-        first = None
         for chunk in engine.generate(prompt, sampling, cancelled, constraint):
-            first = first or time.time()
-            if chunk.finish_reason and chunk.completion_tokens > 1 and first:
-                self.ttft_s = first - started
-                self.tokens_per_s = chunk.completion_tokens / max(time.time() - first, 1e-6)
+            if chunk.finish_reason:
+                self.answer_s = chunk.engine_s if self.answer_s is None else 0.7 * self.answer_s + 0.3 * chunk.engine_s
+                if chunk.completion_tokens > 1:
+                    self.ttft_s = chunk.ttft_s
+                    self.tokens_per_s = (chunk.completion_tokens - 1) / max(chunk.engine_s - chunk.ttft_s, 1e-6)
             yield chunk
 
 
@@ -108,8 +111,10 @@ class UpstreamBackend:
 
     name = "upstream"
     available = True
-    tokens_per_s = None
-    ttft_s = None
+    serial = False  # it answers side by side: no queue of ours to wait in
+    answer_s = None
+    tokens_per_s: float | None = None  # measured on its latest answer
+    ttft_s: float | None = None
 
     def __init__(self, base_url: str, model: str | None, timeout_s: float):
         self.base_url, self.model, self.timeout_s = base_url.rstrip("/"), model, timeout_s
@@ -133,6 +138,7 @@ class UpstreamBackend:
         headers = {"Accept": "text/event-stream"}
         if os.environ.get(UPSTREAM_KEY_ENV):
             headers["Authorization"] = f"Bearer {os.environ[UPSTREAM_KEY_ENV]}"
+        started = time.perf_counter()
         try:
             response = requests.post(f"{self.base_url}/chat/completions", json=body, headers=headers, stream=True,
                                      timeout=(min(5.0, self.timeout_s), self.timeout_s))
@@ -148,10 +154,10 @@ class UpstreamBackend:
                 raise ApiError(502, f"the upstream model server failed ({response.status_code}): {message}",
                                code="upstream_error")
             raise ApiError(response.status_code, f"the upstream model server refused the request: {message}")
-        return self._chunks(response, cancelled)
+        return self._chunks(response, cancelled, started)
 
-    def _chunks(self, response, cancelled) -> Iterator[Chunk]:
-        finish, usage = None, {}
+    def _chunks(self, response, cancelled, started: float) -> Iterator[Chunk]:
+        finish, usage, first = None, {}, None
         try:
             for line in response.iter_lines(decode_unicode=True):
                 if cancelled():
@@ -163,6 +169,7 @@ class UpstreamBackend:
                     break
                 text, finish, usage = read_event(data, finish, usage)
                 if text:
+                    first = first or time.perf_counter()
                     yield Chunk(text)
         except requests.RequestException:
             raise ApiError(502, "the upstream model server broke off its answer", code="upstream_error") from None
@@ -170,8 +177,12 @@ class UpstreamBackend:
             raise ApiError(502, "the upstream model server sent a malformed event stream", code="upstream_error") from None
         finally:
             response.close()
+        tokens = usage.get("completion_tokens", 0)
+        if first and tokens > 1:  # the upstream's recent latency and speed, for the router
+            self.ttft_s = first - started
+            self.tokens_per_s = (tokens - 1) / max(time.perf_counter() - first, 1e-6)
         yield Chunk("", finish_reason=finish or "stop", prompt_tokens=usage.get("prompt_tokens", 0),
-                    completion_tokens=usage.get("completion_tokens", 0))
+                    completion_tokens=tokens)
 
 
 def read_event(data: str, finish, usage) -> tuple[str, str | None, dict]:

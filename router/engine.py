@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -49,6 +50,8 @@ class Chunk:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    ttft_s: float = 0.0    # on the last chunk: from the engine taking the answer (not the queue) to its first token
+    engine_s: float = 0.0  # and how long the answer held the engine
 
 
 class Engine:
@@ -111,6 +114,7 @@ class Engine:
         with self.lock:
             if cancelled():  # the client left while this answer waited for the engine
                 return
+            started, first = time.perf_counter(), None
             cache = self._new_cache()
             logits = self._prefill(cache, prompt)
             generated: list[int] = []
@@ -130,6 +134,7 @@ class Engine:
                     text, finish = text[:stop_at], "stop"
                 # Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
                 ready = text if finish == "stop" else text[:len(text) - held_back(text, sampling.stop)]
+                first = first or time.perf_counter()
                 if not ready.endswith("\ufffd") and len(ready) > len(shown):
                     yield Chunk(ready[len(shown):])
                     shown = ready
@@ -138,7 +143,9 @@ class Engine:
                 logits = self._step(cache, "decode", [token])
             if len(text) > len(shown):  # a held-back tail that never became a stop string
                 yield Chunk(text[len(shown):].rstrip("\ufffd"))
-            yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated))
+            done = time.perf_counter()
+            yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated),
+                        ttft_s=(first or done) - started, engine_s=done - started)
 
     def _new_cache(self):
         shape = tvm.runtime.ShapeTuple

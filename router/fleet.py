@@ -1,5 +1,6 @@
 """What the server knows of its clients' browsers: which model versions each one holds, and how their
-first-load self-checks went, in SQLite (it outlives restarts).
+first-load self-checks went, and how fast their browsers really ran against the bandwidth prediction
+(per adapter class: the router's calibration), in SQLite (it outlives restarts).
 
 Anyone can post to the endpoints that feed it, so it is built to be bounded and hard to skew, not to
 be trusted: the API stores only the catalog's own ids and versions (any other version as "other"), a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from statistics import median
 from contextlib import closing
 from pathlib import Path
 
@@ -19,7 +21,7 @@ ACTIVE_DAYS = 30      # a client not seen for this long no longer counts
 MAX_CLIENTS = 10_000  # clients kept; the least recently seen go first
 MAX_ADAPTERS = 4      # adapters kept per client (a browser has one or two)
 MAX_ROWS_SHOWN = 200  # self-check groups in the operator's view, most clients first
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Fleet:
@@ -29,26 +31,39 @@ class Fleet:
         with closing(self._db()) as db, db:
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # counts are soft: start over
                 db.executescript("DROP TABLE IF EXISTS cached; DROP TABLE IF EXISTS self_checks;"
-                                 "DROP TABLE IF EXISTS clients;")
+                                 "DROP TABLE IF EXISTS clients; DROP TABLE IF EXISTS calibration;")
+            db.execute("PRAGMA journal_mode = WAL")  # readers (/metrics, /api/fleet) never wait for writers
             db.executescript(f"""
                 CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, seen REAL);
                 CREATE INDEX IF NOT EXISTS clients_seen ON clients (seen);
                 CREATE TABLE IF NOT EXISTS cached (client TEXT, model TEXT, version TEXT,
                                                    PRIMARY KEY (client, model, version));
+                CREATE TABLE IF NOT EXISTS calibration (client TEXT, adapter_class TEXT, ratio REAL, at REAL,
+                                                        PRIMARY KEY (client, adapter_class));
                 CREATE TABLE IF NOT EXISTS self_checks (client TEXT, model TEXT, version TEXT, adapter TEXT,
                                                         passed INTEGER, detail TEXT, at REAL,
                                                         PRIMARY KEY (client, model, version, adapter));
                 PRAGMA user_version = {SCHEMA_VERSION};""")
 
     def _db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10)
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA synchronous = NORMAL")  # with the WAL journal: no disk flush per report, still consistent
+        return db
 
-    def report_cached(self, client: str, cached: list[tuple[str, str]]) -> None:
-        """A client's whole list of (catalog id, version): versions it dropped stop counting."""
+    def report_probe(self, client: str, cached: list[tuple[str, str]], adapter_class: str | None,
+                     ratio: float | None) -> None:
+        """A client's whole list of (catalog id, version), so versions it dropped stop counting; and, when it
+        measured, its measured/predicted decode speed on its adapter class (clipped by the caller), the
+        latest per class replacing the earlier one."""
         with closing(self._db()) as db, db:
             self._seen(db, client)
             db.execute("DELETE FROM cached WHERE client = ?", (client,))
             db.executemany("INSERT OR IGNORE INTO cached VALUES (?, ?, ?)", [(client, m, v) for m, v in cached])
+            if adapter_class and ratio is not None:
+                db.execute("INSERT OR REPLACE INTO calibration VALUES (?, ?, ?, ?)",
+                           (client, adapter_class, ratio, time.time()))
+                db.execute("DELETE FROM calibration WHERE client = ? AND adapter_class NOT IN (SELECT adapter_class "
+                           "FROM calibration WHERE client = ? ORDER BY at DESC LIMIT ?)", (client, client, MAX_ADAPTERS))
 
     def report_self_check(self, client: str, model: str, version: str, adapter: str, passed: bool,
                           detail: str) -> None:
@@ -60,11 +75,29 @@ class Fleet:
             db.execute("DELETE FROM self_checks WHERE client = ? AND adapter NOT IN (SELECT adapter FROM self_checks "
                        "WHERE client = ? GROUP BY adapter ORDER BY MAX(at) DESC LIMIT ?)", (client, client, MAX_ADAPTERS))
 
+    def calibration(self, adapter_class: str, min_clients: int) -> float | None:
+        """The median ratio of the class's clients, once at least `min_clients` have measured."""
+        with closing(self._db()) as db:
+            ratios = [r for (r,) in db.execute("SELECT ratio FROM calibration WHERE adapter_class = ? ORDER BY ratio",
+                                               (adapter_class,))]
+        return median(ratios) if len(ratios) >= min_clients else None
+
+    def calibrations(self, min_clients: int) -> list[dict]:
+        """For operators: each adapter class's factor and how many clients it rests on."""
+        with closing(self._db()) as db:
+            rows = db.execute("SELECT adapter_class, ratio FROM calibration").fetchall()
+        by_class: dict[str, list[float]] = {}
+        for adapter_class, ratio in rows:
+            by_class.setdefault(adapter_class, []).append(ratio)
+        shown = sorted((c for c, r in by_class.items() if len(r) >= min_clients), key=lambda c: -len(by_class[c]))
+        return [{"adapter_class": c, "clients": len(by_class[c]), "factor": round(median(by_class[c]), 4)}
+                for c in shown[:MAX_ROWS_SHOWN]]
+
     @staticmethod
     def _seen(db, client: str) -> None:
         db.execute("INSERT OR REPLACE INTO clients VALUES (?, ?)", (client, time.time()))
         stale = "SELECT client FROM clients ORDER BY seen DESC LIMIT -1 OFFSET ?"
-        for table in ("cached", "self_checks", "clients"):
+        for table in ("cached", "self_checks", "calibration", "clients"):
             db.execute(f"DELETE FROM {table} WHERE client IN ({stale})", (MAX_CLIENTS,))
 
     def versions(self) -> list[dict]:

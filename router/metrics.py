@@ -6,7 +6,10 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-ROUTE_DECISIONS = Counter("seam_route_decisions_total", "Routing decisions", ["target", "reason"])
+ROUTE_DECISIONS = Counter("seam_route_decisions_total", "Routing decisions, one per answer", ["target", "reason"])
+PREDICTION_RATIO = Histogram("seam_prediction_ratio", "An answer's actual over its predicted time to first token "
+                             "or tokens/s, as its page reported", ["target", "measure"],
+                             buckets=(0.1, 0.25, 0.5, 0.67, 0.8, 1.0, 1.25, 1.5, 2.0, 4.0, 10.0))
 TOKENS_SERVED = Counter("seam_tokens_served_total", "Completion tokens sent to clients", ["backend"])
 CHATS_IN_FLIGHT = Gauge("seam_chats_in_flight", "Chat requests answering or waiting (503 beyond SEAM_MAX_QUEUE)")
 REQUEST_SECONDS = Histogram("seam_request_seconds", "Time to answer a request", ["endpoint", "status"])

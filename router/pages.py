@@ -35,7 +35,7 @@ def page_config() -> dict:
     return {"models": page_models(),
             "endpoints": {"route": url_for("api.route"), "chat": url_for("api.chat_completions"),
                           "models": url_for("api.models"), "catalog": url_for("api.catalog"),
-                          "self_check": url_for("api.self_check")},
+                          "self_check": url_for("api.self_check"), "outcome": url_for("api.outcome")},
             "engine": {"workerUrl": url_for("static", filename="js/engine/worker.js"),
                        "partBytes": current_app.config["DOWNLOAD_PART_BYTES"],
                        "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR},

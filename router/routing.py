@@ -4,12 +4,16 @@ to a decision {target, variant, reasons, predictions}. No Flask, no I/O: table-d
 Order of reasoning:
   1. Which variants could this browser run at all? (WebGPU, features, buffer limits, memory, storage,
      context window.) Each refusal is a reason.
-  2. Predict time to first token and decode speed for the best runnable variant and for the cloud.
+  2. Predict time to first token and decode speed for the best runnable variant and for the cloud:
+     the browser from its own measured speeds when it reports them, else from its bandwidth probe scaled
+     by the fleet's calibration for its adapter class, else not at all; the cloud from the server's
+     measured speed plus the wait in its queue.
   3. Apply the user's preference and the device's circumstances (battery saver, data saver, slow network,
      not yet downloaded) to pick a target.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 SCHEMA_VERSION = 1
@@ -20,6 +24,9 @@ class ServerState:
     cloud_available: bool
     cloud_tokens_per_s: float | None = None  # measured by the server's own engine, when it has answered
     cloud_ttft_s: float | None = None
+    queue_wait_s: float = 0.0                # how long a new chat would wait behind those in flight
+    cloud_full: bool = False                 # a new chat would be refused (503) right now
+    calibration: float | None = None         # the fleet's measured/predicted speed for this adapter class
 
 
 @dataclass
@@ -77,6 +84,30 @@ def browser_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
     return out
 
 
+def adapter_class(probe: dict) -> str | None:
+    """What the fleet's calibration is kept per: the adapter's vendor and architecture, and whether it is a
+    fallback (software) adapter. Normalized, so client strings become a short, plain key."""
+    gpu = probe["webgpu"]
+    if not gpu.get("available"):
+        return None
+    info = gpu.get("adapter") or {}
+    return f"{plain_key(info.get('vendor', ''))}/{plain_key(info.get('architecture', ''))}" + \
+        ("/fallback" if info.get("is_fallback_adapter") else "")
+
+
+def plain_key(text) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", str(text).lower()).strip("-")[:40] or "unknown"
+
+
+def calibration_ratio(probe: dict, variant: dict, policy: dict) -> float | None:
+    """This browser's measured decode speed over the bandwidth prediction, clipped to the policy's range."""
+    measured, predicted = measured_speed(probe, variant), bandwidth_tokens_per_s(probe, variant, policy)
+    if not measured or not predicted:
+        return None
+    c = policy["calibration"]
+    return min(max(measured["decode_tokens_per_s"] / predicted, c["min_ratio"]), c["max_ratio"])
+
+
 def held_versions(probe: dict, variant: dict) -> list[str]:
     return [c["version"] for c in probe.get("cached_models", []) if c["id"] == variant["id"]]
 
@@ -94,20 +125,42 @@ def is_cached(probe: dict, variant: dict) -> bool:
     return cached_version(probe, variant) is not None
 
 
-def predict_browser(probe: dict, variant: dict, policy: dict) -> dict | None:
+def bandwidth_tokens_per_s(probe: dict, variant: dict, policy: dict) -> float | None:
+    """Decode speed from the bandwidth probe alone: decode is memory-bound, every weight byte is read once
+    per token. The fixed policy, before any calibration."""
     bench = probe.get("benchmark")
     if not bench or bench["bandwidth_gbps"] <= 0:
         return None
+    return bench["bandwidth_gbps"] * 1e9 * policy["browser"]["bandwidth_efficiency"] / variant["download_bytes"]
+
+
+def measured_speed(probe: dict, variant: dict) -> dict | None:
+    """This browser's own measured speed for this variant version (any kernel set: the engine picks the
+    same one again on the same adapter)."""
+    return next((m for m in probe.get("measured", []) if m["id"] == variant["id"]
+                 and m["version"] == variant["version"]), None)
+
+
+def predict_browser(probe: dict, variant: dict, policy: dict, calibration: float | None = None) -> dict | None:
     p = policy["browser"]
-    # Decode is memory-bound: every weight byte is read once per token.
-    tokens_per_s = bench["bandwidth_gbps"] * 1e9 * p["bandwidth_efficiency"] / variant["download_bytes"]
-    prefill_s = probe.get("prompt_tokens", 0) / (tokens_per_s * p["prefill_speedup"])
+    measured = measured_speed(probe, variant)
+    if measured:
+        tokens_per_s, prefill_per_s, source = measured["decode_tokens_per_s"], measured["prefill_tokens_per_s"], "measured"
+    else:
+        tokens_per_s = bandwidth_tokens_per_s(probe, variant, policy)
+        if tokens_per_s is None:
+            return None
+        source = "predicted"
+        if calibration is not None:
+            tokens_per_s, source = tokens_per_s * calibration, "calibrated"
+        prefill_per_s = tokens_per_s * p["prefill_speedup"]
+    prefill_s = probe.get("prompt_tokens", 0) / max(prefill_per_s, 1e-9)
     download_s = 0.0
     if not is_cached(probe, variant):
         downlink = (probe.get("network") or {}).get("downlink_mbps") or p["default_downlink_mbps"]
         download_s = variant["download_bytes"] * 8 / (downlink * 1e6)
     return {"ttft_s": round(download_s + p["load_seconds"] + prefill_s, 3), "tokens_per_s": round(tokens_per_s, 2),
-            "download_s": round(download_s, 3)}
+            "download_s": round(download_s, 3), "source": source}
 
 
 def predict_cloud(probe: dict, state: ServerState, policy: dict) -> dict | None:
@@ -115,8 +168,9 @@ def predict_cloud(probe: dict, state: ServerState, policy: dict) -> dict | None:
         return None
     c = policy["cloud"]
     rtt = ((probe.get("network") or {}).get("rtt_ms") or c["default_rtt_ms"]) / 1000
-    return {"ttft_s": round((state.cloud_ttft_s or c["default_ttft_s"]) + rtt, 3),
-            "tokens_per_s": round(state.cloud_tokens_per_s or c["default_tokens_per_s"], 2)}
+    return {"ttft_s": round((state.cloud_ttft_s or c["default_ttft_s"]) + state.queue_wait_s + rtt, 3),
+            "tokens_per_s": round(state.cloud_tokens_per_s or c["default_tokens_per_s"], 2),
+            "queue_wait_s": round(state.queue_wait_s, 3)}
 
 
 def total_seconds(prediction: dict, tokens: int) -> float:
@@ -135,7 +189,7 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
     # Among runnable variants: one already cached first, then the smallest download.
     runnable.sort(key=lambda v: (not is_cached(probe, v), v["download_bytes"]))
     best = runnable[0] if runnable else None
-    browser = predict_browser(probe, best, policy) if best else None
+    browser = predict_browser(probe, best, policy, state.calibration) if best else None
     cloud = predict_cloud(probe, state, policy)
     usable = best and cached_version(probe, best)
     outdated = [v for v in held_versions(probe, best) if v != usable] if best else []
@@ -155,7 +209,12 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
     network = probe.get("network") or {}
     battery = probe.get("battery") or {}
     slow_network = network.get("save_data") or network.get("effective_type") in policy["network"]["slow_types"]
-    prefetch_ok = preference in ("auto", "fastest", "local_only") and not slow_network and not battery.get("saver")
+    floor = policy["browser"]["min_tokens_per_s"]
+    too_slow = browser is not None and browser["tokens_per_s"] < floor
+    # A download is wasted on a device predicted too slow to use it, unless the user wants it here anyway.
+    prefetch_ok = (preference in ("fastest", "local_only") or (preference == "auto" and not too_slow)) \
+        and not slow_network and not battery.get("saver")
+    busy = state.cloud_full or state.queue_wait_s > policy["cloud"]["busy_wait_s"]
 
     if preference == "cloud_only":
         return go("cloud" if cloud else "none", "preference_cloud", "the user asked for the cloud")
@@ -170,6 +229,9 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
         return go("browser", "only_browser", "the browser is the only engine available")
     if not decision.cached:
         # The download would delay this answer: answer from the cloud, fetch in the background if sensible.
+        if too_slow and preference == "auto":
+            return go("cloud", "browser_too_slow", f"this device would give about {browser['tokens_per_s']} tokens/s "
+                      f"({browser['source']}), under the {floor} the browser needs: not downloading the model")
         background = "; downloading it in the background" if prefetch_ok else ""
         if decision.update:
             return go("cloud", "update_available", f"a new version of {best['id']} is out ({decision.update['from']} "
@@ -177,10 +239,14 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
         return go("cloud", "not_downloaded", f"{best['id']} is not in this browser yet{background}")
     if battery.get("saver"):
         return go("cloud", "battery_saver", "the device is saving battery")
+    if busy:
+        wait = "is at its limit" if state.cloud_full else f"has a {state.queue_wait_s:.0f} s queue"
+        return go("browser", "server_busy", f"the server {wait}, and {best['id']} is cached in this browser")
     if browser is None:
         return go("browser", "cached", f"{best['id']} is cached in this browser (no speed measurement)")
-    if browser["tokens_per_s"] < policy["browser"]["min_tokens_per_s"]:
-        return go("cloud", "browser_too_slow", f"this GPU would give about {browser['tokens_per_s']} tokens/s")
+    if too_slow:
+        return go("cloud", "browser_too_slow", f"this device would give about {browser['tokens_per_s']} tokens/s "
+                  f"({browser['source']}), under the {floor} the browser needs")
     if preference == "fastest":
         tokens = probe.get("max_tokens") or policy["answer"]["default_max_tokens"]
         if total_seconds(cloud, tokens) < total_seconds(browser, tokens):

@@ -1,5 +1,6 @@
 """The server's HTTP surface through Flask's test client, with the real default model built in models/."""
 import json
+import time
 
 import pytest
 
@@ -274,3 +275,77 @@ def test_the_catalog_follows_a_rebuild(tmp_path, catalog):
     (tmp_path / ".manifest.tmp").replace(tmp_path / "manifest.json")  # as the build writes it
     assert client.get("/api/catalog").get_json()["models"][0]["version"] == "fedcba9876543210"
     assert client.get(f"/models/{entry['id']}/{entry['version']}/tokenizer.json").status_code == 404
+
+
+# --- routing from measurements ----------------------------------------------------------------------
+
+SWIFTSHADER = {"available": True, "features": [], "adapter": {"vendor": "google", "architecture": "swiftshader",
+                                                              "is_fallback_adapter": True},
+               "limits": {"maxStorageBufferBindingSize": 134217728, "maxBufferSize": 268435456}}
+
+
+def measuring_probe(entry, client_id, decode):
+    return {**PROBE, "webgpu": SWIFTSHADER, "client_id": client_id, "benchmark": {"bandwidth_gbps": 2.0},
+            "cached_models": [{"id": entry["id"], "version": entry["version"]}],
+            "measured": [{"id": entry["id"], "version": entry["version"], "kernels": "software",
+                          "prefill_tokens_per_s": 4 * decode, "decode_tokens_per_s": decode}]}
+
+
+def test_the_fleet_calibrates_devices_that_have_not_measured_and_one_client_cannot_skew_it(app, catalog):
+    client = app.test_client()
+    entry = catalog["models"][1]
+    newcomer = {**PROBE, "webgpu": SWIFTSHADER, "benchmark": {"bandwidth_gbps": 2.0}}
+    predicted = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
+    assert predicted["source"] == "predicted"
+    honest = [0.30, 0.34, 0.40]  # decode tokens/s that three SwiftShader clients measured
+    for i, decode in enumerate(honest):
+        assert client.post("/api/route", json=measuring_probe(entry, f"client-honest-{i}", decode)).status_code == 200
+    calibrated = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
+    assert calibrated["source"] == "calibrated"
+    assert min(honest) <= calibrated["tokens_per_s"] <= max(honest)
+    # One client claiming a thousand times the speed moves the median at most to a neighbouring honest value.
+    client.post("/api/route", json=measuring_probe(entry, "client-liar-000", 400.0))
+    skewed = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
+    assert min(honest) <= skewed["tokens_per_s"] <= max(honest)
+    view = client.get("/api/fleet").get_json()["calibration"]
+    assert [(row["adapter_class"], row["clients"]) for row in view] == [("google/swiftshader/fallback", 4)]
+
+
+def test_a_device_that_measured_is_predicted_by_its_measurement(client, catalog):
+    entry = catalog["models"][1]
+    decision = client.post("/api/route", json=measuring_probe(entry, "client-measured", 0.4)).get_json()
+    assert decision["predictions"]["browser"]["tokens_per_s"] == 0.4
+    assert (decision["target"], decision["reasons"][0]["code"]) == ("cloud", "browser_too_slow")
+
+
+def test_routing_is_cheap(client, catalog):
+    entry = catalog["models"][1]
+    times = []
+    for i in range(100):
+        started = time.perf_counter()
+        assert client.post("/api/route", json=measuring_probe(entry, f"client-{i % 10:08d}", 0.4)).status_code == 200
+        times.append(time.perf_counter() - started)
+    p95 = sorted(times)[94]
+    print(f"routing p95 {p95 * 1000:.1f} ms")
+    assert p95 < 0.020
+
+
+def bucket(client, le: str, measure: str) -> float:
+    """One bucket of seam_prediction_ratio for the browser (counts are process-wide: compare before/after)."""
+    line = f'seam_prediction_ratio_bucket{{le="{le}",measure="{measure}",target="browser"}} '
+    text = client.get("/metrics").get_data(as_text=True)
+    return float(text.split(line)[1].split()[0]) if line in text else 0.0
+
+
+def test_outcomes_feed_the_prediction_histograms(client):
+    report = {"target": "browser", "predicted": {"ttft_s": 2.0, "tokens_per_s": 4.0},
+              "actual": {"ttft_s": 3.0, "tokens_per_s": 1.0}}
+    buckets = [("0.25", "tokens_per_s"), ("1.5", "ttft_s"), ("1.25", "ttft_s")]
+    before = [bucket(client, *b) for b in buckets]
+    assert client.post("/api/outcome", json=report).get_json() == {"recorded": True}
+    after = [bucket(client, *b) for b in buckets]
+    # 1/4 = 0.25 falls in the 0.25 bucket; 3/2 = 1.5 in the 1.5 bucket, not the 1.25 one.
+    assert [a - b for a, b in zip(after, before)] == [1, 1, 0]
+    bad = {**report, "actual": {"ttft_s": -1}}
+    assert_error(client.post("/api/outcome", json=bad), 400, "actual.ttft_s")
+    assert_error(client.post("/api/outcome", json={**report, "target": "moon"}), 400, "target")

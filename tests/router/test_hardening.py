@@ -168,10 +168,11 @@ def test_the_fleet_keeps_the_most_recent_clients(tmp_path, monkeypatch):
     monkeypatch.setattr(fleet_module, "MAX_CLIENTS", 5)
     store = fleet_module.Fleet(tmp_path / "fleet.sqlite3")
     for i in range(12):
-        store.report_cached(f"client-{i:04d}", [("m", "v1")])
+        store.report_probe(f"client-{i:04d}", [("m", "v1")], "class", 0.5)
         store.report_self_check(f"client-{i:04d}", "m", "v1", "adapter", i % 2 == 0, "[]")
     assert store.versions() == [{"id": "m", "version": "v1", "clients": 5}]
     assert [(r["passed"], r["failed"]) for r in store.self_checks()] == [(2, 3)]  # clients 7..11
+    assert store.calibrations(min_clients=1) == [{"adapter_class": "class", "clients": 5, "factor": 0.5}]
 
 
 # --- 5, 7, 9. schemas and other bad input ---------------------------------------------------------------

@@ -1,14 +1,17 @@
 """Real processes over real HTTP: the server (waitress, as `make serve` runs it) serving the real model,
 the official `openai` client, and a second instance of this server using the first as its
 OpenAI-compatible upstream."""
+import json
 import socket
 import threading
+import time
 from contextlib import contextmanager
 
 import openai
 import pytest
 import requests
 
+from tests.conftest import catalog_of
 from tests.harness import free_port, seam_server
 
 SECRET = "sk-upstream-secret-do-not-leak-42"
@@ -146,3 +149,28 @@ def test_upstream_down_is_502_and_slow_is_504(default_built):
         r = requests.post(url + "/v1/chat/completions", json={"messages": QUESTION}, timeout=60)
         assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
         assert requests.get(url + "/healthz", timeout=5).ok
+
+
+def test_a_busy_server_sends_answers_to_browsers_that_hold_the_model(default_built, tmp_path):
+    """With the server's chats at their limit, a capable browser holding the model answers itself, and the
+    operator sees the offload in /metrics."""
+    entry = next(m for m in catalog_of(default_built)["models"] if m["quantization"] == "q4f32_1")
+    probe = {"schema_version": 1, "preference": "auto", "benchmark": {"bandwidth_gbps": 0.05},  # a slow device
+             "webgpu": {"available": True, "features": [], "limits": {"maxStorageBufferBindingSize": 1 << 30,
+                                                                      "maxBufferSize": 1 << 30}},
+             "cached_models": [{"id": entry["id"], "version": entry["version"]}]}
+    with seam_server(default_built, SEAM_MAX_QUEUE="1", SEAM_FLEET_DB=str(tmp_path / "f.db")) as url:
+        idle = requests.post(url + "/api/route", json=probe, timeout=10).json()
+        assert (idle["target"], idle["reasons"][0]["code"]) == ("cloud", "browser_too_slow")
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as sock:
+            body = json.dumps({"messages": QUESTION, "temperature": 2.0, "seed": 1, "max_tokens": 1500}).encode()
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            for _ in range(100):  # until the long answer holds the only place
+                if "seam_chats_in_flight 1.0" in requests.get(url + "/metrics", timeout=10).text:
+                    break
+                time.sleep(0.1)
+            busy = requests.post(url + "/api/route", json=probe, timeout=10).json()
+        assert (busy["target"], busy["reasons"][0]["code"]) == ("browser", "server_busy"), busy["reasons"]
+        metrics = requests.get(url + "/metrics", timeout=10).text
+        assert 'seam_route_decisions_total{reason="server_busy",target="browser"} 1.0' in metrics

@@ -25,6 +25,10 @@ BASE = {"schema_version": 1, "webgpu": GOOD_GPU, "device_memory_gb": 8,
         "cached_models": [{"id": "Model-q4f16_1", "version": "v1"}],
         "benchmark": {"bandwidth_gbps": 50.0}, "preference": "auto", "prompt_tokens": 20}
 CLOUD = routing.ServerState(cloud_available=True, cloud_tokens_per_s=8.0, cloud_ttft_s=1.0)
+# The fleet found this adapter class 100x slower than its bandwidth suggests: 50 GB/s -> about 3 tokens/s.
+CALIBRATED_SLOW = routing.ServerState(cloud_available=True, cloud_tokens_per_s=8.0, cloud_ttft_s=1.0, calibration=0.01)
+MEASURED_SLOW = {"id": "Model-q4f16_1", "version": "v1", "kernels": "software", "prefill_tokens_per_s": 3.0,
+                 "decode_tokens_per_s": 0.5}
 NO_CLOUD = routing.ServerState(cloud_available=False)
 
 
@@ -76,6 +80,21 @@ CASES = [
     ("no cloud, browser can: browser", probe(cached_models=[]), NO_CLOUD, "browser", "only_browser", "Model-q4f16_1"),
     ("no cloud, browser cannot: none", probe(webgpu={"available": False}), NO_CLOUD, "none", "browser_cannot_run", None),
     ("no speed measurement but cached: browser", probe(benchmark=None), CLOUD, "browser", "cached", "Model-q4f16_1"),
+    # Measured speeds outrank the bandwidth prediction; the fleet's calibration scales the prediction.
+    ("measured too slow, despite a fast probe: cloud", probe(measured=[MEASURED_SLOW]), CLOUD, "cloud",
+     "browser_too_slow", "Model-q4f16_1"),
+    ("calibrated too slow: cloud", probe(), CALIBRATED_SLOW, "cloud", "browser_too_slow", "Model-q4f16_1"),
+    ("calibrated too slow, not downloaded: cloud, no download", probe(cached_models=[]), CALIBRATED_SLOW, "cloud",
+     "browser_too_slow", "Model-q4f16_1"),
+    ("too slow but the user wants it local: browser", probe(preference="local_only", measured=[MEASURED_SLOW]),
+     CLOUD, "browser", "preference_local", "Model-q4f16_1"),
+    # A busy server sends answers to browsers that hold the model, slow or not.
+    ("server at its limit: the cached browser", probe(measured=[MEASURED_SLOW]),
+     routing.ServerState(True, 8.0, 1.0, cloud_full=True), "browser", "server_busy", "Model-q4f16_1"),
+    ("server with a long queue: the cached browser", probe(),
+     routing.ServerState(True, 8.0, 1.0, queue_wait_s=60.0), "browser", "server_busy", "Model-q4f16_1"),
+    ("server busy, model not downloaded: cloud still", probe(cached_models=[]),
+     routing.ServerState(True, 8.0, 1.0, cloud_full=True), "cloud", "not_downloaded", "Model-q4f16_1"),
 ]
 
 
@@ -95,6 +114,11 @@ def test_refusals_are_all_listed():
 
 def test_prefetch_only_when_sensible():
     assert routing.decide(probe(cached_models=[]), VARIANTS, CLOUD, POLICY).prefetch
+    # Predicted too slow: no download, unless the user wants this device to answer.
+    assert not routing.decide(probe(cached_models=[]), VARIANTS, CALIBRATED_SLOW, POLICY).prefetch
+    for preference in ("local_only", "fastest"):
+        decision = routing.decide(probe(cached_models=[], preference=preference), VARIANTS, CALIBRATED_SLOW, POLICY)
+        assert decision.prefetch or decision.target == "browser", preference
     for situation in ({"network": {"save_data": True}}, {"network": {"effective_type": "3g"}},
                       {"battery": {"saver": True}}, {"preference": "cloud_only"}):
         assert not routing.decide(probe(cached_models=[], **situation), VARIANTS, CLOUD, POLICY).prefetch, situation
@@ -106,7 +130,8 @@ def test_predictions_follow_the_measurements():
     # 50 GB/s at 50% efficiency over an 80 MB model: about 312 tokens/s; the download adds 64 s at 10 Mbit/s.
     assert browser["tokens_per_s"] == pytest.approx(50e9 * 0.5 / (80 * MB), rel=1e-3)
     assert browser["download_s"] == pytest.approx(80 * MB * 8 / 10e6, rel=1e-3)
-    assert cloud == {"ttft_s": 1.1, "tokens_per_s": 8.0}
+    assert browser["source"] == "predicted"
+    assert cloud == {"ttft_s": 1.1, "tokens_per_s": 8.0, "queue_wait_s": 0.0}
     assert routing.decide(probe(), VARIANTS, NO_CLOUD, POLICY).predictions["cloud"] is None
 
 
@@ -137,3 +162,34 @@ def test_a_variant_that_failed_here_says_so():
     report = probe(unreliable_models=[{"id": "Model-q4f16_1", "version": "v1", "reason": "the GPU was lost"}])
     reasons = routing.decide(report, VARIANTS[1:], CLOUD, POLICY).reasons
     assert {"code": "unreliable", "message": "Model-q4f16_1 failed on this device (the GPU was lost)"} in reasons
+
+
+def test_measured_speeds_replace_the_prediction_and_the_queue_adds_to_the_cloud():
+    fast = {**MEASURED_SLOW, "prefill_tokens_per_s": 200.0, "decode_tokens_per_s": 40.0}
+    decision = routing.decide(probe(measured=[fast], prompt_tokens=400), VARIANTS,
+                              routing.ServerState(True, 8.0, 1.0, queue_wait_s=12.0), POLICY)
+    browser, cloud = decision.predictions["browser"], decision.predictions["cloud"]
+    assert (browser["tokens_per_s"], browser["source"]) == (40.0, "measured")
+    assert browser["ttft_s"] == pytest.approx(POLICY["browser"]["load_seconds"] + 400 / 200.0)
+    assert cloud["ttft_s"] == pytest.approx(1.0 + 12.0 + 0.1) and cloud["queue_wait_s"] == 12.0
+    # A measurement of another version does not count for this one.
+    stale = routing.decide(probe(measured=[{**fast, "version": "v0"}]), VARIANTS, CLOUD, POLICY)
+    assert stale.predictions["browser"]["source"] == "predicted"
+
+
+def test_calibration_ratio_is_clipped():
+    c = POLICY["calibration"]
+    absurd = probe(measured=[{**MEASURED_SLOW, "decode_tokens_per_s": 999_999.0}])
+    assert routing.calibration_ratio(absurd, VARIANTS[1], POLICY) == c["max_ratio"]
+    tiny = probe(measured=[{**MEASURED_SLOW, "decode_tokens_per_s": 1e-6}])
+    assert routing.calibration_ratio(tiny, VARIANTS[1], POLICY) == c["min_ratio"]
+    assert routing.calibration_ratio(probe(), VARIANTS[1], POLICY) is None  # nothing measured
+
+
+def test_adapter_classes_are_short_plain_keys():
+    gpu = {**GOOD_GPU, "adapter": {"vendor": "Google", "architecture": "swiftshader", "description": "x",
+                                   "is_fallback_adapter": True}}
+    assert routing.adapter_class(probe(webgpu=gpu)) == "google/swiftshader/fallback"
+    odd = {**GOOD_GPU, "adapter": {"vendor": "<b>" + "v" * 300, "architecture": ""}}
+    assert routing.adapter_class(probe(webgpu=odd)) == "b-" + "v" * 38 + "/unknown"
+    assert routing.adapter_class(probe(webgpu={"available": False})) is None

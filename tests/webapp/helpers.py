@@ -33,10 +33,16 @@ class HeldRequests:
     held in mid-flight, so a test can look at the page while it is under way."""
 
     def __init__(self, page, pattern: str):
-        self.page, self.pattern, self.routes = page, pattern, []
-        page.route(pattern, lambda route: self.routes.append(route))
+        self.page, self.pattern, self.routes, self.released = page, pattern, [], False
+        page.route(pattern, self.hold)
+
+    def hold(self, route) -> None:
+        route.continue_() if self.released else self.routes.append(route)
 
     def release(self) -> None:
-        self.page.unroute(self.pattern)
+        # The held requests go on before the handler is removed: removing it first lets Playwright pass
+        # them on itself, racing this (then "Route is already handled").
+        self.released = True
         for route in self.routes:
             route.continue_()
+        self.page.unroute(self.pattern)

@@ -150,12 +150,16 @@ def test_each_path_takes_over_when_the_other_fails_mid_answer(page, tiny_models,
     self_check_passed(tiny_models)
     # What Chromium logs for the cut below, and what tvmjs logs when the hook destroys the device.
     expected_console_errors += ["net::ERR_CONNECTION_REFUSED", "Device lost, calling Instance.dispose()"]
-    # The server's API is unreachable while the model is not ready yet: the browser answers once it is.
+    # The server's API is unreachable while the model is still downloading (its last shard held): the
+    # router sends the answer to the server, and the browser takes it over once the model is ready.
     page.route("**/v1/chat/completions", lambda route: route.abort("connectionrefused"))
+    held = HeldRequests(page, "**/params_shard_2.bin")
     chat = ChatPage(page, server.url).open(**GREEDY)
     expect(chat.route).to_have_attribute("data-target", "cloud")
-    first = chat.ask(FRANCE)
+    answer = chat.send(FRANCE)
     expect(chat.notice).to_contain_text("The server could not answer")
+    held.release()
+    first = chat.wait_for_answer(answer)
     assert (first["where"], first["state"]) == ("browser", "done"), "the browser did not take over from a dead server"
     assert first["text"] == servers_text(server, asked(question=FRANCE)), \
         "the browser's takeover answer differs from what the server would have said"
@@ -269,3 +273,23 @@ def test_too_little_storage_means_the_server_answers(page, tiny_server):
     # The engine alone (its JS API) says the same, with its type.
     assert page.evaluate(LOAD, VARIANT).startswith("StorageQuotaError")
     assert not [u for u in cached_urls(page) if f"/models/{VARIANT}/" in u]
+
+
+def test_the_router_predicts_this_device_from_its_own_measured_speed(page, tiny_server, tiny_models,
+                                                                     self_check_passed):
+    """Before each answer the page asks the router with that answer's numbers and this browser's measured
+    speeds; once it has measured, the prediction is within 1.5x of what the next answer does."""
+    self_check_passed(tiny_models)
+    chat = ChatPage(page, tiny_server.url).open(preference="local_only", temperature=0, max_tokens=48)
+    chat.wait_until_loaded()
+    assert chat.ask("Hello")["where"] == "browser"  # the first answer on this device: measured from here on
+    for question in ("Tell me more.", "And then?"):
+        answer = chat.ask(question)
+        report, decision = page.evaluate("[window.seamLastReport, window.seamLastDecision]")
+        assert report["prompt_tokens"] > 20 and "prompt_tokens_estimated" not in report  # the model's tokenizer
+        assert report["max_tokens"] == 48 and [m["id"] for m in report["measured"]] == [VARIANT]
+        predicted = decision["predictions"]["browser"]
+        actual = float(answer["stats"].split("decode ")[1].split(" tok/s")[0])
+        print(f"predicted {predicted['tokens_per_s']} tok/s ({predicted['source']}), then decoded {actual}")
+        assert predicted["source"] == "measured"
+        assert 1 / 1.5 <= actual / predicted["tokens_per_s"] <= 1.5

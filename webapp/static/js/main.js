@@ -7,18 +7,17 @@ import { ChatView } from "./chat_view.js";
 import { WorkerEngine } from "./engine/client.js";
 import { EngineError, ErrorKind } from "./engine/errors.js";
 import { deleteOtherVersions } from "./engine/model_cache.js";
-import { askRouter, collectProbeReport } from "./probe.js";
+import { adapterKey, askRouter, collectProbeReport } from "./probe.js";
 import { remembered } from "./remembered.js";
 
 const config = JSON.parse(document.getElementById("seam-config").textContent);
 const view = new ChatView();
 const cloud = new CloudClient(config.endpoints.chat);
-const ROUTE_MAX_AGE_MS = 5 * 60 * 1000;  // re-ask the router before an answer when its decision is older
 
 let catalog = config.models;  // refreshed from the server before each routing
 let engine = null;            // the worker starts only when a browser variant is wanted
 let decision = null;          // the router's latest answer
-let routedAt = 0;
+let device = "none";          // this browser's adapter key (probe.js), which its measured speeds are kept under
 let loading = null;           // {key, promise} of the variant being loaded or loaded
 let loaded = null;            // {model, adapter} once the browser engine holds a checked model
 let history = [];             // this conversation, as the chat template will see it
@@ -49,13 +48,17 @@ async function refreshCatalog() {
   } catch (error) { /* offline: keep the catalog we have */ }
 }
 
-async function route() {
+// Asks the router where the next answer runs: on page load (for what to download), and before every
+// answer with that answer's numbers (`request`: its messages, max_tokens and response_format).
+async function route(request) {
   try {
     await refreshCatalog();
     const report = await collectProbeReport({ models: catalog, preference: view.settings().preference,
-                                              unreliable: unreliableHere(), clientId: remembered.clientId() });
+                                              unreliable: unreliableHere(), clientId: remembered.clientId(),
+                                              measured: (key) => remembered.measuredSpeeds(key),
+                                              ...(request ? await answerNumbers(request) : {}) });
     decision = await askRouter(config.endpoints.route, report);
-    routedAt = Date.now();
+    device = adapterKey(report);
     window.seamLastReport = report;
     window.seamLastDecision = decision;
   } catch (error) {
@@ -71,6 +74,30 @@ async function route() {
     view.notice([why, ...others].map((r) => r.message).join("; "), decision.target === "none" ? "error" : "info");
   if (decision.variant && (decision.target === "browser" || decision.prefetch))
     loadVariant(decision.variant, decision.version).catch(() => {});
+}
+
+// What the router needs to know of one answer. The prompt is counted by the model's own tokenizer once
+// the browser engine holds it, and estimated (about 4 characters a token) before.
+async function answerNumbers({ messages, max_tokens, response_format }) {
+  const numbers = { maxTokens: max_tokens, structured: Boolean(response_format) };
+  try {
+    if (loaded) return { ...numbers, promptTokens: await browserEngine().countTokens(messages) };
+  } catch (error) { /* the engine is busy or gone: estimate */ }
+  const characters = messages.reduce((sum, m) => sum + m.content.length, 0);
+  return { ...numbers, promptTokens: Math.ceil(characters / 4), promptTokensEstimated: true };
+}
+
+// After each answer: how fast it really was. The browser's own speeds are kept for the router, and the
+// prediction's error goes to the server's metrics (numbers only, never the text).
+function learnFrom(path, stats, predictedFor) {
+  if (path === "browser" && loaded) remembered.recordSpeed(loaded.model, device, loaded.kernels, stats);
+  const predicted = predictedFor?.predictions?.[path];
+  if (!predicted || !(stats.ttft_s > 0) || !(stats.decode_tokens_per_s > 0)) return;
+  fetch(config.endpoints.outcome, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ target: path, predicted: { ttft_s: predicted.ttft_s, tokens_per_s: predicted.tokens_per_s },
+                           actual: { ttft_s: stats.ttft_s, tokens_per_s: stats.decode_tokens_per_s } }),
+  }).catch(() => {});
 }
 
 // Every variant version that failed on this device, once each (remembered ones, then this page's).
@@ -98,8 +125,9 @@ function loadVariant(id, version) {
       else view.showProgress(p);
     });
     // The self-check vouches for this adapter running this kernel set.
-    await selfCheck(model, `${info.adapter}, ${info.kernels} kernels`);
+    const speeds = await selfCheck(model, `${info.adapter}, ${info.kernels} kernels`);
     loaded = { model, adapter: info.adapter, kernels: info.kernels };
+    if (speeds) remembered.recordSpeed(model, device, info.kernels, speeds);
     view.hideLoading();
     if (info.kernelsWhy)  // the GPU kernels did not fit this GPU's limits
       view.notice(`This browser runs ${model.id} with its software kernels: ${info.kernelsWhy}.`, "info");
@@ -121,11 +149,12 @@ function loadVariant(id, version) {
 
 // The first time this device loads a model version, its answer to the catalog's check prompt must equal
 // the catalog's golden tokens; a device that computes something else is not used for that version.
+// Returns the speeds the check ran at, when it ran.
 async function selfCheck(model, adapter) {
-  if (remembered.selfCheckPassed(model, adapter)) return;
+  if (remembered.selfCheckPassed(model, adapter)) return null;
   view.showLoadingStep(`Checking that this GPU computes ${model.id} correctly`);
   const check = model.self_check;
-  const tokens = await browserEngine().selfCheck(check);
+  const { tokens, stats } = await browserEngine().selfCheck(check);
   const golden = check.golden_token_ids;
   const passed = tokens.length === golden.length && tokens.every((t, i) => t === golden[i]);
   await fetch(config.endpoints.self_check, {
@@ -133,7 +162,10 @@ async function selfCheck(model, adapter) {
     body: JSON.stringify({ id: model.id, version: model.version, adapter: adapter.slice(0, 200), passed, token_ids: tokens,
                            client_id: remembered.clientId() }),
   }).catch(() => {});  // the report is for the operator; the page decides either way
-  if (passed) return remembered.selfCheckPassed(model, adapter, true);
+  if (passed) {
+    remembered.selfCheckPassed(model, adapter, true);
+    return stats;
+  }
   const reason = `self-check failed: this GPU's answer to the check prompt (${tokens.join(" ")}) differs from ` +
                  `the catalog's (${golden.join(" ")})`;
   remembered.markUnreliable(model, reason);
@@ -153,8 +185,8 @@ const cloudCanTakeOver = () => Boolean(decision?.predictions?.cloud) && wants() 
 const browserCanTakeOver = () => Boolean(decision?.variant) && wants() !== "cloud_only" &&
   !failedHere.some((f) => f.id === decision.variant && f.version === decision.version);
 
-async function pickPath() {
-  if (Date.now() - routedAt > ROUTE_MAX_AGE_MS) await route();
+async function pickPath(request) {
+  await route(request);
   if (decision?.target === "browser") return "browser";
   if (decision?.target === "cloud") return "cloud";
   throw new EngineError(ErrorKind.NoEngine, decision ? decision.reasons.map((r) => r.message).join("; ")
@@ -239,7 +271,8 @@ async function send(text) {
   const request = { messages, ...sampling };
   try {
     const started = performance.now();
-    let path = await pickPath();
+    let path = await pickPath(request);
+    const predictedFor = decision;
     let result, handedOff = null;
     try {
       result = await streamInto(answer, path, request, so);
@@ -252,6 +285,7 @@ async function send(text) {
     }
     const stats = result.stats || cloudStats(started, result, performance.now());
     if (handedOff) stats.handoff = handedOff.to;
+    else learnFrom(path, stats, predictedFor);
     answer.finish({ stats, usage: result.usage, finishReason: result.finishReason, stopped: result.stopped });
   } catch (error) {
     answer.fail(error);
@@ -272,6 +306,6 @@ function stop() {
 view.onSend(send);
 view.onStop(stop);
 view.onNewChat(() => { stop(); history = []; view.clear(); });
-view.onPreference(route);
+view.onPreference(() => route());
 view.onResponseFormat();
 route();

@@ -1,4 +1,4 @@
-// Collects what the router needs to know about this device: the probe report, schema version 1
+// Collects what the router needs to know about this device and the next answer: the probe report, schema version 1
 // (router/schemas/probe-report.v1.json). Every probe is optional: a browser that lacks an API simply
 // reports less, and the router decides with what it has.
 import { cachedVersions } from "./engine/model_cache.js";
@@ -71,10 +71,6 @@ export async function measureBandwidth(device, bytes = BENCH_BYTES, times = 4) {
   return { bandwidth_gbps: Number(((times * bytes) / seconds / 1e9).toFixed(3)) };
 }
 
-// Measured once per page, while the page is idle: a later run would compete with the engine's own work
-// on the same GPU and report the GPU busy, not slow.
-let bandwidth = null;
-
 async function probeStorage() {
   if (!navigator.storage || !navigator.storage.estimate) return null;
   const { quota = 0, usage = 0 } = await navigator.storage.estimate();
@@ -102,10 +98,31 @@ async function probeBattery() {
   } catch (e) { return null; }
 }
 
-// `unreliable`: [{id, version, reason}] the page saw fail here; `clientId`: its random id, for the fleet counts.
-export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, maxTokens, model,
-                                           unreliable = [], clientId }) {
+// The adapter and its bandwidth are measured once per page (a later run would compete with the engine's
+// own work on the same GPU and report the GPU busy, not slow); storage and the cache are read each time.
+let devicePart = null;
+
+async function probeDevice() {
   const { gpu, device } = await probeWebGPU();
+  const benchmark = device ? await measureBandwidth(device).catch(() => null) : null;
+  if (device) device.destroy();
+  return { gpu, benchmark };
+}
+
+// The key this browser's measured speeds are kept under: its adapter as the probe sees it.
+export function adapterKey(report) {
+  const a = report?.webgpu?.adapter;
+  return a ? [a.vendor, a.architecture, a.description, a.is_fallback_adapter ? "fallback" : "hw"].join("|") : "none";
+}
+
+// `unreliable`: [{id, version, reason}] the page saw fail here; `clientId`: its random id, for the fleet
+// counts. For the answer about to be asked: `promptTokens` (and whether that is an estimate), `maxTokens`,
+// `structured` (a response_format); `measured(key)`: this browser's own speeds for an adapter key.
+export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, promptTokensEstimated,
+                                           maxTokens, structured, model, unreliable = [], clientId,
+                                           measured = () => [] }) {
+  devicePart ??= probeDevice();
+  const { gpu, benchmark } = await devicePart;
   const report = {
     schema_version: 1,
     webgpu: gpu,
@@ -113,16 +130,18 @@ export async function collectProbeReport({ models, preference = "auto", promptTo
     storage: await probeStorage(),
     cached_models: await cachedVersions(models, location.origin),
     unreliable_models: unreliable,
-    benchmark: device ? (bandwidth ??= await measureBandwidth(device).catch(() => null)) : null,
+    benchmark,
     network: probeNetwork(),
     battery: await probeBattery(),
     preference,
     prompt_tokens: promptTokens,
   };
+  report.measured = measured(adapterKey(report));
+  if (promptTokensEstimated) report.prompt_tokens_estimated = true;
   if (maxTokens) report.max_tokens = maxTokens;
+  if (structured) report.structured = true;
   if (model) report.model = model;
   if (clientId) report.client_id = clientId;
-  if (device) device.destroy();
   return report;
 }
 

@@ -1,6 +1,6 @@
 // What the page remembers about this device across visits, in localStorage: a random client id (for the
-// server's fleet counts), which model versions passed their self-check on which adapter, and which
-// failed it. Where storage is off (private windows), it is remembered for this page only.
+// server's fleet counts), which model versions passed their self-check on which adapter, which failed
+// it, and how fast each ran here. Where storage is off (private windows), it is remembered for this page only.
 const memory = new Map();
 
 function read(key, fallback) {
@@ -15,6 +15,8 @@ function write(key, value) {
   try { localStorage.setItem(`seam.${key}`, JSON.stringify(value)); } catch (error) { /* kept in memory */ }
 }
 
+const SPEED_SAMPLES = 5;
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 const checkKey = (model, adapter) => `${model.id}@${model.version}@${adapter}`;
 
@@ -29,6 +31,22 @@ export const remembered = {
     const checks = read("self-checks", {});
     if (passed === undefined) return checks[checkKey(model, adapter)] === true;
     write("self-checks", { ...checks, [checkKey(model, adapter)]: true });
+  },
+  // This browser's real prefill and decode speeds per (variant, version, adapter, kernel set), from its
+  // self-checks and answers: the median of the last few, which the router prefers to any prediction.
+  recordSpeed(model, adapter, kernels, stats) {
+    if (!(stats?.decode_tokens_per_s > 0) || !(stats.prefill_tokens_per_s > 0)) return;
+    const key = `${model.id}@${model.version}@${kernels}@${adapter}`;
+    const speeds = read("speeds", {});
+    const samples = [...(speeds[key]?.samples ?? []), [stats.prefill_tokens_per_s, stats.decode_tokens_per_s]].slice(-SPEED_SAMPLES);
+    delete speeds[key];  // re-added last: the most recently used are kept
+    write("speeds", Object.fromEntries([...Object.entries(speeds), [key, { id: model.id, version: model.version, kernels, adapter, samples }]].slice(-16)));
+  },
+  measuredSpeeds(adapter) {
+    return Object.values(read("speeds", {})).filter((s) => s.adapter === adapter).map((s) => ({
+      id: s.id, version: s.version, kernels: s.kernels, answers: s.samples.length,
+      prefill_tokens_per_s: median(s.samples.map((x) => x[0])), decode_tokens_per_s: median(s.samples.map((x) => x[1])),
+    }));
   },
   unreliable() { return read("unreliable", []); },
   markUnreliable(model, reason) {

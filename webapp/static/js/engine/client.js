@@ -89,11 +89,21 @@ export class WorkerEngine {
   }
 
   // The catalog's self-check: greedy tokens for its prompt ids, stop token included, to compare with
-  // its golden tokens.
+  // its golden tokens; and the speeds it ran at.
   async selfCheck({ prompt_token_ids, max_tokens }) {
     const result = await this.create({ messages: [], prompt_token_ids, max_tokens, temperature: 0 });
-    const { token_ids, stop_token_id } = result.seam;
-    return stop_token_id === null ? token_ids : [...token_ids, stop_token_id];
+    const { token_ids, stop_token_id, stats } = result.seam;
+    return { tokens: stop_token_id === null ? token_ids : [...token_ids, stop_token_id], stats };
+  }
+
+  // The length in tokens of a prompt for `messages`, by the loaded model's own tokenizer and chat template.
+  countTokens(messages) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const settle = (finish) => (value) => { this.pending.delete(id); finish(value); };
+      this.pending.set(id, { push: settle((data) => resolve(data.tokens)), fail: settle(reject) });
+      this.worker.postMessage({ type: "count", id, messages });
+    });
   }
 
   // Test-only (needs the server's SEAM_TEST_HOOKS): the GPU device is destroyed after `tokens` tokens.

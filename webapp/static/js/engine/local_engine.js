@@ -65,6 +65,7 @@ export class LocalEngine {
     this.logitsOnHost = tvm.detachFromCurrentScope(tvm.empty([this.config.vocab_size], "float32", tvm.cpu()));
     tvm.endScope();
     await this.sync();
+    await this.warmUp();
     this.model = model;
     return { adapter: this.adapter, kernels: this.kernels, kernelsWhy: this.kernelsWhy };
   }
@@ -117,12 +118,51 @@ export class LocalEngine {
     return constraint;
   }
 
+  // A KV cache for one sequence; the caller disposes of it.
+  newCache() {
+    const tvm = this.tvm;
+    const S = (a) => tvm.makeShapeTuple(a);
+    tvm.beginScope();
+    const cache = tvm.detachFromCurrentScope(this.fn.create_tir_paged_kv_cache(
+      S([1]), S([this.config.context_window_size]), S([this.config.prefill_chunk_size]),
+      S([this.config.kv_cache_page_size]), S([0])));
+    tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")(cache, new tvmjs.Scalar(0, "int64"));
+    tvm.endScope();
+    return cache;
+  }
+
+  // One forward pass ("prefill" or "decode") over `ids`: the logits of the last position, on the host.
+  async forward(cache, name, ids) {
+    const tvm = this.tvm;
+    const kvState = (step) => tvm.getGlobalFunc(`vm.builtin.kv_state_${step}`);
+    tvm.beginScope();
+    kvState("begin_forward")(cache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
+    const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
+    const out = this.fn[name](this.fn.embed(input, this.params), cache, this.params);
+    kvState("end_forward")(cache);
+    this.logitsOnHost.copyFrom(out.get(0));
+    tvm.endScope();
+    await this.sync();
+    return this.logitsOnHost.toArray();
+  }
+
+  // One prefill and one decode step at load: a pipeline's first dispatch can compile its shader (a second
+  // or more on a software adapter), which belongs to the load, not to the first answer's time and speed.
+  async warmUp() {
+    const cache = this.newCache();
+    try {
+      await this.forward(cache, "prefill", [0, 0]);
+      await this.forward(cache, "decode", [0]);
+    } finally {
+      cache.dispose();
+    }
+  }
+
   // Yields {text} pieces, then {finish_reason, usage, stats, token_ids, stop_token_id}. The prompt is the
   // chat template over `messages`, or `options.prompt_token_ids` as given (the catalog's self-check).
   // `options.response_format` (OpenAI's shapes) masks every token its JSON schema does not allow.
   async *generate(messages, options, shouldStop, notify = () => {}) {
     if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
-    const tvm = this.tvm;
     const started = performance.now();
     const prompt = options.prompt_token_ids ?? this.promptIds(messages, options.continue_final_message);
     const maxTokens = options.max_tokens ?? 256;
@@ -133,25 +173,8 @@ export class LocalEngine {
     const constraint = format && await this.constraint(format, messages, options.continue_final_message, notify);
     const random = makeRandom(options.seed);
     const stopIds = new Set(this.config.stop_token_ids);
-    const S = (a) => tvm.makeShapeTuple(a);
-    const kvState = (name) => tvm.getGlobalFunc(`vm.builtin.kv_state_${name}`);
-    tvm.beginScope();
-    const cache = tvm.detachFromCurrentScope(this.fn.create_tir_paged_kv_cache(
-      S([1]), S([this.config.context_window_size]), S([this.config.prefill_chunk_size]),
-      S([this.config.kv_cache_page_size]), S([0])));
-    kvState("add_sequence")(cache, new tvmjs.Scalar(0, "int64"));
-    tvm.endScope();
-    const step = async (name, ids) => {
-      tvm.beginScope();
-      kvState("begin_forward")(cache, S([0]), S([ids.length]));
-      const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
-      const out = this.fn[name](this.fn.embed(input, this.params), cache, this.params);
-      kvState("end_forward")(cache);
-      this.logitsOnHost.copyFrom(out.get(0));
-      tvm.endScope();
-      await this.sync();
-      return this.logitsOnHost.toArray();
-    };
+    const cache = this.newCache();
+    const step = (name, ids) => this.forward(cache, name, ids);
     const generated = [];
     let shown = "", finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
     try {

@@ -1,7 +1,9 @@
 // The Web Worker that hosts the browser engine, so the page never freezes while the GPU works.
-// Messages in: load {model, settings: {vendor, grammar, featureLevel, partBytes, kernels}, origin, testHooks}, generate {id, messages, options}, stop {id},
+// Messages in: load {model, settings: {vendor, grammar, featureLevel, partBytes, kernels}, origin, testHooks}, generate {id, messages, options},
+// count {id, messages}, stop {id},
 // and, only when the page's server enables test hooks, lose-device {afterTokens}.
-// Messages out: progress, loaded, compiling {id}, compiled {id}, chunk {id, text}, done {id, ...}, error {id?, error}.
+// Messages out: progress, loaded, compiling {id}, compiled {id}, chunk {id, text}, done {id, ...}, counted {id, tokens},
+// error {id?, error}.
 import { EngineError } from "./errors.js";
 import { LocalEngine } from "./local_engine.js";
 
@@ -45,6 +47,13 @@ self.onmessage = async ({ data }) => {
     // One generation at a time (a self-check and an answer may be asked for together): they share the
     // engine's buffers. Stop messages are not queued, so they reach a waiting or running generation.
     generations = generations.then(() => loading).then(() => generate(data));
+  } else if (data.type === "count") {
+    try {
+      if (!engine) throw new EngineError("EngineNotLoadedError", "load a model before counting tokens");
+      self.postMessage({ type: "counted", id: data.id, tokens: engine.promptIds(data.messages).length });
+    } catch (e) {
+      self.postMessage({ type: "error", id: data.id, error: errorOf(e) });
+    }
   } else if (data.type === "stop") {
     stopped.add(data.id);
   } else if (data.type === "lose-device" && testHooks && engine) {
