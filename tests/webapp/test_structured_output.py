@@ -129,3 +129,26 @@ def test_the_page_offers_a_schema_and_refuses_a_broken_one(page, tiny_server):
     chat.prompt.press("Enter")
     expect(chat.notice).to_contain_text("the JSON schema in Settings is not valid JSON")
     assert chat.answers.count() == count  # nothing was sent
+
+
+def test_a_schema_error_in_the_browser_is_the_users_not_the_gpus(page, tiny_server, tiny_models, self_check_passed):
+    """A request error (here a schema the grammar cannot enforce) reaches the user as that error; it is not
+    handed to the server as a GPU failure, and the engine stays loaded for the next answer."""
+    self_check_passed(tiny_models)
+    chat = ChatPage(page, tiny_server.url).open(temperature=0, max_tokens=4)
+    chat.wait_until_loaded()
+    expect(chat.route).to_have_attribute("data-target", "browser", timeout=60_000)  # the server could take over
+    page.locator("#settings summary").click()
+    page.locator("#response-format").select_option("json_schema")
+    page.locator("#json-schema").fill(json.dumps({"type": "array", "items": {"type": "string"}, "uniqueItems": True}))
+    page.locator("#settings summary").click()
+    refused = chat.ask("hi")
+    assert (refused["state"], refused["error_kind"]) == ("error", "InvalidSchemaError"), refused
+    assert "uniqueItems" in refused["stats"]
+    expect(chat.notice).not_to_contain_text("GPU failed")
+    assert page.evaluate("window.seam.loaded !== null"), "a schema error unloaded the browser engine"
+    assert page.evaluate("window.seamLastReport.unreliable_models") == []
+    page.locator("#settings summary").click()
+    page.locator("#response-format").select_option("text")
+    page.locator("#settings summary").click()
+    assert chat.ask("hi")["where"] == "browser"

@@ -5,7 +5,7 @@
 import { CloudClient } from "./cloud_client.js";
 import { ChatView } from "./chat_view.js";
 import { WorkerEngine } from "./engine/client.js";
-import { EngineError, ErrorKind } from "./engine/errors.js";
+import { EngineError, ErrorKind, REQUEST_ERRORS } from "./engine/errors.js";
 import { deleteOtherVersions } from "./engine/model_cache.js";
 import { adapterKey, askRouter, collectProbeReport } from "./probe.js";
 import { remembered } from "./remembered.js";
@@ -231,7 +231,7 @@ function continuation(request, so) {
 // A failure on one path that the other can recover from, and the notice that says so.
 function takeOver(path, error) {
   if (current?.stopped) return null;
-  if (path === "browser" && cloudCanTakeOver() && error instanceof EngineError && error.kind !== ErrorKind.ContextWindow) {
+  if (path === "browser" && cloudCanTakeOver() && error instanceof EngineError && !REQUEST_ERRORS.has(error.kind)) {
     const model = loaded?.model || modelAt(decision.variant, decision.version);
     failedHere.push({ id: model.id, version: model.version, reason: error.message.slice(0, 400) });
     dropBrowserEngine();

@@ -18,6 +18,10 @@ export const ErrorKind = {
   InvalidSchema: "InvalidSchemaError",
 };
 
+// Errors about the request itself (its schema, its length): the other path would refuse it too, and the
+// engine is fine. Every other error means this browser could not answer, and the server may take over.
+export const REQUEST_ERRORS = new Set([ErrorKind.ContextWindow, ErrorKind.InvalidSchema]);
+
 export class EngineError extends Error {
   constructor(kind, message) {
     super(message);
