@@ -293,3 +293,19 @@ def test_the_router_predicts_this_device_from_its_own_measured_speed(page, tiny_
         print(f"predicted {predicted['tokens_per_s']} tok/s ({predicted['source']}), then decoded {actual}")
         assert predicted["source"] == "measured"
         assert 1 / 1.5 <= actual / predicted["tokens_per_s"] <= 1.5
+
+
+def test_an_unreachable_router_leaves_the_last_decision_standing(page, tiny_server, tiny_models, self_check_passed,
+                                                                expected_console_errors):
+    """The page asks the router before every answer; when it cannot, a browser that holds the model still
+    answers, as last decided."""
+    self_check_passed(tiny_models)
+    expected_console_errors.append("net::ERR_FAILED")
+    chat = ChatPage(page, tiny_server.url).open(**GREEDY)
+    chat.wait_until_loaded()
+    expect(chat.route).to_have_attribute("data-target", "browser", timeout=60_000)
+    page.route("**/api/route", lambda route: route.abort())
+    answer = chat.ask(FRANCE)
+    assert (answer["where"], answer["state"]) == ("browser", "done")
+    expect(chat.route).to_contain_text("could not ask the router")
+    expect(chat.route).to_contain_text("answering as last decided (This browser)")

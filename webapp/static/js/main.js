@@ -62,8 +62,9 @@ async function route(request) {
     window.seamLastReport = report;
     window.seamLastDecision = decision;
   } catch (error) {
-    decision = null;
-    view.showRoute({ target: "error" }, `could not ask the router: ${error.message}`);
+    // The last decision stands: a page that holds the model keeps answering while the server is unreachable.
+    view.showRoute({ target: "error" }, `could not ask the router: ${error.message}` +
+                   (decision ? `; answering as last decided (${ROUTE_LABEL[decision.target]})` : ""));
     return;
   }
   const [why, ...others] = decision.reasons;
