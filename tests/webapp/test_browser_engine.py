@@ -8,6 +8,8 @@ runs on the compatibility-mode adapter.
 """
 import json
 
+import requests
+
 from tests.conftest import catalog_of
 from tests.harness import COMPATIBILITY_FLAGS
 from tests.webapp.helpers import REAL, TINY, models_subset, server_answer
@@ -131,3 +133,24 @@ def test_a_missing_shard_is_a_download_error(page, tiny_models, app_server, tmp_
     result = page.evaluate(LOAD, variant)
     assert result["kind"] == "DownloadError" and "404" in result["message"]
     assert "params_shard_2.bin" in result["message"]
+
+
+def test_stop_strings_end_the_answer_as_on_the_server(page, tiny_server, expected_console_errors):
+    """`stop` in the browser engine: the same text and finish reason as the server's, and the same refusal."""
+    from tests.webapp.test_structured_output import run_in_the_engine
+    base = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 12}
+    whole = server_answer(tiny_server.url, base["messages"], 12, TINY)["choices"][0]["message"]["content"]
+    middle = whole[len(whole) // 3: len(whole) // 3 + 4]  # four characters from inside the answer
+    cases = [{**base, "stop": middle}, {**base, "stop": ["never-said-1", middle[:2] + "\u2603", middle]},
+             {**base, "stop": "never-said"}]
+    bad = {**base, "stop": ["a", "b", "c", "d", "e"]}
+    results = run_in_the_engine(page, tiny_server.url, f"{TINY}-q4f32_1", cases + [bad], expected_console_errors)
+    for request, browser in zip(cases, results):
+        server = requests.post(tiny_server.url + "v1/chat/completions", json={**request, "model": TINY}, timeout=60).json()
+        assert (browser["content"], browser["finish"]) == (server["choices"][0]["message"]["content"],
+                                                          server["choices"][0]["finish_reason"]), request["stop"]
+        assert browser["usage"] == server["usage"]
+    assert results[0]["finish"] == "stop" and middle not in results[0]["content"]
+    assert results[-1]["kind"] == "InvalidRequestError" and "at most 4" in results[-1]["message"]
+    refused = requests.post(tiny_server.url + "v1/chat/completions", json={**bad, "model": TINY}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "stop"

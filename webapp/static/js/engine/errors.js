@@ -16,11 +16,12 @@ export const ErrorKind = {
   SelfCheck: "SelfCheckError",
   NoEngine: "NoEngineError",
   InvalidSchema: "InvalidSchemaError",
+  InvalidRequest: "InvalidRequestError",
 };
 
 // Errors about the request itself (its schema, its length): the other path would refuse it too, and the
 // engine is fine. Every other error means this browser could not answer, and the server may take over.
-export const REQUEST_ERRORS = new Set([ErrorKind.ContextWindow, ErrorKind.InvalidSchema]);
+export const REQUEST_ERRORS = new Set([ErrorKind.ContextWindow, ErrorKind.InvalidSchema, ErrorKind.InvalidRequest]);
 
 export class EngineError extends Error {
   constructor(kind, message) {

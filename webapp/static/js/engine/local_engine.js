@@ -3,6 +3,7 @@
 // then one decode per token, sampling on the CPU.
 import { EngineError, ErrorKind } from "./errors.js";
 import { Grammars, parseResponseFormat } from "./grammar.js";
+import { firstStop, heldBack, parseStop } from "./stops.js";
 import { adapterLabel, chooseKernels, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
 import { makeRandom, sample } from "./sampler.js";
@@ -169,6 +170,7 @@ export class LocalEngine {
     if (prompt.length + maxTokens > this.config.context_window_size)
       throw new EngineError(ErrorKind.ContextWindow, `the prompt is ${prompt.length} tokens and max_tokens is ${maxTokens}, ` +
                             `over the context window of ${this.config.context_window_size}; shorten the conversation`);
+    const stops = parseStop(options.stop);
     const format = parseResponseFormat(options.response_format, this.grammarRules);
     const constraint = format && await this.constraint(format, messages, options.continue_final_message, notify);
     const random = makeRandom(options.seed);
@@ -176,7 +178,7 @@ export class LocalEngine {
     const cache = this.newCache();
     const step = (name, ids) => this.forward(cache, name, ids);
     const generated = [];
-    let shown = "", finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
+    let shown = "", text = "", finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
     try {
       let logits;
       for (let i = 0; i < prompt.length; i += this.config.prefill_chunk_size)
@@ -189,14 +191,21 @@ export class LocalEngine {
         firstTokenAt = firstTokenAt ?? performance.now();
         if (stopIds.has(token)) { finish = "stop"; stopToken = token; break; }
         generated.push(token);
-        const text = this.tokenizer.decode(Int32Array.from(generated));
-        if (!text.endsWith("\ufffd") && text.length > shown.length) {  // whole UTF-8 characters only
-          yield { text: text.slice(shown.length), tokens: generated.length };
-          shown = text;
+        text = this.tokenizer.decode(Int32Array.from(generated));
+        const stopAt = firstStop(text, stops);
+        if (stopAt !== null) { text = text.slice(0, stopAt); finish = "stop"; }
+        // Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
+        const ready = finish === "stop" ? text : text.slice(0, text.length - heldBack(text, stops));
+        if (!ready.endsWith("\ufffd") && ready.length > shown.length) {
+          yield { text: ready.slice(shown.length), tokens: generated.length };
+          shown = ready;
           if (this.loseAfter !== undefined && --this.loseAfter <= 0) { this.loseAfter = undefined; this.gpuDevice.destroy(); }
         }
+        if (finish === "stop") break;
         if (generated.length < maxTokens) logits = await step("decode", [token]);
       }
+      if (text.length > shown.length)  // a held-back tail that never became a stop string
+        yield { text: text.slice(shown.length).replace(/\ufffd+$/, ""), tokens: generated.length };
     } finally {
       cache.dispose();
       constraint?.dispose();
