@@ -34,4 +34,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     for blueprint in (pages.bp, artifacts.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
+    catalog.problem  # noqa: B018 -- a broken catalog is logged at startup, not first at a request
     return app

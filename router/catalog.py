@@ -6,8 +6,17 @@ request sees the new versions (the manifest is replaced atomically, so a read ne
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
+
+import jsonschema
+
+# The build's contract for the catalog, checked again here: a broken manifest.json is refused whole
+# (with the reason), never half-read into a crash in the middle of a request.
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "models" / "manifest.schema.json"
+VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+log = logging.getLogger("seam.catalog")
 
 
 class Catalog:
@@ -17,6 +26,13 @@ class Catalog:
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
         self._models: tuple[dict, ...] = ()
+        self._problem: str | None = None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the catalog on disk cannot be served (None when it can, or when there is none yet)."""
+        self.models  # noqa: B018 -- re-reads the file if it changed
+        return self._problem
 
     @classmethod
     def load(cls, folder: Path) -> "Catalog":
@@ -31,9 +47,23 @@ class Catalog:
             stamp = None
         with self._lock:
             if stamp != self._stamp:
-                self._models = tuple(json.loads(self._path.read_text())["models"]) if stamp else ()
+                self._models, self._problem = self._read() if stamp else ((), None)
                 self._stamp = stamp
+                if self._problem:
+                    log.error("the model catalog cannot be served: %s", self._problem)
             return self._models
+
+    def _read(self) -> tuple[tuple[dict, ...], str | None]:
+        try:
+            catalog = json.loads(self._path.read_text())
+        except (OSError, ValueError) as error:
+            return (), f"{self._path} is not readable JSON ({error}); rebuild it with `make build-model`"
+        error = jsonschema.exceptions.best_match(VALIDATOR.iter_errors(catalog))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "the top level"
+            return (), (f"{self._path} does not follow models/manifest.schema.json at {where}: {error.message}; "
+                        "rebuild it with `make build-model`")
+        return tuple(catalog["models"]), None
 
     def variants(self, model: str | None = None) -> list[dict]:
         """Variants of a model name (all variants of the first model when none is named)."""

@@ -7,6 +7,7 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from router import metrics
+from router.errors import ApiError
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger("seam.requests")
@@ -39,6 +40,14 @@ def prometheus():
 @bp.before_app_request
 def start_timer():
     g.started = time.time()
+
+
+@bp.before_app_request
+def catalog_is_sound():
+    """Everything but /metrics needs the catalog: while the one on disk is broken, a 503 that says why."""
+    problem = current_app.extensions["seam"]["catalog"].problem
+    if problem and request.path != "/metrics":
+        raise ApiError(503, f"the model catalog is broken: {problem}", code="catalog_invalid")
 
 
 @bp.after_app_request

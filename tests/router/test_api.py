@@ -349,3 +349,20 @@ def test_outcomes_feed_the_prediction_histograms(client):
     bad = {**report, "actual": {"ttft_s": -1}}
     assert_error(client.post("/api/outcome", json=bad), 400, "actual.ttft_s")
     assert_error(client.post("/api/outcome", json={**report, "target": "moon"}), 400, "target")
+
+
+def test_a_broken_catalog_is_a_503_with_the_reason_until_it_is_rebuilt(tmp_path, catalog, caplog):
+    (tmp_path / "manifest.json").write_text(json.dumps({**catalog, "models": [{"id": "half-written"}]}))
+    with caplog.at_level("ERROR", logger="seam.catalog"):
+        app = create_app({"MODELS_DIR": str(tmp_path), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
+    assert "does not follow models/manifest.schema.json at models/0" in caplog.text  # said at startup
+    client = app.test_client()
+    for response in (client.get("/api/catalog"), client.get("/healthz"),
+                     client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})):
+        assert_error(response, 503, code="catalog_invalid")
+        assert "make build-model" in response.get_json()["error"]["message"]
+    assert client.get("/metrics").status_code == 200
+    (tmp_path / "manifest.json").write_text("{not json")
+    assert "not readable JSON" in client.get("/api/catalog").get_json()["error"]["message"]
+    (tmp_path / "manifest.json").write_text(json.dumps(catalog))  # rebuilt: served again, no restart
+    assert client.get("/api/catalog").status_code == 200
