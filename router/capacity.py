@@ -1,7 +1,7 @@
 """How many chat requests the server takes at once. Each one in flight (answering, or waiting for the engine
 or the upstream) holds one of the server's threads; beyond `limit`, a request gets a prompt 503 with
 Retry-After instead of a thread, so the threads left over keep answering pages, artifacts, /healthz and
-/metrics at any load (router/serve.py runs `limit` + SPARE_THREADS threads).
+/metrics at any load (router/__main__.py runs `limit` + SPARE_THREADS threads).
 """
 from __future__ import annotations
 

@@ -62,8 +62,7 @@ class Fleet:
             if adapter_class and ratio is not None:
                 db.execute("INSERT OR REPLACE INTO calibration VALUES (?, ?, ?, ?)",
                            (client, adapter_class, ratio, time.time()))
-                db.execute("DELETE FROM calibration WHERE client = ? AND adapter_class NOT IN (SELECT adapter_class "
-                           "FROM calibration WHERE client = ? ORDER BY at DESC LIMIT ?)", (client, client, MAX_ADAPTERS))
+                self._keep_latest_adapters(db, "calibration", "adapter_class", client)
 
     def report_self_check(self, client: str, model: str, version: str, adapter: str, passed: bool,
                           detail: str) -> None:
@@ -72,8 +71,7 @@ class Fleet:
             self._seen(db, client)
             db.execute("INSERT OR REPLACE INTO self_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (client, model, version, adapter, int(passed), detail, time.time()))
-            db.execute("DELETE FROM self_checks WHERE client = ? AND adapter NOT IN (SELECT adapter FROM self_checks "
-                       "WHERE client = ? GROUP BY adapter ORDER BY MAX(at) DESC LIMIT ?)", (client, client, MAX_ADAPTERS))
+            self._keep_latest_adapters(db, "self_checks", "adapter", client)
 
     def calibration(self, adapter_class: str, min_clients: int) -> float | None:
         """The median ratio of the class's clients, once at least `min_clients` have measured."""
@@ -92,6 +90,12 @@ class Fleet:
         shown = sorted((c for c, r in by_class.items() if len(r) >= min_clients), key=lambda c: -len(by_class[c]))
         return [{"adapter_class": c, "clients": len(by_class[c]), "factor": round(median(by_class[c]), 4)}
                 for c in shown[:MAX_ROWS_SHOWN]]
+
+    @staticmethod
+    def _keep_latest_adapters(db, table: str, column: str, client: str) -> None:
+        """A client's rows for its MAX_ADAPTERS most recently reported adapters (or classes) only."""
+        db.execute(f"DELETE FROM {table} WHERE client = ? AND {column} NOT IN (SELECT {column} FROM {table} "
+                   f"WHERE client = ? GROUP BY {column} ORDER BY MAX(at) DESC LIMIT ?)", (client, client, MAX_ADAPTERS))
 
     @staticmethod
     def _seen(db, client: str) -> None:

@@ -87,7 +87,7 @@ def check_schema(schema: dict) -> None:
         if keyword == "$ref" and resolve(schema, value) is None:
             raise SchemaError(f"{where}: {value!r} does not point into this schema (only \"#/...\" references "
                               "are followed)", where)
-        if keyword == "$ref" and refers_to_itself(schema, value, path):
+        if keyword == "$ref" and refers_to_itself(schema, path):
             raise SchemaError(f"{where}: {value!r} leads back to itself through references alone, so no JSON "
                               "value can ever finish it", where)
         if keyword == "required" and isinstance(parent := resolve_path(schema, path), dict):
@@ -129,7 +129,7 @@ def literal_strings(keyword: str, value) -> list[str]:
     return [value] if keyword == "pattern" and isinstance(value, str) else []
 
 
-def refers_to_itself(root: dict, ref: str, path) -> bool:
+def refers_to_itself(root: dict, path) -> bool:
     """Whether following references from the subschema at `path` comes back to a subschema already passed
     without anything in between (e.g. {"$ref": "#"}): a grammar rule that only calls itself."""
     node, seen = resolve_path(root, path), set()

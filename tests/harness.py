@@ -11,6 +11,7 @@ import functools
 import http.server
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -107,3 +109,21 @@ def seam_server(models_dir, **env):
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+# --- raw HTTP, for clients that misbehave below what an HTTP library lets one do ---------------------
+
+def connect(url) -> socket.socket:
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+
+def raw_post(url, path, body: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: {urlsplit(url).netloc}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a client that crashed or lost its network does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()

@@ -3,8 +3,6 @@
 the attack lives below HTTP. Each test is an attack that once took the server, or part of it, down."""
 import http.client
 import json
-import socket
-import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +15,7 @@ import requests
 from router.config import defaults
 from router.grammar import SCHEMA_LIMITS
 from tests.conftest import catalog_of
-from tests.harness import seam_server
+from tests.harness import connect, raw_post, reset, seam_server
 
 CAPACITY = defaults()["MAX_QUEUE"]
 IDLE_TIMEOUT_S = 2
@@ -36,22 +34,6 @@ def server(tiny_models, tmp_path_factory):
 
 def chat(url, body, timeout=60, **kwargs):
     return requests.post(url + "/v1/chat/completions", json=body, timeout=timeout, **kwargs)
-
-
-def connect(url) -> socket.socket:
-    parts = urlsplit(url)
-    return socket.create_connection((parts.hostname, parts.port), timeout=10)
-
-
-def raw_post(url, path, body: bytes) -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: {urlsplit(url).netloc}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-
-
-def reset(sock: socket.socket) -> None:
-    """Close with a TCP reset, as a client that crashed or lost its network does."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def timed_get(url, path) -> float:

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import catalog_of
-from tests.harness import free_port, seam_server
+from tests.harness import connect, free_port, raw_post, seam_server
 
 SECRET = "sk-upstream-secret-do-not-leak-42"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -162,10 +162,9 @@ def test_a_busy_server_sends_answers_to_browsers_that_hold_the_model(default_bui
     with seam_server(default_built, SEAM_MAX_QUEUE="1", SEAM_FLEET_DB=str(tmp_path / "f.db")) as url:
         idle = requests.post(url + "/api/route", json=probe, timeout=10).json()
         assert (idle["target"], idle["reasons"][0]["code"]) == ("cloud", "browser_too_slow")
-        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as sock:
+        with connect(url) as sock:
             body = json.dumps({"messages": QUESTION, "temperature": 2.0, "seed": 1, "max_tokens": 1500}).encode()
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            sock.sendall(raw_post(url, "/v1/chat/completions", body))
             for _ in range(100):  # until the long answer holds the only place
                 if "seam_chats_in_flight 1.0" in requests.get(url + "/metrics", timeout=10).text:
                     break
