@@ -4,7 +4,7 @@
 // and, only when the page's server enables test hooks, lose-device {afterTokens}.
 // Messages out: progress, loaded, compiling {id}, compiled {id}, chunk {id, text}, done {id, ...}, counted {id, tokens},
 // error {id?, error}.
-import { EngineError } from "./errors.js";
+import { EngineError, ErrorKind } from "./errors.js";
 import { LocalEngine } from "./local_engine.js";
 
 let engine = null;
@@ -16,7 +16,7 @@ const errorOf = (e) => (e instanceof EngineError ? e.toJSON() : { kind: "EngineE
 
 async function generate({ id, messages, options }) {
   try {
-    if (!engine) throw new EngineError("EngineNotLoadedError", "load a model before generating");
+    if (!engine) throw new EngineError(ErrorKind.NotLoaded, "load a model before generating");
     const notify = (type) => self.postMessage({ type, id });  // "compiling" and "compiled": a schema's grammar
     for await (const piece of engine.generate(messages, options, () => stopped.has(id), notify)) {
       self.postMessage(piece.text !== undefined ? { type: "chunk", id, text: piece.text, tokens: piece.tokens }
@@ -49,7 +49,7 @@ self.onmessage = async ({ data }) => {
     generations = generations.then(() => loading).then(() => generate(data));
   } else if (data.type === "count") {
     try {
-      if (!engine) throw new EngineError("EngineNotLoadedError", "load a model before counting tokens");
+      if (!engine) throw new EngineError(ErrorKind.NotLoaded, "load a model before counting tokens");
       self.postMessage({ type: "counted", id: data.id, tokens: engine.promptIds(data.messages).length });
     } catch (e) {
       self.postMessage({ type: "error", id: data.id, error: errorOf(e) });
