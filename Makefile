@@ -8,7 +8,8 @@ PORT ?= 8000
 run: build-model  ## set up, build the default model, serve the chat page on http://$(HOST):$(PORT)
 	$(MAKE) --no-print-directory serve
 
-test: setup  ## set up, then run the whole test suite
+test: setup  ## set up, then run the whole test suite: the page's pure JS modules under node, then pytest
+	node --test tests/js/
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 setup:  ## install system packages, .venv, npm packages, and TVM's web runtime (skips what is done)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")  # the runtime library, as the server loads it
 
-from router.engine import Engine, Sampling  # noqa: E402
+from router.engine import Engine  # noqa: E402
 from router.grammar import parse_response_format  # noqa: E402
+from router.sampling import Sampling  # noqa: E402
 
 VARIANT = "SmolLM2-135M-Instruct-q4f32_1"  # the variant both engines can run here (SwiftShader lacks f16)
 FIRST_TOKEN = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}

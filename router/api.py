@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 
 from router import grammar, metrics, routing
 from router.cloud import ChatRequest
-from router.engine import Sampling
+from router.sampling import SamplingError, parse_sampling
 from router.errors import ApiError, error_body
 from router.pages import page_models
 
@@ -96,7 +96,8 @@ def server_state(calibration: float | None) -> routing.ServerState:
     return routing.ServerState(cloud_available=bool(backend and backend.available),
                                cloud_tokens_per_s=getattr(backend, "tokens_per_s", None),
                                cloud_ttft_s=getattr(backend, "ttft_s", None),
-                               queue_wait_s=wait, cloud_full=slots.in_flight >= slots.limit, calibration=calibration)
+                               queue_wait_s=wait, cloud_full=slots.in_flight >= slots.limit, calibration=calibration,
+                               default_max_tokens=current_app.config["DEFAULT_MAX_TOKENS"])
 
 
 @bp.post("/api/outcome")
@@ -234,8 +235,10 @@ def sse_events(chunks, completion_id, created, model, include_usage, backend_nam
     try:
         yield event(frame({"role": "assistant", "content": ""}))
         for chunk in chunks:
-            if chunk.text:
-                yield event(frame({"content": chunk.text}))
+            if chunk.text:  # with its tokens, which a page hands to the other path if this one fails mid-answer
+                extra = {"seam": {"completion_tokens": chunk.completion_tokens, "token_ids": chunk.token_ids}} \
+                    if chunk.token_ids else {}
+                yield event({**frame({"content": chunk.text}), **extra})
             if chunk.finish_reason:
                 yield event(frame({}, chunk.finish_reason))
                 metrics.TOKENS_SERVED.labels(backend_name).inc(chunk.completion_tokens)
@@ -270,22 +273,12 @@ def parse_chat_request(body: dict) -> ChatRequest:
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, "model must be a string", "model")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens", config["DEFAULT_MAX_TOKENS"]))
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= config["MAX_TOKENS_LIMIT"]:
-        raise ApiError(400, f"max_tokens must be an integer from 1 to {config['MAX_TOKENS_LIMIT']}", "max_tokens")
-    temperature = number(body, "temperature", 1.0, 0.0, 2.0)
-    top_p = number(body, "top_p", 1.0, 0.0, 1.0)
-    if top_p == 0:
-        raise ApiError(400, "top_p must be greater than 0", "top_p")
-    seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise ApiError(400, "seed must be a non-negative integer", "seed")
+    try:
+        sampling = parse_sampling(body, config["DEFAULT_MAX_TOKENS"], config["MAX_TOKENS_LIMIT"])
+    except SamplingError as error:
+        raise ApiError(400, str(error), error.param) from None
     if body.get("n", 1) != 1:
         raise ApiError(400, "n must be 1: this server returns one choice", "n")
-    stop = body.get("stop") or []
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop):
-        raise ApiError(400, "stop must be a string or a list of at most 4 strings", "stop")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "stream must be true or false", "stream")
@@ -296,21 +289,17 @@ def parse_chat_request(body: dict) -> ChatRequest:
     if continue_final and messages[-1]["role"] != "assistant":
         raise ApiError(400, "continue_final_message needs the last message to be the assistant's answer so far",
                        "continue_final_message")
+    continue_ids = body.get("continue_token_ids")
+    if continue_ids is not None and not (continue_final and isinstance(continue_ids, list)
+                                         and len(continue_ids) <= config["MAX_TOKENS_LIMIT"]
+                                         and all(type(i) is int and i >= 0 for i in continue_ids)):
+        raise ApiError(400, f"continue_token_ids must be a list of at most {config['MAX_TOKENS_LIMIT']} token ids, "
+                       "sent with continue_final_message", "continue_token_ids")
     try:
         response_format = grammar.parse_response_format(body.get("response_format"))
     except grammar.SchemaError as error:
         raise ApiError(400, str(error), error.param, "invalid_schema") from None
     return ChatRequest(model=model, messages=[{"role": m["role"], "content": m["content"]} for m in messages],
                        stream=stream, include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-                       sampling=Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                                         stop=tuple(stop)),
-                       continue_final=continue_final, response_format=response_format)
-
-
-def number(body: dict, name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-        raise ApiError(400, f"{name} must be a number from {low} to {high}", name)
-    return float(value)
+                       sampling=sampling, continue_final=continue_final,
+                       continue_ids=None if continue_ids is None else tuple(continue_ids), response_format=response_format)

@@ -17,9 +17,10 @@ from typing import Iterator
 import requests
 
 from router.catalog import Catalog
-from router.engine import Chunk, Engine, EngineError, Sampling
+from router.engine import Chunk, Engine, EngineError
 from router.errors import ApiError
 from router.grammar import SchemaBusy, SchemaError
+from router.sampling import Sampling
 
 UPSTREAM_KEY_ENV = "SEAM_UPSTREAM_API_KEY"
 # Bearer tokens, and the shapes of common API keys (sk-..., hf_..., long opaque tokens).
@@ -34,6 +35,7 @@ class ChatRequest:
     include_usage: bool
     sampling: Sampling
     continue_final: bool = False  # go on with the last (assistant) message instead of starting a new one
+    continue_ids: tuple[int, ...] | None = None  # that message's own tokens, from the engine that drew them
     response_format: dict | None = None  # grammar.parse_response_format's result
 
 
@@ -74,7 +76,7 @@ class EmbeddedBackend:
         engine = self.engine(req.model)
         try:
             engine.check_size(req.messages, req.sampling.max_tokens)
-            prompt = engine.prompt_ids(req.messages, req.continue_final)
+            prompt = engine.prompt_ids(req.messages, req.continue_final, req.continue_ids)
             engine.check_fits(prompt, req.sampling.max_tokens)
         except EngineError as error:
             raise ApiError(error.status, str(error), error.param, "context_length_exceeded") from None

@@ -11,17 +11,18 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import tvm
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 from tvm.runtime.vm import VirtualMachine
 
+from modelbuild.chat import ChatTemplate, TemplateRefusal
 from router.grammar import COMPILE_TIMEOUT_S, Constraint, Grammars
+from router.sampling import Sampling, first_stop, held_back, sample, seed_of
 
 PAGE_SIZE_DEFAULT = 16
 
@@ -34,22 +35,14 @@ class EngineError(Exception):
         self.status, self.param = status, param
 
 
-@dataclass(frozen=True)
-class Sampling:
-    max_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
 @dataclass
 class Chunk:
     """One piece of an answer: new text, and at the end the finish reason and token counts."""
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # the answer's tokens so far (its last chunk: all of them)
+    token_ids: list[int] = field(default_factory=list)  # the tokens drawn since the previous chunk
     ttft_s: float = 0.0    # on the last chunk: from the engine taking the answer (not the queue) to its first token
     engine_s: float = 0.0  # and how long the answer held the engine
 
@@ -61,8 +54,7 @@ class Engine:
         files = entry["files"]
         self.config = json.loads((model_dir / files["config"]).read_text())
         self.tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
-        self.template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
-            self.config["chat_template"])
+        self.template = ChatTemplate(self.config["chat_template"])
         self.device = tvm.cpu()
         self.vm = VirtualMachine(tvm.runtime.load_module(str(model_dir / files["cpu_library"])), self.device)
         tensors = load_tensor_cache(model_dir / files["tensor_cache"], self.device)
@@ -76,12 +68,25 @@ class Engine:
         self._kv = lambda name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
 
     # --- prompt -----------------------------------------------------------------------------------
-    def prompt_ids(self, messages: list[dict], continue_final: bool = False) -> list[int]:
+    def prompt_ids(self, messages: list[dict], continue_final: bool = False,
+                   continue_ids: tuple[int, ...] | None = None) -> list[int]:
         """The prompt for a new assistant message, or, with `continue_final`, for going on with the last one
-        (an answer that began elsewhere, e.g. in a browser whose GPU failed mid-answer)."""
+        (an answer that began elsewhere, e.g. in a browser whose GPU failed mid-answer). `continue_ids` are
+        that answer's own tokens: its text may tokenize otherwise (a random model's "Cyber" + "save" is
+        "Cy" + "bers" + "ave" again), and the answer goes on exactly only from the tokens it drew."""
         head, tail = (messages[:-1], messages[-1]["content"]) if continue_final else (messages, "")
-        text = self.template.render(messages=head, add_generation_prompt=True, bos_token="", eos_token="") + tail
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        try:
+            text = self.template.render(head)
+        except TemplateRefusal as refusal:
+            raise EngineError(f"{refusal}: send the conversation in an order this model takes", param="messages") from None
+        if continue_ids is not None and self.spells(continue_ids, tail):
+            return self.tokenizer.encode(text, add_special_tokens=False).ids + list(continue_ids)
+        return self.tokenizer.encode(text + tail, add_special_tokens=False).ids
+
+    def spells(self, ids: tuple[int, ...], text: str) -> bool:
+        """Whether these token ids are this text (ids from another model's vocabulary would not be)."""
+        return all(i < self.config["vocab_size"] for i in ids) and \
+            self.tokenizer.decode(list(ids), skip_special_tokens=True) == text
 
     def check_size(self, messages: list[dict], max_tokens: int) -> None:
         """Refuses, before tokenizing (a megabyte takes seconds), a conversation too long to fit whatever its
@@ -110,7 +115,7 @@ class Engine:
                  constraint: Constraint | None = None) -> Iterator[Chunk]:
         """Stream the answer. Holds the model for the whole answer; `cancelled()` ends it early; a
         `constraint` masks every token the response format does not allow."""
-        rng = np.random.default_rng(sampling.seed)
+        seed = seed_of(sampling)
         with self.lock:
             if cancelled():  # the client left while this answer waited for the engine
                 return
@@ -118,10 +123,11 @@ class Engine:
             cache = self._new_cache()
             logits = self._prefill(cache, prompt)
             generated: list[int] = []
-            shown, text = "", ""
+            shown, text, sent = "", "", 0
             finish = "length"
             while len(generated) < sampling.max_tokens and not cancelled():
-                token = sample(constraint.mask(logits) if constraint else logits, sampling, rng)
+                token = sample(constraint.mask(logits) if constraint else logits, sampling.temperature, sampling.top_p,
+                               seed, sampling.seed_position + len(generated))
                 if constraint:
                     constraint.accept(token)
                 if token in self.stop_ids:
@@ -136,13 +142,14 @@ class Engine:
                 ready = text if finish == "stop" else text[:len(text) - held_back(text, sampling.stop)]
                 first = first or time.perf_counter()
                 if not ready.endswith("\ufffd") and len(ready) > len(shown):
-                    yield Chunk(ready[len(shown):])
-                    shown = ready
+                    yield Chunk(ready[len(shown):], completion_tokens=len(generated), token_ids=generated[sent:])
+                    shown, sent = ready, len(generated)
                 if finish == "stop":
                     break
                 logits = self._step(cache, "decode", [token])
             if len(text) > len(shown):  # a held-back tail that never became a stop string
-                yield Chunk(text[len(shown):].rstrip("\ufffd"))
+                yield Chunk(text[len(shown):].rstrip("\ufffd"), completion_tokens=len(generated),
+                            token_ids=generated[sent:])
             done = time.perf_counter()
             yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated),
                         ttft_s=(first or done) - started, engine_s=done - started)
@@ -168,30 +175,6 @@ class Engine:
         logits, _ = self.vm[function](embeddings, cache, self.params)
         self._kv("end_forward")(cache)
         return logits.numpy().reshape(-1)
-
-
-def sample(logits: np.ndarray, sampling: Sampling, rng: np.random.Generator) -> int:
-    """Temperature 0 is greedy; otherwise softmax at the temperature, then the top-p nucleus."""
-    if sampling.temperature <= 0:
-        return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / sampling.temperature
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
-    order = np.argsort(-probs, kind="stable")
-    cumulative = np.cumsum(probs[order])
-    keep = order[: int(np.searchsorted(cumulative, sampling.top_p) + 1)]
-    return int(rng.choice(keep, p=probs[keep] / probs[keep].sum()))
-
-
-def held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest tail of `text` that is the start of a stop string."""
-    return max((n for stop in stops for n in range(min(len(stop) - 1, len(text)), 0, -1)
-                if stop.startswith(text[-n:])), default=0)
-
-
-def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    hits = [text.find(s) for s in stops if s and s in text]
-    return min(hits) if hits else None
 
 
 def load_tensor_cache(index_path: Path, device) -> dict:

@@ -82,18 +82,18 @@ def check_schema(schema: dict) -> None:
     for path, keyword, value in keywords(schema):
         where = path_of(base, [*path, keyword])
         if keyword in UNSUPPORTED_KEYWORDS and not (keyword == "uniqueItems" and value is False):
-            raise SchemaError(f"{where}: the keyword {keyword!r} cannot be enforced while generating; "
+            raise SchemaError(f"{where}: the keyword {json.dumps(keyword)} cannot be enforced while generating; "
                               "remove it (and check it after generation if you need it)", where)
         if keyword == "$ref" and resolve(schema, value) is None:
-            raise SchemaError(f"{where}: {value!r} does not point into this schema (only \"#/...\" references "
+            raise SchemaError(f"{where}: {json.dumps(value)} does not point into this schema (only \"#/...\" references "
                               "are followed)", where)
         if keyword == "$ref" and refers_to_itself(schema, path):
-            raise SchemaError(f"{where}: {value!r} leads back to itself through references alone, so no JSON "
+            raise SchemaError(f"{where}: {json.dumps(value)} leads back to itself through references alone, so no JSON "
                               "value can ever finish it", where)
         if keyword == "required" and isinstance(parent := resolve_path(schema, path), dict):
             missing = [name for name in value if name not in (parent.get("properties") or {})]
             if missing:
-                raise SchemaError(f"{where}: {missing[0]!r} is required but not in properties, so it could not be "
+                raise SchemaError(f"{where}: {json.dumps(missing[0])} is required but not in properties, so it could not be "
                                   "generated: add it to properties or drop it from required", where)
         for literal in literal_strings(keyword, value):
             literals += len(literal)

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, render_template, send_from_directory, 
 
 from router import grammar
 from router.errors import ApiError
+from router.sampling import SEED_MAX
 
 bp = Blueprint("pages", __name__)
 NODE_MODULES = Path(__file__).resolve().parent.parent / "webapp" / "node_modules"
@@ -38,6 +39,8 @@ def page_config() -> dict:
                           "self_check": url_for("api.self_check"), "outcome": url_for("api.outcome")},
             "engine": {"workerUrl": url_for("static", filename="js/engine/worker.js"),
                        "partBytes": current_app.config["DOWNLOAD_PART_BYTES"],
+                       "request": {"default_max_tokens": current_app.config["DEFAULT_MAX_TOKENS"],
+                                   "max_tokens_limit": current_app.config["MAX_TOKENS_LIMIT"]},
                        "vendor": {name.removesuffix(".js"): url_for("pages.vendor", name=name) for name in VENDOR},
                        "grammar": {"json_style": grammar.JSON_STYLE,
                                    "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS),
@@ -51,7 +54,7 @@ def index():
     """The chat page."""
     limits = current_app.config
     return render_template("index.html", page_config=page_config(), max_tokens_limit=limits["MAX_TOKENS_LIMIT"],
-                           default_max_tokens=limits["DEFAULT_MAX_TOKENS"],
+                           default_max_tokens=limits["DEFAULT_MAX_TOKENS"], seed_max=SEED_MAX,
                            example_schema=json.dumps(grammar.EXAMPLE_SCHEMA, indent=2))
 
 

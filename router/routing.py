@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = 1
+from router.config import defaults
+
+SCHEMA_VERSION = 1  # of the decision: router/schemas/route-decision.v1.json
 
 
 @dataclass
@@ -27,6 +29,8 @@ class ServerState:
     queue_wait_s: float = 0.0                # how long a new chat would wait behind those in flight
     cloud_full: bool = False                 # a new chat would be refused (503) right now
     calibration: float | None = None         # the fleet's measured/predicted speed for this adapter class
+    # The chat API's max_tokens when a request does not say: an answer's length when a report does not say.
+    default_max_tokens: int = field(default_factory=lambda: defaults()["DEFAULT_MAX_TOKENS"])
 
 
 @dataclass
@@ -47,6 +51,28 @@ class Decision:
 
 def reason(code: str, message: str) -> dict:
     return {"code": code, "message": message}
+
+
+# What a cause means when several variants give it in different words (their words go in `details`).
+CAUSES = {"missing_feature": "this GPU lacks a WebGPU feature the model needs",
+          "limit_too_small": "this GPU's buffer limits are too small for the model",
+          "low_memory": "the device reports too little memory for the model",
+          "unreliable": "the model failed on this device before",
+          "no_storage": "too little storage quota is left for the download",
+          "context_too_long": "the conversation does not fit the model's context window"}
+
+
+def once_per_cause(reasons: list[dict]) -> list[dict]:
+    """One reason per cause, in order of first appearance: a cause every variant gives in the same words
+    once, as it is; one given in different words with its general message and each variant's words under it."""
+    by_code: dict[str, list[str]] = {}
+    for r in reasons:
+        messages = by_code.setdefault(r["code"], [])
+        if r["message"] not in messages:
+            messages.append(r["message"])
+    return [reason(code, messages[0]) if len(messages) == 1
+            else {**reason(code, CAUSES.get(code, messages[0])), "details": messages}
+            for code, messages in by_code.items()]
 
 
 def browser_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
@@ -202,7 +228,7 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
 
     def go(target: str, code: str, message: str) -> Decision:
         decision.target = target
-        decision.reasons = [reason(code, message)] + reasons
+        decision.reasons = [reason(code, message)] + once_per_cause(reasons)
         decision.prefetch = target == "cloud" and best is not None and not decision.cached and prefetch_ok
         return decision
 
@@ -248,7 +274,7 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
         return go("cloud", "browser_too_slow", f"this device would give about {browser['tokens_per_s']} tokens/s "
                   f"({browser['source']}), under the {floor} the browser needs")
     if preference == "fastest":
-        tokens = probe.get("max_tokens") or policy["answer"]["default_max_tokens"]
+        tokens = probe.get("max_tokens") or state.default_max_tokens
         if total_seconds(cloud, tokens) < total_seconds(browser, tokens):
             return go("cloud", "cloud_faster", "the cloud is predicted to answer sooner")
         return go("browser", "browser_faster", "this browser is predicted to answer sooner")

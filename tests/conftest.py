@@ -16,9 +16,11 @@ import json
 import os
 from pathlib import Path
 
+import jsonschema
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
-from tests.harness import CHROMIUM, CHROMIUM_FLAGS, REPO, StaticServer
+from tests.harness import CHROMIUM, CHROMIUM_FLAGS, DECISION, REPO, StaticServer
 
 # Fixtures that launch a browser; a test using any of them (directly or through another fixture) is `browser`.
 BROWSER_FIXTURES = {"page", "context", "browser", "browser_type", "playwright", "launch_page", "firefox"}
@@ -53,24 +55,44 @@ def expected_console_errors() -> list[str]:
     return []
 
 
-def watch_for_errors(page, expected: list[str]) -> list[str]:
-    """Collects the page's uncaught errors and unexpected console errors, for the test to assert on."""
-    problems: list[str] = []
+class PageWatch:
+    """Collects the page's uncaught errors and unexpected console errors, and every routing decision the
+    page received, which `problems()` checks against the decision's schema (router/schemas)."""
 
-    def console(msg):
-        if msg.type == "error" and not any(e in msg.text for e in expected):
-            problems.append(f"console error: {msg.text} ({msg.location.get('url')})")
+    def __init__(self, page, expected: list[str]):
+        self.found: list[str] = []
+        self.decisions = []
 
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", console)
-    return problems
+        def console(msg):
+            if msg.type == "error" and not any(e in msg.text for e in expected):
+                self.found.append(f"console error: {msg.text} ({msg.location.get('url')})")
+
+        page.on("pageerror", lambda error: self.found.append(f"page error: {error}"))
+        page.on("console", console)
+        page.on("response", lambda r: self.decisions.append(r) if r.url.endswith("/api/route") and r.ok else None)
+
+    def problems(self) -> list[str]:
+        # What the page did during the test; reading bodies below lets events of its teardown (a server
+        # already stopped) arrive, which are not the test's.
+        found = list(self.found)
+        for response in self.decisions:
+            try:
+                decision = response.json()
+            except PlaywrightError:  # a page that navigated away no longer holds the body
+                continue
+            error = jsonschema.exceptions.best_match(DECISION.iter_errors(decision))
+            if error is not None:
+                found.append(f"a decision breaks route-decision.v1.json at /{'/'.join(map(str, error.absolute_path))}: "
+                             f"{error.message}")
+        return found
 
 
 @pytest.fixture
 def page(page, expected_console_errors):
     """The plugin's page, but any uncaught page error or unexpected console error fails the test."""
-    problems = watch_for_errors(page, expected_console_errors)
+    watch = PageWatch(page, expected_console_errors)
     yield page
+    problems = watch.problems()
     assert not problems, "the page reported errors:\n" + "\n".join(problems)
 
 
@@ -78,19 +100,19 @@ def page(page, expected_console_errors):
 def launch_page(browser_type, expected_console_errors):
     """A page in a Chromium launched with other flags than the shared one (`add` some, `drop` some), with
     the same error checks as `page`: `page = launch_page(add=[...], drop=[...])`."""
-    launched, problems = [], []
+    launched, watches = [], []
 
     def launch(add=(), drop=()):
         args = [flag for flag in CHROMIUM_FLAGS if flag not in drop] + list(add)
         launched.append(browser_type.launch(executable_path=CHROMIUM, args=args, headless=True))
         page = launched[-1].new_page()
-        problems.append(watch_for_errors(page, expected_console_errors))
+        watches.append(PageWatch(page, expected_console_errors))
         return page
 
     yield launch
+    found = [p for watch in watches for p in watch.problems()]  # before closing: it reads response bodies
     for browser in launched:
         browser.close()
-    found = [p for page_problems in problems for p in page_problems]
     assert not found, "the page reported errors:\n" + "\n".join(found)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import socket
 import struct
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import jsonschema
 import requests
 
 CHROMIUM = "/usr/bin/chromium"
@@ -38,6 +40,9 @@ CHROMIUM_FLAGS = [
 # (Mesa's llvmpipe here), which a page gets with requestAdapter({featureLevel: "compatibility"}).
 COMPATIBILITY_FLAGS = ["--use-angle=gl-egl", "--use-webgpu-adapter=opengles"]
 REPO = Path(__file__).resolve().parent.parent
+# The router's decision, as every page test and the routing table tests check it.
+DECISION = jsonschema.Draft202012Validator(
+    json.loads((REPO / "router" / "schemas" / "route-decision.v1.json").read_text()))
 TVMJS = REPO / "webapp" / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
 
 

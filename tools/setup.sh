@@ -2,7 +2,8 @@
 # Sets up everything Seam needs, from the registries only, and skips what is already done:
 #   1. Debian packages: emscripten (compiles TVM's web runtime and links model .wasm), chromium
 #      (the browser the tests drive; never `playwright install`), and firefox-esr with Mesa's Vulkan
-#      drivers (the second browser engine: WebGPU on lavapipe, which has shader-f16).
+#      drivers (the second browser engine: WebGPU on lavapipe, which has shader-f16), and nodejs (runs the
+#      page's pure JS modules' unit tests, tests/js).
 #   2. .venv: the pinned Python packages from requirements.lock, then this project in editable mode.
 #   3. webapp/node_modules: the pinned npm packages from webapp/package-lock.json.
 #   4. TVM's web runtime, compiled once per TVM version into ~/.cache/seam (see build/modelbuild/toolchain).
@@ -23,7 +24,7 @@ apt_wanted=()
 [ "$(installed_version emscripten)" = "$EMSCRIPTEN_VERSION" ] || apt_wanted+=("emscripten=$EMSCRIPTEN_VERSION")
 chromium_version=$(installed_version chromium)
 [ -n "$chromium_version" ] && [ "${chromium_version%%.*}" -ge "$CHROMIUM_MIN_MAJOR" ] || apt_wanted+=(chromium)
-for package in firefox-esr mesa-vulkan-drivers; do  # a floor of "any": Debian keeps ESR current
+for package in firefox-esr mesa-vulkan-drivers nodejs; do  # a floor of "any": Debian keeps ESR current
   [ -n "$(installed_version $package)" ] || apt_wanted+=("$package")
 done
 if [ ${#apt_wanted[@]} -eq 0 ]; then

@@ -1,5 +1,6 @@
-"""Chat formatting shared by the build's self-check: the model's own Jinja chat template, rendered as
-Hugging Face renders it, then tokenized with the model's tokenizer.json."""
+"""A model's chat template, rendered as Hugging Face renders it: one definition for the build's self-check
+and the server's engine (router/engine.py), so both turn a conversation into the same prompt and refuse the
+same conversations. The browser renders the same template with @huggingface/jinja (local_engine.js)."""
 from __future__ import annotations
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -11,16 +12,31 @@ SELF_CHECK_MESSAGES = [{"role": "user", "content": "What is the capital of Franc
 SELF_CHECK_TOKENS = 16
 
 
-def render_chat(template: str, messages: list[dict], bos_token: str = "", eos_token: str = "") -> str:
-    def raise_exception(message):
-        raise BuildError(f"the chat template refused the messages: {message}", "check the messages' roles")
+class TemplateRefusal(ValueError):
+    """The template called raise_exception: the messages are not a conversation it accepts (e.g. roles out of
+    order, a system message where it takes none)."""
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(messages=messages, add_generation_prompt=True,
-                                            bos_token=bos_token, eos_token=eos_token)
+
+def raise_exception(message: str):
+    raise TemplateRefusal(f"the chat template refused the messages: {message}")
+
+
+class ChatTemplate:
+    def __init__(self, source: str):
+        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        environment.globals["raise_exception"] = raise_exception
+        self.template = environment.from_string(source)
+
+    def render(self, messages: list[dict], bos_token: str = "", eos_token: str = "") -> str:
+        """The prompt for a new assistant message after `messages`; raises TemplateRefusal."""
+        return self.template.render(messages=messages, add_generation_prompt=True, bos_token=bos_token,
+                                    eos_token=eos_token)
 
 
 def encode_chat(tokenizer_json: str, template: str, messages: list[dict]) -> list[int]:
     tokenizer = Tokenizer.from_str(tokenizer_json)
-    return tokenizer.encode(render_chat(template, messages), add_special_tokens=False).ids
+    try:
+        text = ChatTemplate(template).render(messages)
+    except TemplateRefusal as refusal:
+        raise BuildError(str(refusal), "check the messages' roles") from None
+    return tokenizer.encode(text, add_special_tokens=False).ids

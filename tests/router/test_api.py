@@ -5,6 +5,7 @@ import time
 import pytest
 
 from router import create_app
+from tests.conftest import catalog_of
 from tests.router.conftest import UPSTREAM_SECRET, assert_error
 
 
@@ -64,6 +65,9 @@ def test_models_lists_the_catalog(client):
     ({"temperature": 3}, "temperature"),
     ({"top_p": 0}, "top_p"),
     ({"seed": -1}, "seed"),
+    ({"seed": 2**32}, "seed"),
+    ({"seed_position": -1}, "seed_position"),
+    ({"stop": 3}, "stop"),
     ({"n": 2}, "n"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"stream": "yes"}, "stream"),
@@ -138,6 +142,69 @@ def test_seed_makes_sampling_reproducible(client):
     first = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]["message"]["content"]
     again = client.post("/v1/chat/completions", json=body).get_json()["choices"][0]["message"]["content"]
     assert first == again
+
+
+def test_a_continued_answer_draws_where_the_first_stopped(client):
+    """An answer cut after 5 tokens and continued (continue_final_message) with its seed at position 5 is the
+    answer that was never cut: what a page asks for when the server takes over from a browser, or back."""
+    question = [{"role": "user", "content": "Tell me about the sea."}]
+    sampling = {"temperature": 0.9, "top_p": 0.95, "seed": 99}
+    whole = ask(client, {"messages": question, "max_tokens": 14, **sampling})
+    begun = ask(client, {"messages": question, "max_tokens": 5, **sampling})
+    rest = ask(client, {"messages": question + [{"role": "assistant", "content": begun}], "continue_final_message": True,
+                        "seed_position": 5, "max_tokens": 9, **sampling})
+    assert begun + rest == whole
+    assert rest != ask(client, {"messages": question + [{"role": "assistant", "content": begun}],
+                                "continue_final_message": True, "max_tokens": 9, **sampling})  # position 0 draws others
+
+
+def ask(client, body) -> str:
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["choices"][0]["message"]["content"]
+
+
+def test_an_answer_goes_on_from_its_own_tokens_not_its_text_tokenized_again(tiny_models, tmp_path):
+    """The tiny random model draws "Cyber" + "save", which tokenizes again as "Cy" + "bers" + "ave": from the
+    text, a continuation sees another prompt and draws other tokens; from the answer's own tokens (each
+    streamed chunk carries them) it draws the uncut answer's."""
+    app = create_app({"MODELS_DIR": str(tiny_models), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
+    client = app.test_client()
+    question = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the capital of France?"}]
+    sampling = {"temperature": 0.9, "top_p": 0.95, "seed": 2024}
+    whole = ask(client, {"messages": question, "max_tokens": 12, **sampling})
+    events = parse_sse(client.post("/v1/chat/completions", json={
+        "messages": question, "max_tokens": 2, "stream": True, **sampling}).get_data(as_text=True))
+    begun = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    ids = [i for e in events for i in e.get("seam", {}).get("token_ids", [])]
+    assert len(ids) == 2 and begun == "Cybersave"
+    go_on = {"messages": question + [{"role": "assistant", "content": begun}], "continue_final_message": True,
+             "seed_position": 2, "max_tokens": 10, **sampling}
+    assert begun + ask(client, {**go_on, "continue_token_ids": ids}) == whole
+    assert begun + ask(client, go_on) != whole
+    refused = client.post("/v1/chat/completions", json={**go_on, "continue_final_message": False, "continue_token_ids": ids})
+    assert_error(refused, 400, param="continue_token_ids")
+
+
+def test_a_chat_templates_refusal_is_a_400(tiny_models, tmp_path):
+    """A template's raise_exception (here: roles must alternate) is the request's fault, not the server's."""
+    from tests.webapp.helpers import models_subset
+    variant = catalog_of(tiny_models)["models"][0]["id"]
+    models = models_subset(tiny_models, tmp_path / "models", variant)
+    config_file = models / variant / "mlc-chat-config.json"
+    config = json.loads(config_file.read_text())
+    config["chat_template"] = ("{% for m in messages %}{% if (m.role == 'user') != loop.index0 is even %}"
+                               "{{ raise_exception('roles must alternate user/assistant') }}{% endif %}"
+                               "{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:")
+    config_file.write_text(json.dumps(config))
+    app = create_app({"MODELS_DIR": str(models), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
+    body = {"messages": [{"role": "assistant", "content": "I go first"}], "max_tokens": 2}
+    response = app.test_client().post("/v1/chat/completions", json=body)
+    assert_error(response, 400, param="messages")
+    assert response.get_json()["error"]["message"] == ("the chat template refused the messages: roles must alternate "
+                                                        "user/assistant: send the conversation in an order this model takes")
+    assert app.test_client().post("/v1/chat/completions", json={**body, "messages": [
+        {"role": "user", "content": "hi"}]}).status_code == 200
 
 
 # --- artifacts -------------------------------------------------------------------------------------

@@ -5,8 +5,16 @@ import pytest
 
 from router import routing
 from router.config import defaults, load_policy
+from tests.harness import DECISION
 
 POLICY = load_policy(defaults()["POLICY_FILE"])
+
+
+def decide(*args) -> routing.Decision:
+    """routing.decide, with every decision checked against the decision's schema."""
+    decision = routing.decide(*args)
+    DECISION.validate(decision.to_json())
+    return decision
 MB = 1_000_000
 
 
@@ -100,80 +108,86 @@ CASES = [
 
 @pytest.mark.parametrize("name,report,server,target,code,chosen", CASES, ids=[c[0] for c in CASES])
 def test_decision(name, report, server, target, code, chosen):
-    decision = routing.decide(report, VARIANTS, server, POLICY)
+    decision = decide(report, VARIANTS, server, POLICY)
     assert (decision.target, decision.reasons[0]["code"], decision.variant) == (target, code, chosen)
     assert all(r["message"] for r in decision.reasons)
 
 
-def test_refusals_are_all_listed():
+def test_refusals_are_all_listed_once_per_cause():
     report = probe(webgpu={**GOOD_GPU, "features": [], "limits": {"maxStorageBufferBindingSize": 1 * MB}})
-    codes = [r["code"] for r in routing.decide(report, VARIANTS, CLOUD, POLICY).reasons]
-    assert codes[0] == "browser_cannot_run"
-    assert codes.count("limit_too_small") == 2 and "missing_feature" in codes
+    reasons = decide(report, VARIANTS, CLOUD, POLICY).reasons
+    assert [r["code"] for r in reasons] == ["browser_cannot_run", "limit_too_small", "missing_feature"]
+    limits = reasons[1]
+    assert limits["message"] == routing.CAUSES["limit_too_small"]
+    assert [d.split(",")[1].split()[0] for d in limits["details"]] == ["Model-q4f32_1", "Model-q4f16_1"]
+    # Every variant gives the same words: said once, with no details.
+    reasons = decide(probe(webgpu={"available": False}), VARIANTS, CLOUD, POLICY).reasons
+    assert [(r["code"], r["message"], "details" in r) for r in reasons[1:]] == \
+        [("no_webgpu", "this browser has no usable WebGPU", False)]
 
 
 def test_prefetch_only_when_sensible():
-    assert routing.decide(probe(cached_models=[]), VARIANTS, CLOUD, POLICY).prefetch
+    assert decide(probe(cached_models=[]), VARIANTS, CLOUD, POLICY).prefetch
     # Predicted too slow: no download, unless the user wants this device to answer.
-    assert not routing.decide(probe(cached_models=[]), VARIANTS, CALIBRATED_SLOW, POLICY).prefetch
+    assert not decide(probe(cached_models=[]), VARIANTS, CALIBRATED_SLOW, POLICY).prefetch
     for preference in ("local_only", "fastest"):
-        decision = routing.decide(probe(cached_models=[], preference=preference), VARIANTS, CALIBRATED_SLOW, POLICY)
+        decision = decide(probe(cached_models=[], preference=preference), VARIANTS, CALIBRATED_SLOW, POLICY)
         assert decision.prefetch or decision.target == "browser", preference
     for situation in ({"network": {"save_data": True}}, {"network": {"effective_type": "3g"}},
                       {"battery": {"saver": True}}, {"preference": "cloud_only"}):
-        assert not routing.decide(probe(cached_models=[], **situation), VARIANTS, CLOUD, POLICY).prefetch, situation
+        assert not decide(probe(cached_models=[], **situation), VARIANTS, CLOUD, POLICY).prefetch, situation
 
 
 def test_predictions_follow_the_measurements():
-    decision = routing.decide(probe(cached_models=[]), VARIANTS, CLOUD, POLICY)
+    decision = decide(probe(cached_models=[]), VARIANTS, CLOUD, POLICY)
     browser, cloud = decision.predictions["browser"], decision.predictions["cloud"]
     # 50 GB/s at 50% efficiency over an 80 MB model: about 312 tokens/s; the download adds 64 s at 10 Mbit/s.
     assert browser["tokens_per_s"] == pytest.approx(50e9 * 0.5 / (80 * MB), rel=1e-3)
     assert browser["download_s"] == pytest.approx(80 * MB * 8 / 10e6, rel=1e-3)
     assert browser["source"] == "predicted"
     assert cloud == {"ttft_s": 1.1, "tokens_per_s": 8.0, "queue_wait_s": 0.0}
-    assert routing.decide(probe(), VARIANTS, NO_CLOUD, POLICY).predictions["cloud"] is None
+    assert decide(probe(), VARIANTS, NO_CLOUD, POLICY).predictions["cloud"] is None
 
 
 def test_no_model_in_catalog():
-    decision = routing.decide(probe(), [], CLOUD, POLICY)
+    decision = decide(probe(), [], CLOUD, POLICY)
     assert decision.target == "cloud" and decision.reasons[0]["code"] == "no_model"
 
 
 def test_a_compatible_older_version_is_kept():
     variants = [{**VARIANTS[1], "version": "v2", "compatible_versions": ["v1"]}]
-    decision = routing.decide(probe(), variants, CLOUD, POLICY)
+    decision = decide(probe(), variants, CLOUD, POLICY)
     assert (decision.target, decision.reasons[0]["code"], decision.version) == ("browser", "compatible_cached", "v1")
     assert decision.cached and decision.update is None
 
 
 def test_an_incompatible_older_version_is_replaced():
     variants = [{**VARIANTS[1], "version": "v2"}]
-    decision = routing.decide(probe(), variants, CLOUD, POLICY)
+    decision = decide(probe(), variants, CLOUD, POLICY)
     assert (decision.target, decision.version, decision.prefetch) == ("cloud", "v2", True)
     assert decision.update == {"from": "v1", "to": "v2"}
     assert "v1 -> v2" in decision.reasons[0]["message"]
     # Asked to stay local, the page loads the new version directly.
-    local = routing.decide(probe(preference="local_only"), variants, CLOUD, POLICY)
+    local = decide(probe(preference="local_only"), variants, CLOUD, POLICY)
     assert (local.target, local.version, local.update) == ("browser", "v2", {"from": "v1", "to": "v2"})
 
 
 def test_a_variant_that_failed_here_says_so():
     report = probe(unreliable_models=[{"id": "Model-q4f16_1", "version": "v1", "reason": "the GPU was lost"}])
-    reasons = routing.decide(report, VARIANTS[1:], CLOUD, POLICY).reasons
+    reasons = decide(report, VARIANTS[1:], CLOUD, POLICY).reasons
     assert {"code": "unreliable", "message": "Model-q4f16_1 failed on this device (the GPU was lost)"} in reasons
 
 
 def test_measured_speeds_replace_the_prediction_and_the_queue_adds_to_the_cloud():
     fast = {**MEASURED_SLOW, "prefill_tokens_per_s": 200.0, "decode_tokens_per_s": 40.0}
-    decision = routing.decide(probe(measured=[fast], prompt_tokens=400), VARIANTS,
+    decision = decide(probe(measured=[fast], prompt_tokens=400), VARIANTS,
                               routing.ServerState(True, 8.0, 1.0, queue_wait_s=12.0), POLICY)
     browser, cloud = decision.predictions["browser"], decision.predictions["cloud"]
     assert (browser["tokens_per_s"], browser["source"]) == (40.0, "measured")
     assert browser["ttft_s"] == pytest.approx(POLICY["browser"]["load_seconds"] + 400 / 200.0)
     assert cloud["ttft_s"] == pytest.approx(1.0 + 12.0 + 0.1) and cloud["queue_wait_s"] == 12.0
     # A measurement of another version does not count for this one.
-    stale = routing.decide(probe(measured=[{**fast, "version": "v0"}]), VARIANTS, CLOUD, POLICY)
+    stale = decide(probe(measured=[{**fast, "version": "v0"}]), VARIANTS, CLOUD, POLICY)
     assert stale.predictions["browser"]["source"] == "predicted"
 
 

@@ -106,3 +106,33 @@ def test_text_format_is_plain_generation(client):
     plain = client.post("/v1/chat/completions", json=body).get_json()
     text = client.post("/v1/chat/completions", json={**body, "response_format": {"type": "text"}}).get_json()
     assert plain["choices"][0]["message"] == text["choices"][0]["message"]
+
+
+def test_the_browser_refuses_bad_schemas_in_the_servers_words():
+    """The page's schema checks (grammar.js, under node) against the server's, on the same schemas: the
+    same message wherever both check; where the server's JSON Schema validator speaks (a schema that is not
+    valid JSON Schema), the browser names the same place."""
+    from router import grammar
+    from tests.node import run_js
+    from tests.webapp.test_structured_output import BAD
+    rules = {"json_style": grammar.JSON_STYLE, "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS),
+             "limits": grammar.SCHEMA_LIMITS}
+    server = []
+    for response_format_, _ in BAD:
+        try:
+            grammar.parse_response_format(response_format_)
+            server.append(None)
+        except grammar.SchemaError as error:
+            server.append(str(error))
+    browser = run_js("""return data.formats.map((format) => {
+        try { modules.grammar.parseResponseFormat(format, data.rules); return null; }
+        catch (error) { return error.message; }
+    });""", {"formats": [f for f, _ in BAD], "rules": rules})
+    for (_, named), ours, theirs in zip(BAD, server, browser):
+        if ours is None:  # valid JSON Schema that only xgrammar refuses: both leave it to the compiler
+            assert theirs is None
+        elif ours.startswith("invalid JSON schema at "):
+            assert theirs.split(": ")[0] == ours.split(": ")[0], (ours, theirs)
+        else:
+            assert theirs == ours
+    assert sum(m is not None and not m.startswith("invalid JSON") for m in server) >= 5

@@ -185,6 +185,26 @@ def test_each_path_takes_over_when_the_other_fails_mid_answer(page, tiny_models,
     assert "failed on this device" in json.dumps(page.evaluate("window.seamLastDecision.reasons"))
 
 
+def test_a_sampled_answer_handed_over_mid_way_is_the_servers_whole_answer(page, tiny_models, app_server,
+                                                                         self_check_passed, expected_console_errors):
+    """The page gives every answer a seed and hands the other path the position reached, so a sampled answer
+    continued on the server draws what the browser would have: the text is the server's uncut answer."""
+    server = app_server(tiny_models, test_hooks=True)
+    self_check_passed(tiny_models)
+    expected_console_errors.append("Device lost, calling Instance.dispose()")
+    sampling = {"temperature": 0.9, "top_p": 0.95, "seed": 2024, "max_tokens": 12}
+    chat = ChatPage(page, server.url).open(system=SYSTEM, **sampling)
+    chat.wait_until_loaded()
+    expect(chat.route).to_have_attribute("data-target", "browser", timeout=60_000)
+    page.evaluate("window.seam.test.loseDeviceAfter(4)")
+    shown = chat.ask(FRANCE)
+    assert page.locator("#messages .message.assistant").last.get_attribute("data-handoff") == "browser-to-cloud"
+    whole = requests.post(server.url + "v1/chat/completions", timeout=120, json={
+        "model": TINY, "messages": asked(question=FRANCE), **sampling}).json()["choices"][0]
+    assert shown["text"] == whole["message"]["content"], "the server drew other tokens than the browser would have"
+    assert shown["finish_reason"] == whole["finish_reason"]
+
+
 def test_a_failed_self_check_routes_to_the_server_and_is_reported(page, tiny_models, app_server, tmp_path):
     models = models_subset(tiny_models, tmp_path / "models", VARIANT)
     catalog = json.loads((models / "manifest.json").read_text())

@@ -131,9 +131,9 @@ def test_the_page_offers_a_schema_and_refuses_a_broken_one(page, tiny_server):
     assert chat.answers.count() == count  # nothing was sent
 
 
-def test_a_schema_error_in_the_browser_is_the_users_not_the_gpus(page, tiny_server, tiny_models, self_check_passed):
-    """A request error (here a schema the grammar cannot enforce) reaches the user as that error; it is not
-    handed to the server as a GPU failure, and the engine stays loaded for the next answer."""
+def test_request_errors_in_the_browser_are_the_users_not_the_gpus(page, tiny_server, tiny_models, self_check_passed):
+    """A request error (a schema the grammar cannot enforce, a bad seed) reaches the user as that error; it is
+    not handed to the server as a GPU failure, and the engine stays loaded for the next answer."""
     self_check_passed(tiny_models)
     chat = ChatPage(page, tiny_server.url).open(temperature=0, max_tokens=4)
     chat.wait_until_loaded()
@@ -152,3 +152,10 @@ def test_a_schema_error_in_the_browser_is_the_users_not_the_gpus(page, tiny_serv
     page.locator("#response-format").select_option("text")
     page.locator("#settings summary").click()
     assert chat.ask("hi")["where"] == "browser"
+    # A seed out of range: the same words as the server's 400, and the engine stays.
+    chat.settings(seed=2**32)
+    refused = chat.ask("hi")
+    assert (refused["state"], refused["error_kind"]) == ("error", "InvalidRequestError"), refused
+    assert "seed must be an integer from 0 to 4294967295" in refused["stats"]
+    expect(chat.notice).not_to_contain_text("GPU failed")
+    assert page.evaluate("window.seam.loaded !== null") and page.evaluate("window.seamLastReport.unreliable_models") == []

@@ -7,6 +7,7 @@ import { ChatView } from "./chat_view.js";
 import { WorkerEngine } from "./engine/client.js";
 import { EngineError, ErrorKind, REQUEST_ERRORS } from "./engine/errors.js";
 import { deleteOtherVersions } from "./engine/model_cache.js";
+import { randomSeed } from "./engine/sampling.js";
 import { adapterKey, askRouter, collectProbeReport } from "./probe.js";
 import { remembered } from "./remembered.js";
 
@@ -70,12 +71,15 @@ async function route(request) {
   const [why, ...others] = decision.reasons;
   const variant = decision.target === "browser" ? ` (${decision.variant})` : "";
   view.showRoute(decision, `${ROUTE_LABEL[decision.target]}${variant}: ${why.message}`);
-  // When nothing in the catalog can run here, say exactly why for each variant.
+  // When nothing in the catalog can run here, say why, each cause once.
   if (decision.target === "none" || (decision.target === "cloud" && !decision.variant && others.length))
-    view.notice([why, ...others].map((r) => r.message).join("; "), decision.target === "none" ? "error" : "info");
+    view.notice([why, ...others].map(told).join("; "), decision.target === "none" ? "error" : "info");
   if (decision.variant && (decision.target === "browser" || decision.prefetch))
     loadVariant(decision.variant, decision.version).catch(() => {});
 }
+
+// A reason as the user reads it: the cause, and each variant's own words when they differ.
+const told = (r) => (r.details ? `${r.message} (${r.details.join("; ")})` : r.message);
 
 // What the router needs to know of one answer. The prompt is counted by the model's own tokenizer once
 // the browser engine holds it, and estimated (about 4 characters a token) before.
@@ -190,7 +194,7 @@ async function pickPath(request) {
   await route(request);
   if (decision?.target === "browser") return "browser";
   if (decision?.target === "cloud") return "cloud";
-  throw new EngineError(ErrorKind.NoEngine, decision ? decision.reasons.map((r) => r.message).join("; ")
+  throw new EngineError(ErrorKind.NoEngine, decision ? decision.reasons.map(told).join("; ")
                                                      : "the router has not answered yet; reload the page");
 }
 
@@ -212,6 +216,7 @@ async function streamInto(answer, path, request, so) {
       result.firstAt ??= performance.now();
       so.text += choice.delta.content;
       so.tokens = chunk.seam?.completion_tokens ?? so.tokens + 1;
+      so.ids = so.ids && chunk.seam?.token_ids ? [...so.ids, ...chunk.seam.token_ids] : null;  // an upstream's are unknown
       answer.append(choice.delta.content);
     }
     if (choice?.finish_reason) result.finishReason = choice.finish_reason;
@@ -222,16 +227,22 @@ async function streamInto(answer, path, request, so) {
   return result;
 }
 
-// The request that makes the other path go on with the answer as shown so far (no text lost or repeated).
+// The request that makes the other path go on with the answer as shown so far (no text lost or repeated),
+// from the same tokens, drawing its random numbers from where the first path stopped (same seed, later position).
 function continuation(request, so) {
   if (!so.text) return request;
+  const maxTokens = request.max_tokens ?? config.engine.request.default_max_tokens;
   return { ...request, messages: [...request.messages, { role: "assistant", content: so.text }],
-           continue_final_message: true, max_tokens: Math.max(1, (request.max_tokens ?? 256) - so.tokens) };
+           continue_final_message: true, max_tokens: Math.max(1, maxTokens - so.tokens),
+           seed_position: (request.seed_position ?? 0) + so.tokens,
+           ...(so.ids?.length === so.tokens ? { continue_token_ids: so.ids } : {}) };
 }
 
 // A failure on one path that the other can recover from, and the notice that says so.
 function takeOver(path, error) {
   if (current?.stopped) return null;
+  if (path === "browser" && cloudCanTakeOver() && error.kind === ErrorKind.Restarted)  // not the GPU's fault
+    return { to: "cloud", notice: `${error.message}; the server took over the answer.` };
   if (path === "browser" && cloudCanTakeOver() && error instanceof EngineError && !REQUEST_ERRORS.has(error.kind)) {
     const model = loaded?.model || modelAt(decision.variant, decision.version);
     failedHere.push({ id: model.id, version: model.version, reason: error.message.slice(0, 400) });
@@ -268,8 +279,9 @@ async function send(text) {
   view.addUserMessage(text);
   const answer = view.addAnswer();
   view.setBusy(true);
-  const so = { text: "", tokens: 0 };
-  const request = { messages, ...sampling };
+  const so = { text: "", tokens: 0, ids: [] };
+  // A seed for every answer, so that a path taking an answer over draws what the first path would have.
+  const request = { messages, ...sampling, seed: sampling.seed ?? randomSeed() };
   try {
     const started = performance.now();
     let path = await pickPath(request);

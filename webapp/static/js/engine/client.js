@@ -4,11 +4,11 @@
 import { EngineError, ErrorKind } from "./errors.js";
 
 export class WorkerEngine {
-  // `engine`: the page config's engine settings (worker URL, vendor library URLs, grammar rules, download part
-  // size); the options: test hooks, the WebGPU feature level to ask for first, and the kernel set to force.
-  constructor({ workerUrl, vendor, grammar, partBytes }, { testHooks = false, featureLevel = "core", kernels } = {}) {
+  // `engine`: the page config's engine settings (worker URL, vendor library URLs, grammar rules, request limits,
+  // download part size); the options: test hooks, the WebGPU feature level to ask for first, and the kernel set to force.
+  constructor({ workerUrl, vendor, grammar, request, partBytes }, { testHooks = false, featureLevel = "core", kernels } = {}) {
     this.workerUrl = workerUrl;
-    this.settings = { vendor, grammar, featureLevel, partBytes, kernels };
+    this.settings = { vendor, grammar, request, featureLevel, partBytes, kernels };
     this.testHooks = testHooks;
     this.pending = new Map();  // generation id -> {push, fail}
     this.nextId = 1;
@@ -77,7 +77,7 @@ export class WorkerEngine {
         target.fail(pendingId === id
           ? new EngineError(ErrorKind.InvalidSchema, `the schema took longer than ${seconds} s to compile: simplify it ` +
                             "(fewer or shorter enum values, less nesting)")
-          : new EngineError(ErrorKind.NotLoaded, "the browser engine restarted after a schema's compile ran too long; ask again"));
+          : new EngineError(ErrorKind.Restarted, "the browser engine restarted after another answer's schema took too long to compile"));
       this.startWorker();
       const loaded = this.latestLoad;
       if (loaded?.model) {
@@ -133,7 +133,10 @@ export class WorkerEngine {
           while (!queue.length && !failure) await new Promise((resolve) => { wake = resolve; });
           if (failure) throw failure;
           const data = queue.shift();
-          if (data.type === "chunk") { yield chunk({ content: data.text }, null, { seam: { completion_tokens: data.tokens } }); continue; }
+          if (data.type === "chunk") {
+            yield chunk({ content: data.text }, null, { seam: { completion_tokens: data.tokens, token_ids: data.ids } });
+            continue;
+          }
           finished = true;
           yield chunk({}, data.finish_reason === "abort" ? "stop" : data.finish_reason,
                       { usage: data.usage, seam: { stats: data.stats, token_ids: data.token_ids,

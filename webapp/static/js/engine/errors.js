@@ -13,6 +13,7 @@ export const ErrorKind = {
   GPUExecution: "GPUExecutionError",
   ContextWindow: "ContextWindowError",
   NotLoaded: "EngineNotLoadedError",
+  Restarted: "EngineRestartedError",
   SelfCheck: "SelfCheckError",
   NoEngine: "NoEngineError",
   InvalidSchema: "InvalidSchemaError",

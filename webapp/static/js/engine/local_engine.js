@@ -1,21 +1,22 @@
 // The browser engine: a model compiled by `make build-model`, run on WebGPU with tvmjs. It lives in a
 // Web Worker (worker.js). Loading follows a flat sequence of steps; generation is prefill in chunks,
 // then one decode per token, sampling on the CPU.
+import { ChatTemplate } from "./chat_template.js";
 import { EngineError, ErrorKind } from "./errors.js";
 import { Grammars, parseResponseFormat } from "./grammar.js";
-import { firstStop, heldBack, parseStop } from "./stops.js";
 import { adapterLabel, chooseKernels, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
-import { makeRandom, sample } from "./sampler.js";
+import { firstStop, heldBack, parseSampling, sample } from "./sampling.js";
 
 export class LocalEngine {
   // `vendor`: URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server; `grammar`: the server's
-  // JSON style and unsupported schema keywords; `featureLevel`: which WebGPU adapter to ask for first,
+  // JSON style and unsupported schema keywords; `request`: the server's default and largest max_tokens; `featureLevel`: which WebGPU adapter to ask for first,
   // "core" or "compatibility"; `partBytes`: the size of the stored parts of a download; `kernels`: the
   // kernel set to run ("software" or "gpu"; by default the one that suits the adapter).
-  constructor({ vendor, grammar, featureLevel = "core", partBytes, kernels }) {
+  constructor({ vendor, grammar, request, featureLevel = "core", partBytes, kernels }) {
     this.vendor = vendor;
     this.grammarRules = grammar;
+    this.requestLimits = request;
     this.featureLevel = featureLevel;
     this.partBytes = partBytes;
     this.requestedKernels = kernels;
@@ -49,7 +50,7 @@ export class LocalEngine {
     const read = async (url) => (await cache.match(url)).arrayBuffer();
     this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
-    this.template = new Template(this.config.chat_template);
+    this.template = new ChatTemplate(Template, this.config.chat_template);
     // Step 4. The wasm, the weights on the GPU, and the compiled functions, created once per load.
     onProgress({ phase: "gpu" });
     const tvm = await tvmjs.instantiate(await read(urls.wasm(this.kernels)), tvmjs.createPolyfillWASI(), () => {});
@@ -94,11 +95,18 @@ export class LocalEngine {
   loseDeviceAfter(tokens) { this.loseAfter = tokens; }
 
   // With `continueFinal`, the prompt goes on with the last (assistant) message: an answer begun elsewhere.
-  promptIds(messages, continueFinal = false) {
+  // `continueIds` are that answer's own tokens (as router/engine.py's prompt_ids takes them): its text may
+  // tokenize otherwise, and the answer goes on exactly only from the tokens it drew.
+  promptIds(messages, continueFinal = false, continueIds = null) {
     const head = continueFinal ? messages.slice(0, -1) : messages;
     const tail = continueFinal ? messages[messages.length - 1].content : "";
-    const text = this.template.render({ messages: head, add_generation_prompt: true, bos_token: "", eos_token: "" }) + tail;
-    return Array.from(this.tokenizer.encode(text, false));
+    const text = this.template.render(head);
+    if (continueIds && this.spells(continueIds, tail)) return [...this.tokenizer.encode(text, false), ...continueIds];
+    return Array.from(this.tokenizer.encode(text + tail, false));
+  }
+
+  spells(ids, text) {
+    return ids.every((id) => id < this.config.vocab_size) && this.tokenizer.decode(Int32Array.from(ids)) === text;
   }
 
   // The token mask for a structured answer; web-xgrammar is loaded the first time one is asked for, and
@@ -165,20 +173,20 @@ export class LocalEngine {
   async *generate(messages, options, shouldStop, notify = () => {}) {
     if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
     const started = performance.now();
-    const prompt = options.prompt_token_ids ?? this.promptIds(messages, options.continue_final_message);
-    const maxTokens = options.max_tokens ?? 256;
+    const sampling = parseSampling(options, this.requestLimits);
+    const prompt = options.prompt_token_ids ??
+      this.promptIds(messages, options.continue_final_message, continueIds(options, this.requestLimits));
+    const maxTokens = sampling.max_tokens, stops = sampling.stop;
     if (prompt.length + maxTokens > this.config.context_window_size)
       throw new EngineError(ErrorKind.ContextWindow, `the prompt is ${prompt.length} tokens and max_tokens is ${maxTokens}, ` +
                             `over the context window of ${this.config.context_window_size}; shorten the conversation`);
-    const stops = parseStop(options.stop);
     const format = parseResponseFormat(options.response_format, this.grammarRules);
     const constraint = format && await this.constraint(format, messages, options.continue_final_message, notify);
-    const random = makeRandom(options.seed);
     const stopIds = new Set(this.config.stop_token_ids);
     const cache = this.newCache();
     const step = (name, ids) => this.forward(cache, name, ids);
     const generated = [];
-    let shown = "", text = "", finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
+    let shown = "", text = "", sent = 0, finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
     try {
       let logits;
       for (let i = 0; i < prompt.length; i += this.config.prefill_chunk_size)
@@ -186,7 +194,8 @@ export class LocalEngine {
       prefillDone = performance.now();
       while (generated.length < maxTokens) {
         if (shouldStop()) { finish = "abort"; break; }
-        const token = sample(constraint ? await constraint.mask(logits) : logits, options, random);
+        const token = sample(constraint ? await constraint.mask(logits) : logits, sampling,
+                             sampling.seed_position + generated.length);
         constraint?.accept(token);
         firstTokenAt = firstTokenAt ?? performance.now();
         if (stopIds.has(token)) { finish = "stop"; stopToken = token; break; }
@@ -197,15 +206,16 @@ export class LocalEngine {
         // Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
         const ready = finish === "stop" ? text : text.slice(0, text.length - heldBack(text, stops));
         if (!ready.endsWith("\ufffd") && ready.length > shown.length) {
-          yield { text: ready.slice(shown.length), tokens: generated.length };
+          yield { text: ready.slice(shown.length), tokens: generated.length, ids: generated.slice(sent) };
           shown = ready;
+          sent = generated.length;
           if (this.loseAfter !== undefined && --this.loseAfter <= 0) { this.loseAfter = undefined; this.gpuDevice.destroy(); }
         }
         if (finish === "stop") break;
         if (generated.length < maxTokens) logits = await step("decode", [token]);
       }
       if (text.length > shown.length)  // a held-back tail that never became a stop string
-        yield { text: text.slice(shown.length).replace(/\ufffd+$/, ""), tokens: generated.length };
+        yield { text: text.slice(shown.length).replace(/\ufffd+$/, ""), tokens: generated.length, ids: generated.slice(sent) };
     } finally {
       cache.dispose();
       constraint?.dispose();
@@ -226,4 +236,13 @@ export class LocalEngine {
       },
     };
   }
+}
+
+// The request's continue_token_ids, checked as the server checks them.
+function continueIds({ continue_token_ids: ids, continue_final_message: continueFinal }, { max_tokens_limit }) {
+  if (ids === undefined || ids === null) return null;
+  if (!continueFinal || !Array.isArray(ids) || ids.length > max_tokens_limit || !ids.every((i) => Number.isInteger(i) && i >= 0))
+    throw new EngineError(ErrorKind.InvalidRequest, `continue_token_ids must be a list of at most ${max_tokens_limit} ` +
+                          "token ids, sent with continue_final_message");
+  return ids;
 }

@@ -1,8 +1,8 @@
 // The Web Worker that hosts the browser engine, so the page never freezes while the GPU works.
-// Messages in: load {model, settings: {vendor, grammar, featureLevel, partBytes, kernels}, origin, testHooks}, generate {id, messages, options},
+// Messages in: load {model, settings: {vendor, grammar, request, featureLevel, partBytes, kernels}, origin, testHooks}, generate {id, messages, options},
 // count {id, messages}, stop {id},
 // and, only when the page's server enables test hooks, lose-device {afterTokens}.
-// Messages out: progress, loaded, compiling {id}, compiled {id}, chunk {id, text}, done {id, ...}, counted {id, tokens},
+// Messages out: progress, loaded, compiling {id}, compiled {id}, chunk {id, text, tokens, ids}, done {id, ...}, counted {id, tokens},
 // error {id?, error}.
 import { EngineError, ErrorKind } from "./errors.js";
 import { LocalEngine } from "./local_engine.js";
@@ -19,7 +19,7 @@ async function generate({ id, messages, options }) {
     if (!engine) throw new EngineError(ErrorKind.NotLoaded, "load a model before generating");
     const notify = (type) => self.postMessage({ type, id });  // "compiling" and "compiled": a schema's grammar
     for await (const piece of engine.generate(messages, options, () => stopped.has(id), notify)) {
-      self.postMessage(piece.text !== undefined ? { type: "chunk", id, text: piece.text, tokens: piece.tokens }
+      self.postMessage(piece.text !== undefined ? { type: "chunk", id, text: piece.text, tokens: piece.tokens, ids: piece.ids }
                                                 : { type: "done", id, ...piece });
     }
   } catch (e) {

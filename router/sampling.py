@@ -1,0 +1,129 @@
+"""How a token is chosen and where an answer stops, specified once for both engines.
+
+This module and the browser's `webapp/static/js/engine/sampling.js` implement the same procedure;
+`tests/router/test_sampling.py` runs both (the JS under node) on the same inputs and wants the same tokens.
+So a `seed` gives the same answer on either path, and an answer handed over mid-way goes on drawing where it
+left off.
+
+Choosing one token, at `position` in the answer (0 for its first token):
+  1. Temperature 0 is greedy: the lowest id among the largest logits.
+  2. Scores: s = (logit - largest logit) / temperature, in float64; a masked logit (-inf) scores -inf.
+  3. The nucleus: with top_p < 1, the tokens by weight exp(s), heaviest first (ties: lower id first), up to
+     and including the first at which the running sum of weights reaches top_p x the total weight (summed
+     in id order, one addition at a time); with top_p = 1, every token.
+  4. Noise: token i gets u_i = (mix(key + (i + 1) x 0x6D2B79F5) + 0.5) / 2^32, with key = mix(seed +
+     (position + 1) x 0x6D2B79F5), all mod 2^32, where mix is mulberry32's output function. Counter-based:
+     u depends only on (seed, position, token), never on what was drawn before.
+  5. The token: the nucleus's highest s - log(-log(u_i)) (the Gumbel-max trick: exactly a draw from the
+     softmax at that temperature), lowest id on a tie.
+Why Gumbel-max and not a walk along the cumulative distribution: the two paths' logits differ in their
+last digits (GPU and CPU kernels round differently). A cumulative walk over a flat distribution of 49,152
+tokens adds up those differences until the boundaries between tokens move by more than a token's width, so
+the paths picked different tokens every few steps; here a token flips only when the top two noisy scores
+are within that difference of each other.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+SEED_MAX = 2**32 - 1   # seeds are unsigned 32-bit: the generator's whole state
+MAX_STOPS = 4
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None    # None: a fresh random seed per answer (see `seed_of`)
+    stop: tuple[str, ...] = ()
+    seed_position: int = 0     # the position of this answer's first token: > 0 when it continues one begun elsewhere
+
+
+class SamplingError(ValueError):
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+def parse_sampling(body: dict, default_max_tokens: int, max_tokens_limit: int) -> Sampling:
+    """OpenAI's sampling fields of a chat request, checked in the order and words of the browser engine's
+    parseSampling (sampling.js); raises SamplingError naming the field."""
+    def integer(name, value, low, high):
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise SamplingError(f"{name} must be an integer from {low} to {high}", name)
+        return value
+
+    def number(name, default, low, high):
+        value = body.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            raise SamplingError(f"{name} must be a number from {low} to {high}", name)
+        return float(value)
+
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = integer("max_tokens", default_max_tokens if max_tokens is None else max_tokens, 1, max_tokens_limit)
+    temperature = number("temperature", 1.0, 0, 2)
+    top_p = number("top_p", 1.0, 0, 1)
+    if top_p == 0:
+        raise SamplingError("top_p must be greater than 0", "top_p")
+    seed = None if body.get("seed") is None else integer("seed", body["seed"], 0, SEED_MAX)
+    position = body.get("seed_position")
+    position = 0 if position is None else integer("seed_position", position, 0, max_tokens_limit)
+    stop = body.get("stop")
+    stop = [] if stop is None or stop == "" else [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or len(stop) > MAX_STOPS or not all(isinstance(s, str) for s in stop):
+        raise SamplingError(f"stop must be a string or a list of at most {MAX_STOPS} strings", "stop")
+    return Sampling(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=tuple(stop),
+                    seed_position=position)
+
+
+def seed_of(sampling: Sampling) -> int:
+    return secrets.randbits(32) if sampling.seed is None else sampling.seed
+
+
+GOLDEN = 0x6D2B79F5
+
+
+def mix(t: np.ndarray) -> np.ndarray:
+    """mulberry32's output function on uint32s (numpy's uint32 arithmetic wraps, as JS's Math.imul does)."""
+    t = (t ^ (t >> 15)) * (t | 1)
+    t ^= t + (t ^ (t >> 7)) * (t | 61)
+    return t ^ (t >> 14)
+
+
+def uniforms(seed: int, position: int, count: int) -> np.ndarray:
+    """u_0 .. u_{count-1} for one position of one seed's stream, in (0, 1)."""
+    key = mix(np.array([(seed + (position + 1) * GOLDEN) & 0xFFFFFFFF], dtype=np.uint32))
+    counters = key + np.arange(1, count + 1, dtype=np.uint32) * np.uint32(GOLDEN)
+    return (mix(counters).astype(np.float64) + 0.5) / 2**32
+
+
+def sample(logits: np.ndarray, temperature: float, top_p: float, seed: int, position: int) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    logits = logits.astype(np.float64)
+    scores = (logits - logits.max()) / temperature
+    if top_p < 1:
+        weights = np.exp(scores)
+        by_weight = np.argsort(-weights, kind="stable")
+        reached = np.searchsorted(np.cumsum(weights[by_weight]), top_p * np.cumsum(weights)[-1])
+        outside = np.ones(len(scores), dtype=bool)
+        outside[by_weight[:int(reached) + 1]] = False
+        scores[outside] = -np.inf
+    return int(np.argmax(scores - np.log(-np.log(uniforms(seed, position, len(scores))))))
+
+
+def held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of `text` that is the start of a stop string."""
+    return max((n for stop in stops for n in range(min(len(stop) - 1, len(text)), 0, -1)
+                if stop.startswith(text[-n:])), default=0)
+
+
+def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
