@@ -23,7 +23,7 @@ from playwright.sync_api import Error as PlaywrightError
 from tests.harness import CHROMIUM, CHROMIUM_FLAGS, DECISION, REPO, StaticServer
 
 # Fixtures that launch a browser; a test using any of them (directly or through another fixture) is `browser`.
-BROWSER_FIXTURES = {"page", "context", "browser", "browser_type", "playwright", "launch_page", "firefox"}
+BROWSER_FIXTURES = {"page", "context", "browser", "browser_type", "playwright", "launch_page", "firefox", "webkit"}
 TINY_SHARD_MB = 1          # the tiny model's weights in several shards: resume, refetch and quota need them
 # Where the tiny model is built: kept between sessions, so the build is incremental like models/ is.
 TINY_DIR = Path(os.environ.get("SEAM_CACHE", Path.home() / ".cache" / "seam")) / "tests" / "tiny"

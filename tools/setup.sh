@@ -3,7 +3,8 @@
 #   1. Debian packages: emscripten (compiles TVM's web runtime and links model .wasm), chromium
 #      (the browser the tests drive; never `playwright install`), and firefox-esr with Mesa's Vulkan
 #      drivers (the second browser engine: WebGPU on lavapipe, which has shader-f16), and nodejs (runs the
-#      page's pure JS modules' unit tests, tests/js).
+#      page's pure JS modules' unit tests, tests/js), and WebKitGTK's WebDriver with Xvfb and xauth (Safari's
+#      engine for the end-to-end tests, tests/webkit.py).
 #   2. .venv: the pinned Python packages from requirements.lock, then this project in editable mode.
 #   3. webapp/node_modules: the pinned npm packages from webapp/package-lock.json.
 #   4. TVM's web runtime, compiled once per TVM version into ~/.cache/seam (see build/modelbuild/toolchain).
@@ -24,11 +25,12 @@ apt_wanted=()
 [ "$(installed_version emscripten)" = "$EMSCRIPTEN_VERSION" ] || apt_wanted+=("emscripten=$EMSCRIPTEN_VERSION")
 chromium_version=$(installed_version chromium)
 [ -n "$chromium_version" ] && [ "${chromium_version%%.*}" -ge "$CHROMIUM_MIN_MAJOR" ] || apt_wanted+=(chromium)
-for package in firefox-esr mesa-vulkan-drivers nodejs; do  # a floor of "any": Debian keeps ESR current
+# A floor of "any": Debian keeps ESR and WebKitGTK current.
+for package in firefox-esr mesa-vulkan-drivers nodejs webkit2gtk-driver xvfb xauth; do
   [ -n "$(installed_version $package)" ] || apt_wanted+=("$package")
 done
 if [ ${#apt_wanted[@]} -eq 0 ]; then
-  say "Debian packages: already installed (emscripten $EMSCRIPTEN_VERSION, chromium $chromium_version, firefox-esr $(installed_version firefox-esr))"
+  say "Debian packages: already installed (emscripten $EMSCRIPTEN_VERSION, chromium $chromium_version, firefox-esr $(installed_version firefox-esr), WebKitGTK's webkit2gtk-driver $(installed_version webkit2gtk-driver) with xvfb and xauth, nodejs $(installed_version nodejs))"
 else
   command -v apt-get >/dev/null || fail "apt-get not found; install ${apt_wanted[*]} with your system's package manager"
   [ "$(id -u)" -eq 0 ] || fail "installing ${apt_wanted[*]} needs root: run 'sudo apt-get install ${apt_wanted[*]}' and rerun"

@@ -1,6 +1,8 @@
 // Everything the chat page draws. The controller (main.js) decides; this file only touches the DOM.
 
 const $ = (id) => document.getElementById(id);
+// The settings a person sets once and expects to find again.
+const KEPT_SETTINGS = ["preference", "system", "temperature", "top-p", "max-tokens", "seed", "response-format", "json-schema"];
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 export function formatDuration(seconds) {
@@ -85,6 +87,20 @@ export class ChatView {
     $("prompt").addEventListener("keydown", (event) => {
       if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("composer").requestSubmit(); }
     });
+  }
+
+  // The settings as they stand, each time one changes: `handler({id: value})`.
+  onSettingsChange(handler) {
+    const kept = () => handler(Object.fromEntries(KEPT_SETTINGS.map((id) => [id, $(id).value])));
+    $("settings").addEventListener("input", kept);
+    $("settings").addEventListener("change", kept);
+  }
+
+  // Puts back settings kept from an earlier visit (fields this page no longer has are ignored).
+  restoreSettings(values) {
+    const fits = (field, value) => field.tagName !== "SELECT" || [...field.options].some((o) => o.value === value);
+    for (const id of KEPT_SETTINGS) if (typeof values[id] === "string" && fits($(id), values[id])) $(id).value = values[id];
+    $("schema-field").hidden = $("response-format").value !== "json_schema";
   }
 
   onStop(handler) { $("stop").addEventListener("click", handler); }

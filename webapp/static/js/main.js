@@ -316,6 +316,8 @@ function stop() {
   current.stop();
 }
 
+view.restoreSettings(remembered.settings());
+view.onSettingsChange((values) => remembered.settings(values));
 view.onSend(send);
 view.onStop(stop);
 view.onNewChat(() => { stop(); history = []; view.clear(); });

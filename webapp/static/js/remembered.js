@@ -1,5 +1,5 @@
-// What the page remembers about this device across visits, in localStorage: a random client id (for the
-// server's fleet counts), which model versions passed their self-check on which adapter, which failed
+// What the page remembers about this device across visits, in localStorage: the chat settings, a random
+// client id (for the server's fleet counts), which model versions passed their self-check on which adapter, which failed
 // it, and how fast each ran here. Where storage is off (private windows), it is remembered for this page only.
 const memory = new Map();
 
@@ -21,6 +21,10 @@ const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b
 const checkKey = (model, adapter) => `${model.id}@${model.version}@${adapter}`;
 
 export const remembered = {
+  settings(values) {
+    if (values === undefined) return read("settings", {});
+    write("settings", values);
+  },
   clientId() {
     let id = read("client-id", null);
     if (!id) write("client-id", (id = randomId()));

@@ -19,6 +19,7 @@ export class WorkerEngine {
   startWorker() {
     this.worker = new Worker(this.workerUrl, { type: "module" });
     this.worker.onmessage = ({ data }) => this.receive(data);
+    this.worker.onerror = (event) => console.error(`browser engine: ${event.message || "the worker failed to start"}`);
   }
 
   // One load at a time. Asking again for the model being loaded (or loaded) joins that load: the new
@@ -49,6 +50,7 @@ export class WorkerEngine {
   }
 
   receive(data) {
+    if (data.type === "uncaught") return console.error(`browser engine: ${data.message}`);
     if (data.type === "compiling") return this.watchCompile(data.id);
     if (data.type === "compiled") return clearTimeout(this.compileWatch);
     const load = this.activeLoad;

@@ -3,9 +3,14 @@
 // count {id, messages}, stop {id},
 // and, only when the page's server enables test hooks, lose-device {afterTokens}.
 // Messages out: progress, loaded, compiling {id}, compiled {id}, chunk {id, text, tokens, ids}, done {id, ...}, counted {id, tokens},
-// error {id?, error}.
+// error {id?, error}, uncaught {message}.
 import { EngineError, ErrorKind } from "./errors.js";
 import { LocalEngine } from "./local_engine.js";
+
+// What fails outside any request (a rejection nobody awaited) goes to the page, which logs it: a worker's
+// rejections never reach the page's own error events.
+self.addEventListener("unhandledrejection", (event) =>
+  self.postMessage({ type: "uncaught", message: String(event.reason instanceof Error ? `${event.reason.name}: ${event.reason.message}` : event.reason) }));
 
 let engine = null;
 let testHooks = false;
