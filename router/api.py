@@ -14,9 +14,9 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 
 from router import grammar, metrics, routing
 from router.cloud import ChatRequest
-from router.sampling import SamplingError, parse_sampling
 from router.errors import ApiError, error_body
 from router.pages import page_models
+from router.sampling import SamplingError, parse_sampling
 
 bp = Blueprint("api", __name__)
 PROBE_SCHEMA = json.loads((Path(__file__).with_name("schemas") / "probe-report.v1.json").read_text())

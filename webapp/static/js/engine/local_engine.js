@@ -10,9 +10,10 @@ import { firstStop, heldBack, parseSampling, sample } from "./sampling.js";
 
 export class LocalEngine {
   // `vendor`: URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server; `grammar`: the server's
-  // JSON style and unsupported schema keywords; `request`: the server's default and largest max_tokens; `featureLevel`: which WebGPU adapter to ask for first,
-  // "core" or "compatibility"; `partBytes`: the size of the stored parts of a download; `kernels`: the
-  // kernel set to run ("software" or "gpu"; by default the one that suits the adapter).
+  // JSON style and unsupported schema keywords; `request`: the server's default and largest max_tokens;
+  // `featureLevel`: which WebGPU adapter to ask for first, "core" or "compatibility"; `partBytes`: the size
+  // of the stored parts of a download; `kernels`: the kernel set to run ("software" or "gpu"; by default
+  // the one that suits the adapter).
   constructor({ vendor, grammar, request, featureLevel = "core", partBytes, kernels }) {
     this.vendor = vendor;
     this.grammarRules = grammar;
