@@ -54,6 +54,7 @@ def index():
     """The chat page."""
     limits = current_app.config
     return render_template("index.html", page_config=page_config(), max_tokens_limit=limits["MAX_TOKENS_LIMIT"],
+                           model_names=current_app.extensions["seam"]["catalog"].model_names(),
                            default_max_tokens=limits["DEFAULT_MAX_TOKENS"], seed_max=SEED_MAX,
                            example_schema=json.dumps(grammar.EXAMPLE_SCHEMA, indent=2))
 

@@ -69,7 +69,7 @@ def build(options: BuildOptions) -> list[dict]:
     with step(f"reading {options.model}"):
         source = open_source(options.model)
     arch = get_arch(source.architecture)
-    config = arch.config.from_dict(source.config)
+    config = arch.read_config(source.config)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     weights = None  # the source's, under the float model's names: float arrays or exact Blocks
     for preset in presets:

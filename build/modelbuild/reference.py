@@ -1,4 +1,5 @@
-"""A plain numpy Llama forward pass: the reference the compiled libraries are checked against.
+"""A plain numpy forward pass of the Llama-shaped decoder (with Qwen2's biases, Qwen3's q/k norms, Llama 3's
+RoPE scaling): the reference the compiled libraries are checked against.
 
 It takes the same parameters the compiled model takes (after quantization it dequantizes them),
 keeps its own KV cache so greedy decoding costs one token per step, and computes in float64 so that
@@ -42,8 +43,7 @@ class NumpyLlama:
 
     def _rope(self, x, positions):  # x (T, heads, D), Hugging Face "rotate_half" layout
         d = self.c.head_dim
-        inv = 1.0 / self.c.rope_theta ** (np.arange(0, d, 2) / d)
-        angles = np.outer(positions, inv)
+        angles = np.outer(positions, rope_frequencies(d, self.c.rope_theta, self.c.rope_scaling))
         cos = np.cos(np.concatenate([angles, angles], -1))[:, None]
         sin = np.sin(np.concatenate([angles, angles], -1))[:, None]
         rotated = np.concatenate([-x[..., d // 2:], x[..., :d // 2]], -1)
@@ -60,8 +60,11 @@ class NumpyLlama:
         for i in range(c.num_hidden_layers):
             p = f"model.layers.{i}."
             qkv = self._rms(x, p + "input_layernorm.weight") @ w[p + "self_attn.qkv_proj.weight"].T
-            qkv = qkv.reshape(t, nh + 2 * nkv, d)
-            q, k, v = self._rope(qkv[:, :nh], positions), self._rope(qkv[:, nh:nh + nkv], positions), qkv[:, nh + nkv:]
+            qkv = (qkv + w.get(p + "self_attn.qkv_proj.bias", 0)).reshape(t, nh + 2 * nkv, d)
+            q, k, v = qkv[:, :nh], qkv[:, nh:nh + nkv], qkv[:, nh + nkv:]
+            if c.qk_norm:
+                q, k = self._rms(q, p + "self_attn.q_norm.weight"), self._rms(k, p + "self_attn.k_norm.weight")
+            q, k = self._rope(q, positions), self._rope(k, positions)
             self.keys[i] = np.concatenate([self.keys[i], k])
             self.values[i] = np.concatenate([self.values[i], v])
             keys = np.repeat(self.keys[i], nh // nkv, axis=1)  # (S, H, D)
@@ -80,3 +83,17 @@ class NumpyLlama:
         self.reset()
         return greedy_decode(lambda ids: self.forward(ids)[-1], lambda token: self.forward([token])[-1],
                              prompt_ids, max_new_tokens, stop_ids)
+
+
+def rope_frequencies(d: int, theta: float, scaling: dict | None) -> np.ndarray:
+    """RoPE's inverse frequencies, with Llama 3.1's scaling as Hugging Face computes it."""
+    inv = 1.0 / theta ** (np.arange(0, d, 2) / d)
+    if not scaling:
+        return inv
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    wavelength = 2 * np.pi / inv
+    smooth = (old / wavelength - low) / (high - low)
+    medium = (1 - smooth) * inv / factor + smooth * inv
+    return np.where(wavelength > old / low, inv / factor, np.where(wavelength < old / high, inv, medium))
+

@@ -24,11 +24,12 @@ class ChatPage:
         return self
 
     def settings(self, preference: str | None = None, **fields) -> None:
-        """Fill the settings panel: preference=auto|fastest|local_only|cloud_only, temperature=..., etc."""
+        """Fill the settings panel: preference=auto|fastest|local_only|cloud_only, model=<a name>, temperature=..."""
         if fields or preference:
             self.page.locator("#settings summary").click()
         for name, value in fields.items():
-            self.page.locator(f"#{name.replace('_', '-')}").fill("" if value is None else str(value))
+            field = self.page.locator(f"#{name.replace('_', '-')}")
+            field.select_option(value) if name == "model" else field.fill("" if value is None else str(value))
         if preference:
             self.page.locator("#preference").select_option(preference)
             expect(self.route).to_have_attribute("data-target", "browser" if preference == "local_only" else "cloud",

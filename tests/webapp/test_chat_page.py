@@ -5,6 +5,9 @@ and checks what the page shows against what the server's CPU library says for th
 first test checks fidelity on the real default model; the others check the page's mechanics on the tiny
 random Llama (same tokenizer and chat template), which answers in milliseconds.
 """
+import shutil
+
+import requests
 from playwright.sync_api import expect
 
 from tests.webapp.chat_page import ChatPage
@@ -123,3 +126,27 @@ def test_the_page_says_why_when_no_variant_can_run(page, tiny_models, app_server
     expect(chat.notice).to_contain_text("needs WebGPU feature shader-f16")
     answer = chat.ask("Hi!")
     assert answer["state"] == "error" and "shader-f16" in answer["stats"]
+
+
+def test_the_page_offers_every_model_and_asks_for_the_one_picked(page, tiny_models, app_server, tmp_path):
+    """Two models in one catalog (the tiny Llama and a tiny Qwen2): /v1/models lists both, the page offers
+    both, and the one picked is the one the router decides for and the server answers with."""
+    from modelbuild.manifest import write_manifest
+    from tests.tiny_families import build_family
+    _, qwen2_models = build_family("qwen2")
+    models = tmp_path / "models"
+    for folder in (tiny_models / f"{TINY}-q4f32_1", qwen2_models / "qwen2-q4f32_1"):
+        shutil.copytree(folder, models / folder.name)
+    write_manifest(models)
+    server = app_server(models)
+    assert [m["id"] for m in requests.get(server.url + "v1/models", timeout=30).json()["data"]] == ["qwen2", TINY]
+    chat = ChatPage(page, server.url).open(preference="cloud_only")
+    assert page.eval_on_selector_all("#model option", "(options) => options.map((o) => o.value)") == ["qwen2", TINY]
+    chat.settings(model="qwen2", temperature=0, max_tokens=6, system=SYSTEM)
+    expect(chat.route).to_have_attribute("data-target", "cloud")
+    shown = chat.ask("What is the capital of France?")
+    history = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
+    assert shown["text"] == server_answer(server.url, history, 6, "qwen2")["choices"][0]["message"]["content"]
+    assert shown["text"] != server_answer(server.url, history, 6, TINY)["choices"][0]["message"]["content"]
+    assert page.evaluate("window.seamLastDecision.model") == "qwen2"
+    assert page.evaluate("window.seamLastReport.model") == "qwen2"

@@ -1,22 +1,30 @@
-"""Supported architectures: name (Hugging Face `model_type`) -> config, model and weight loader."""
+"""Supported architectures: name (Hugging Face `model_type`, or the GGUF's general.architecture) -> how to
+read its config, its model and its weight loader."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from modelbuild.arch import llama, llama_loader
+from modelbuild.arch import families, llama, llama_loader
 from modelbuild.errors import BuildError
 
 
 @dataclass(frozen=True)
 class Architecture:
-    config: type
+    read_config: Callable  # config.json's dict -> the model's config
     model: type
     load_params: Callable
 
 
+def llama_shaped(read_config: Callable) -> Architecture:
+    return Architecture(read_config=read_config, model=llama.LlamaForCausalLM, load_params=llama_loader.load_params)
+
+
 ARCHS = {
-    "llama": Architecture(config=llama.LlamaConfig, model=llama.LlamaForCausalLM, load_params=llama_loader.load_params),
+    "llama": llama_shaped(families.llama),
+    "mistral": llama_shaped(families.llama),  # Llama's layers; a sliding window bounds the context (families.py)
+    "qwen2": llama_shaped(families.qwen2),
+    "qwen3": llama_shaped(families.qwen3),
 }
 
 

@@ -1,4 +1,6 @@
-"""Llama-family decoder (Llama 2/3, SmolLM, TinyLlama...) in `tvm.relax.frontend.nn`, all of it in this file.
+"""Llama-family decoder (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2/2.5, Qwen3) in `tvm.relax.frontend.nn`,
+all of it in this file; what a family differs in is a field of LlamaConfig, read from its config.json by
+its module in this folder (families.py).
 
 Modules are named after Hugging Face's, except the fused projections (`qkv_proj`, `gate_up_proj`),
 which save a kernel launch each. Attention and RoPE run inside TVM's paged KV cache, whose TIR kernels
@@ -36,6 +38,9 @@ class LlamaConfig:
     context_window_size: int = 0   # 0: min(max_position_embeddings, 4096); KV memory grows with it
     prefill_chunk_size: int = 0    # 0: min(context window, 512); the largest prefill a kernel call sees
     head_dim: int = 0              # 0: hidden_size / num_attention_heads
+    attention_bias: bool = False   # q, k and v projections with biases (Qwen2)
+    qk_norm: bool = False          # an RMSNorm over each head's q and k before RoPE (Qwen3)
+    rope_scaling: dict[str, Any] | None = None  # e.g. Llama 3.1's {"rope_type": "llama3", "factor": 8.0, ...}
     kwargs: dict[str, Any] = field(default_factory=dict)  # keys of config.json we do not use
 
     def __post_init__(self):
@@ -58,14 +63,21 @@ class LlamaConfig:
 class LlamaAttention(nn.Module):
     def __init__(self, c: LlamaConfig):
         self.c = c
-        self.qkv_proj = nn.Linear(c.hidden_size, (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim, bias=False)
+        self.qkv_proj = nn.Linear(c.hidden_size, (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim,
+                                  bias=c.attention_bias)
         self.o_proj = nn.Linear(c.num_attention_heads * c.head_dim, c.hidden_size, bias=False)
+        if c.qk_norm:
+            self.q_norm = nn.RMSNorm(c.head_dim, -1, c.rms_norm_eps, bias=False)
+            self.k_norm = nn.RMSNorm(c.head_dim, -1, c.rms_norm_eps, bias=False)
 
     def forward(self, x: nn.Tensor, cache: PagedKVCache, layer_id: int) -> nn.Tensor:
         c = self.c
         b, s, _ = x.shape
         heads = c.num_attention_heads + 2 * c.num_key_value_heads
         qkv = op.reshape(self.qkv_proj(x), (b, s, heads, c.head_dim))  # (B, T, H + 2 KV, D)
+        if c.qk_norm:  # the cache applies RoPE, so the norms come first
+            q, k, v = op.split(qkv, [c.num_attention_heads, c.num_attention_heads + c.num_key_value_heads], axis=2)
+            qkv = op.concat([self.q_norm(q), self.k_norm(k), v], dim=2)
         out = cache.attention_with_fused_qkv(layer_id, qkv, c.num_attention_heads, sm_scale=c.head_dim ** -0.5)
         return self.o_proj(op.reshape(out, (b, s, c.num_attention_heads * c.head_dim)))
 
@@ -147,7 +159,7 @@ class LlamaForCausalLM(nn.Module):
             layer_partition=rx.ShapeExpr([0, c.num_hidden_layers]), num_hidden_layers=c.num_hidden_layers,
             num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
             qk_head_dim=c.head_dim, v_head_dim=c.head_dim, mla_original_qk_head_dim=0, mla_original_v_head_dim=0,
-            rope_mode=RopeMode.NORMAL, rope_scale=1, rope_theta=c.rope_theta, rope_scaling={},
+            rope_mode=RopeMode.NORMAL, rope_scale=1, rope_theta=c.rope_theta, rope_scaling=c.rope_scaling or {},
             rope_ext_factors=rx.prim_value(0), rotary_dim=c.head_dim, enable_disaggregation=False,
             dtype=self.dtype, target=self.target)
 

@@ -1,7 +1,8 @@
-"""Hugging Face Llama weights -> this project's parameter names, written out explicitly.
+"""Hugging Face Llama-shaped weights (Llama, Mistral, Qwen2, Qwen3) -> this project's parameter names,
+written out explicitly.
 
-Q, K and V are concatenated into `qkv_proj` and gate/up into `gate_up_proj` (see llama.py): Blocks of
-one bit width stay Blocks (rows are joined exactly), mixed ones are joined as float.
+Q, K and V are concatenated into `qkv_proj` (their biases too, Qwen2's) and gate/up into `gate_up_proj`
+(see llama.py): Blocks of one bit width stay Blocks (rows are joined exactly), mixed ones are joined as float.
 Every source tensor must be used or listed as unused, so a renamed or extra tensor cannot slip by.
 """
 from __future__ import annotations
@@ -30,7 +31,8 @@ def load_params(tensors: Iterator[tuple[str, Weight]], c: LlamaConfig) -> Iterat
 
     def take(name: str) -> Weight:
         if name not in source:
-            raise BuildError(f"the weights have no tensor {name}", "check that the model is a complete Llama checkpoint")
+            raise BuildError(f"the weights have no tensor {name}", "check that the checkpoint is complete and that "
+                             "config.json's model_type is the model's")
         used.add(name)
         return source[name]
 
@@ -39,6 +41,11 @@ def load_params(tensors: Iterator[tuple[str, Weight]], c: LlamaConfig) -> Iterat
         hf, ours = f"model.layers.{i}.", f"model.layers.{i}."
         yield ours + "input_layernorm.weight", take(hf + "input_layernorm.weight")
         yield ours + "self_attn.qkv_proj.weight", join_rows([take(hf + f"self_attn.{x}_proj.weight") for x in "qkv"])
+        if c.attention_bias:
+            yield ours + "self_attn.qkv_proj.bias", join_rows([take(hf + f"self_attn.{x}_proj.bias") for x in "qkv"])
+        if c.qk_norm:
+            yield ours + "self_attn.q_norm.weight", take(hf + "self_attn.q_norm.weight")
+            yield ours + "self_attn.k_norm.weight", take(hf + "self_attn.k_norm.weight")
         yield ours + "self_attn.o_proj.weight", take(hf + "self_attn.o_proj.weight")
         yield ours + "post_attention_layernorm.weight", take(hf + "post_attention_layernorm.weight")
         yield ours + "mlp.gate_up_proj.weight", join_rows([take(hf + "mlp.gate_proj.weight"),
@@ -52,5 +59,5 @@ def load_params(tensors: Iterator[tuple[str, Weight]], c: LlamaConfig) -> Iterat
 
     unused = sorted(n for n in source if n not in used and not n.endswith(UNUSED_SUFFIXES))
     if unused:
-        raise BuildError(f"the weights have tensors a Llama model does not use: {', '.join(unused[:5])}",
-                         "check that the checkpoint really is a Llama-family model")
+        raise BuildError(f"the weights have tensors a {c.kwargs.get('model_type', 'Llama')} model does not use: "
+                         f"{', '.join(unused[:5])}", "check that config.json's model_type is the model's")

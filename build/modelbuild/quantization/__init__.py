@@ -55,7 +55,7 @@ def quantize_model(model: nn.Module, preset: NoQuant | GroupQuant, eight_bit: se
         class Swap(nn.Mutator):
             def visit_module(self, name, node):
                 if isinstance(node, nn.Linear):
-                    return GroupQuantLinear(node.in_features, node.out_features, fmt(name))
+                    return GroupQuantLinear(node.in_features, node.out_features, fmt(name), node.bias is not None)
                 if isinstance(node, nn.Embedding):
                     return GroupQuantEmbedding(node.num, node.dim, fmt(name))
                 return self.visit(name, node)

@@ -168,14 +168,17 @@ class _Quantized(nn.Module):
 
 
 class GroupQuantLinear(_Quantized):
-    """A bias-free Linear whose weight is stored group-quantized and dequantized inside the matmul."""
+    """A Linear whose weight is stored group-quantized and dequantized inside the matmul; its bias, if it
+    has one (Qwen2's q, k and v), stays in the model's float type."""
 
-    def __init__(self, in_features: int, out_features: int, fmt: WeightFormat):
+    def __init__(self, in_features: int, out_features: int, fmt: WeightFormat, bias: bool = False):
         super().__init__(out_features, in_features, fmt)
         self.in_features, self.out_features = in_features, out_features
+        self.bias = nn.Parameter((out_features,), fmt.dtype) if bias else None
 
     def forward(self, x: nn.Tensor) -> nn.Tensor:
-        return self._matmul(x)
+        out = self._matmul(x)
+        return out + self.bias if self.bias is not None else out
 
 
 class GroupQuantEmbedding(_Quantized):

@@ -2,7 +2,7 @@
 
 const $ = (id) => document.getElementById(id);
 // The settings a person sets once and expects to find again.
-const KEPT_SETTINGS = ["preference", "system", "temperature", "top-p", "max-tokens", "seed", "response-format", "json-schema"];
+const KEPT_SETTINGS = ["model", "preference", "system", "temperature", "top-p", "max-tokens", "seed", "response-format", "json-schema"];
 const mb = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 export function formatDuration(seconds) {
@@ -61,7 +61,8 @@ export class ChatView {
   // The request settings; throws when the schema box does not hold JSON.
   settings() {
     const number = (id) => ($(id).value === "" ? undefined : Number($(id).value));
-    return { preference: $("preference").value, system: $("system").value.trim(), temperature: number("temperature"),
+    return { model: $("model").value || undefined, preference: $("preference").value, system: $("system").value.trim(),
+             temperature: number("temperature"),
              top_p: number("top-p"), max_tokens: number("max-tokens"), seed: number("seed"),
              response_format: this.responseFormat() };
   }
@@ -106,6 +107,7 @@ export class ChatView {
   onStop(handler) { $("stop").addEventListener("click", handler); }
   onNewChat(handler) { $("new-chat").addEventListener("click", handler); }
   onPreference(handler) { $("preference").addEventListener("change", handler); }
+  onModel(handler) { $("model").addEventListener("change", handler); }
   onResponseFormat() {
     $("response-format").addEventListener("change", () => { $("schema-field").hidden = $("response-format").value !== "json_schema"; });
   }

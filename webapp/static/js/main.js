@@ -54,7 +54,8 @@ async function refreshCatalog() {
 async function route(request) {
   try {
     await refreshCatalog();
-    const report = await collectProbeReport({ models: catalog, preference: view.settings().preference,
+    const { model, preference } = view.settings();
+    const report = await collectProbeReport({ models: catalog, model, preference,
                                               unreliable: unreliableHere(), clientId: remembered.clientId(),
                                               measured: (key) => remembered.measuredSpeeds(key),
                                               ...(request ? await answerNumbers(request) : {}) });
@@ -272,7 +273,7 @@ async function send(text) {
   } catch (error) {
     return view.notice(error.message, "error");
   }
-  const { system, preference, ...sampling } = settings;
+  const { system, preference, model, ...sampling } = settings;
   const messages = [...(system ? [{ role: "system", content: system }] : []), ...conversation,
                     { role: "user", content: text }];
   conversation.push({ role: "user", content: text });
@@ -322,5 +323,6 @@ view.onSend(send);
 view.onStop(stop);
 view.onNewChat(() => { stop(); history = []; view.clear(); });
 view.onPreference(() => route());
+view.onModel(() => route());
 view.onResponseFormat();
 route();
