@@ -25,12 +25,11 @@ from tests.modelbuild.test_tiny_llama import (DECODE, F16_RTOL, PROMPT, RTOL, as
                                               serve_logits_page)
 from tests.tiny_families import FAMILIES, PRESETS, TINY, build_family
 
-# Found with these tests, not yet explained: the tiny Qwen3's WebGPU logits are wrong (error of the logits'
-# own scale, on SwiftShader and on llvmpipe, q0f32 as q4f32_1, no GPU error raised) while its CPU library
-# matches transformers to 1e-5; so are a tiny Llama's with head_dim 32 or 64 at hidden 64-128, while
-# head_dim 16 (the other families here, the tiny Llama) and SmolLM2-135M (head_dim 64, 9 heads) are right.
-# Where a browser computes wrong tokens, the catalog's self-check catches it and the server answers.
-WEBGPU_WRONG = "WebGPU logits wrong for this shape (see WEBGPU_WRONG above); CPU library right"
+# Found with these tests: TVM 0.27's WebGPU attention over the KV pages an earlier prefill chunk wrote is
+# wrong for head_dim >= 32 (logits off by their own scale, on SwiftShader and llvmpipe, any preset, no GPU
+# error), while one chunk, decode, and the CPU library are right. The browser engine therefore prefills a
+# prompt in one chunk (local_engine.js); the chunked run is kept as a strict xfail, to show when TVM fixes it.
+CHUNKED_WRONG = "TVM 0.27's WebGPU prefill over earlier chunks' KV pages is wrong for head_dim >= 32"
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -107,15 +106,19 @@ def test_unsupported_features_are_refused_before_compiling_naming_the_field(tmp_
         pipeline.build(pipeline.BuildOptions(model=folder, presets=["q0f32"], out_dir=tmp_path / "out"))
 
 
-def test_webgpu_logits_in_chromium_match_transformers(family, launch_page, serve_folder, request):
-    """The f32 preset's WebGPU kernels (the set a software adapter picks) on SwiftShader."""
+@pytest.mark.parametrize("chunk", ["one", "several"])
+def test_webgpu_logits_in_chromium_match_transformers(family, chunk, launch_page, serve_folder, request):
+    """The f32 preset's WebGPU kernels (the set a software adapter picks) on SwiftShader: the prompt in one
+    prefill, as the browser engine runs it, and in chunks of 16 (head_dim 16 only: CHUNKED_WRONG)."""
     name, model, out = family
-    if name == "qwen3":  # strict: the day it passes, this marker must go
-        request.applymarker(pytest.mark.xfail(strict=True, reason=WEBGPU_WRONG))
+    if chunk == "several" and json.loads((out / f"{name}-q0f32" / "mlc-chat-config.json").read_text())[
+            "model_config"]["head_dim"] >= 32:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=CHUNKED_WRONG))
     preset = "q4f32_1"
     expected = transformers_steps(model, out / f"{name}-{preset}")
     page = launch_page()
     page.goto(serve_logits_page(out, serve_folder))
     result = page.evaluate("runModel", {"modelUrl": f"{name}-{preset}/", "kernels": "software", "featureLevel": "core",
-                                        "promptIds": PROMPT, "decodeIds": DECODE})
+                                        "promptIds": PROMPT, "decodeIds": DECODE,
+                                        "chunk": len(PROMPT) if chunk == "one" else 16})
     assert_steps_close(result, expected)

@@ -184,3 +184,19 @@ def test_a_seed_gives_the_servers_tokens_in_the_browser(page, tiny_server, expec
     refused = requests.post(tiny_server.url + "v1/chat/completions", json={**bad, "model": TINY}, timeout=60)
     assert refused.status_code == 400
     assert results[-1] == {"kind": "InvalidRequestError", "message": refused.json()["error"]["message"]}
+
+
+def test_a_prompt_longer_than_a_prefill_chunk_gives_the_servers_tokens(page, app_server, expected_console_errors):
+    """A tiny Qwen3 (head_dim 32, prefill chunks of 16 tokens) and a prompt of several chunks: the engine
+    prefills it in one step, since TVM's WebGPU attention over an earlier chunk's pages is wrong at this
+    head_dim (tests/modelbuild/test_families.py), and its greedy tokens are the server's."""
+    from tests.tiny_families import build_family
+    from tests.webapp.test_structured_output import run_in_the_engine
+    _, models = build_family("qwen3")
+    server = app_server(models)
+    request = {"messages": [{"role": "user", "content": "Tell me about the sea, the sky, the mountains and rivers."}],
+               "temperature": 0, "max_tokens": 8}
+    [browser] = run_in_the_engine(page, server.url, "qwen3-q4f32_1", [request], expected_console_errors)
+    served = requests.post(server.url + "v1/chat/completions", json={**request, "model": "qwen3"}, timeout=120).json()
+    assert served["usage"]["prompt_tokens"] > 2 * 16
+    assert (browser["content"], browser["usage"]) == (served["choices"][0]["message"]["content"], served["usage"])

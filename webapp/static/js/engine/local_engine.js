@@ -128,13 +128,13 @@ export class LocalEngine {
     return constraint;
   }
 
-  // A KV cache for one sequence; the caller disposes of it.
-  newCache() {
+  // A KV cache for one sequence, taking prefills of up to `prefillTokens`; the caller disposes of it.
+  newCache(prefillTokens = this.config.prefill_chunk_size) {
     const tvm = this.tvm;
     const S = (a) => tvm.makeShapeTuple(a);
     tvm.beginScope();
     const cache = tvm.detachFromCurrentScope(this.fn.create_tir_paged_kv_cache(
-      S([1]), S([this.config.context_window_size]), S([this.config.prefill_chunk_size]),
+      S([1]), S([this.config.context_window_size]), S([prefillTokens]),
       S([this.config.kv_cache_page_size]), S([0])));
     tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")(cache, new tvmjs.Scalar(0, "int64"));
     tvm.endScope();
@@ -184,14 +184,15 @@ export class LocalEngine {
     const format = parseResponseFormat(options.response_format, this.grammarRules);
     const constraint = format && await this.constraint(format, messages, options.continue_final_message, notify);
     const stopIds = new Set(this.config.stop_token_ids);
-    const cache = this.newCache();
+    // The whole prompt is one prefill, never several chunks: TVM 0.27's WebGPU attention over the pages an
+    // earlier chunk wrote is wrong for head_dim >= 32 (tests/modelbuild/test_families.py shows it), and every
+    // answer starts from an empty cache, so one chunk never reads any.
+    const cache = this.newCache(Math.max(prompt.length, this.config.prefill_chunk_size));
     const step = (name, ids) => this.forward(cache, name, ids);
     const generated = [];
     let shown = "", text = "", sent = 0, finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
     try {
-      let logits;
-      for (let i = 0; i < prompt.length; i += this.config.prefill_chunk_size)
-        logits = await step("prefill", prompt.slice(i, i + this.config.prefill_chunk_size));
+      let logits = await step("prefill", prompt);
       prefillDone = performance.now();
       while (generated.length < maxTokens) {
         if (shouldStop()) { finish = "abort"; break; }
