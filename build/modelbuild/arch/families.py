@@ -23,8 +23,10 @@ def rope(hf: dict[str, Any]) -> dict[str, Any]:
     parameters = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     kind = parameters.get("rope_type", parameters.get("type", "default"))
     if kind not in ROPE_TYPES:
-        raise refuse("rope_scaling.rope_type", kind, f"a RoPE type this decoder does not implement ({', '.join(ROPE_TYPES)} only)")
-    scaling = None if kind == "default" else {**{k: v for k, v in parameters.items() if k != "rope_theta"}, "rope_type": kind}
+        raise refuse("rope_scaling.rope_type", kind,
+                     f"a RoPE type this decoder does not implement ({', '.join(ROPE_TYPES)} only)")
+    scaling = None if kind == "default" else \
+        {**{k: v for k, v in parameters.items() if k != "rope_theta"}, "rope_type": kind}
     return {"rope_theta": hf.get("rope_theta") or parameters.get("rope_theta", 10000.0), "rope_scaling": scaling}
 
 

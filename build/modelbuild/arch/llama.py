@@ -1,6 +1,6 @@
 """Llama-family decoder (Llama 2/3, SmolLM, TinyLlama, Mistral, Qwen2/2.5, Qwen3) in `tvm.relax.frontend.nn`,
-all of it in this file; what a family differs in is a field of LlamaConfig, read from its config.json by
-its module in this folder (families.py).
+all of it in this file; what a family differs in is a field of LlamaConfig, which families.py (in this
+folder) reads from the family's config.json.
 
 Modules are named after Hugging Face's, except the fused projections (`qkv_proj`, `gate_up_proj`),
 which save a kernel launch each. Attention and RoPE run inside TVM's paged KV cache, whose TIR kernels
