@@ -4,13 +4,54 @@ import shutil
 
 import requests
 
+from tests.structured import response_format
+
 REAL = "SmolLM2-135M-Instruct"  # the default model (tests marked real_model)
 TINY = "tiny-llama"             # the tiny random Llama with the real tokenizer (tests/tiny_llama.py)
 
 
 def server_answer(base_url: str, messages: list[dict], max_tokens: int, model: str = REAL) -> dict:
-    body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
-    return requests.post(base_url + "v1/chat/completions", json=body, timeout=600).json()
+    return server_reply(base_url, {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens})
+
+
+def server_reply(base_url: str, request: dict) -> dict:
+    """The server's answer to a whole chat request (OpenAI's shape), which must succeed."""
+    response = requests.post(base_url + "v1/chat/completions", json=request, timeout=600)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def greedy_request(case: dict, model: str) -> dict:
+    return {"model": model, "messages": case["messages"], "response_format": response_format(case["schema"]),
+            "temperature": 0, "max_tokens": case["max_tokens"]}
+
+
+# Each request through the browser engine's JS API, in order: its content, finish reason and usage, or
+# its typed error.
+RUN = """async ({ modelId, requests }) => {
+  const engine = window.seam.browserEngine();
+  await engine.load(window.seam.config.models.find((m) => m.id === modelId));
+  const results = [];
+  for (const request of requests) {
+    try {
+      const r = await engine.chat.completions.create(request);
+      results.push({ content: r.choices[0].message.content, finish: r.choices[0].finish_reason, usage: r.usage });
+    } catch (error) {
+      results.push({ kind: error.kind, message: error.message });
+    }
+  }
+  return results;
+}"""
+
+
+def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors) -> list[dict]:
+    # The page would route, prefetch and self-check by itself; here the test alone drives the engine.
+    expected_console_errors.append("net::ERR_FAILED")
+    page.route("**/api/route", lambda route: route.abort())
+    page.goto(base_url)
+    results = page.evaluate(RUN, {"modelId": variant, "requests": requests_})
+    print(json.dumps(results, indent=1))  # shown when the test fails
+    return results
 
 
 def models_subset(built, folder, variant: str, corrupt: str | None = None):

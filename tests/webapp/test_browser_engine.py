@@ -12,7 +12,7 @@ import requests
 
 from tests.conftest import catalog_of
 from tests.harness import COMPATIBILITY_FLAGS
-from tests.webapp.helpers import REAL, TINY, models_subset, server_answer
+from tests.webapp.helpers import REAL, TINY, models_subset, run_in_the_engine, server_answer, server_reply
 
 # The catalog's self-check prompt (the chat page tests compare more prompts, through the page).
 PROMPTS = [[{"role": "user", "content": "What is the capital of France?"}]]
@@ -137,7 +137,6 @@ def test_a_missing_shard_is_a_download_error(page, tiny_models, app_server, tmp_
 
 def test_stop_strings_end_the_answer_as_on_the_server(page, tiny_server, expected_console_errors):
     """`stop` in the browser engine: the same text and finish reason as the server's, and the same refusal."""
-    from tests.webapp.test_structured_output import run_in_the_engine
     base = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 12}
     whole = server_answer(tiny_server.url, base["messages"], 12, TINY)["choices"][0]["message"]["content"]
     middle = whole[len(whole) // 3: len(whole) // 3 + 4]  # four characters from inside the answer
@@ -146,7 +145,7 @@ def test_stop_strings_end_the_answer_as_on_the_server(page, tiny_server, expecte
     bad = {**base, "stop": ["a", "b", "c", "d", "e"]}
     results = run_in_the_engine(page, tiny_server.url, f"{TINY}-q4f32_1", cases + [bad], expected_console_errors)
     for request, browser in zip(cases, results):
-        server = requests.post(tiny_server.url + "v1/chat/completions", json={**request, "model": TINY}, timeout=60).json()
+        server = server_reply(tiny_server.url, {**request, "model": TINY})
         assert (browser["content"], browser["finish"]) == (server["choices"][0]["message"]["content"],
                                                           server["choices"][0]["finish_reason"]), request["stop"]
         assert browser["usage"] == server["usage"]
@@ -164,7 +163,6 @@ def test_a_seed_gives_the_servers_tokens_in_the_browser(page, tiny_server, expec
     """Sampling is specified once (router/sampling.py) and written in both languages: with the same seed,
     temperature and top_p the browser's answer is the server's, token for token; a bad seed is refused in
     the same words on both paths."""
-    from tests.webapp.test_structured_output import run_in_the_engine
     question = [{"role": "user", "content": "Tell me a story."}]
     cases = [{"messages": question, "max_tokens": 16, "seed": seed, "temperature": t, "top_p": p}
              for seed, t, p in SAMPLED]
@@ -172,7 +170,7 @@ def test_a_seed_gives_the_servers_tokens_in_the_browser(page, tiny_server, expec
     results = run_in_the_engine(page, tiny_server.url, f"{TINY}-q4f32_1", cases + [bad], expected_console_errors)
     differ = []
     for request, browser in zip(cases, results):
-        server = requests.post(tiny_server.url + "v1/chat/completions", json={**request, "model": TINY}, timeout=120).json()
+        server = server_reply(tiny_server.url, {**request, "model": TINY})
         if (browser["content"], browser["usage"]) != (server["choices"][0]["message"]["content"], server["usage"]):
             differ.append((request["seed"], browser["content"], server["choices"][0]["message"]["content"]))
     # The paths' logits differ in their last digits, so a token flips where the top two noisy scores are
@@ -191,12 +189,11 @@ def test_a_prompt_longer_than_a_prefill_chunk_gives_the_servers_tokens(page, app
     prefills it in one step, since TVM's WebGPU attention over an earlier chunk's pages is wrong at this
     head_dim (tests/modelbuild/test_families.py), and its greedy tokens are the server's."""
     from tests.tiny_families import build_family
-    from tests.webapp.test_structured_output import run_in_the_engine
     _, models = build_family("qwen3")
     server = app_server(models)
     request = {"messages": [{"role": "user", "content": "Tell me about the sea, the sky, the mountains and rivers."}],
                "temperature": 0, "max_tokens": 8}
     [browser] = run_in_the_engine(page, server.url, "qwen3-q4f32_1", [request], expected_console_errors)
-    served = requests.post(server.url + "v1/chat/completions", json={**request, "model": "qwen3"}, timeout=120).json()
+    served = server_reply(server.url, {**request, "model": "qwen3"})
     assert served["usage"]["prompt_tokens"] > 2 * 16
     assert (browser["content"], browser["usage"]) == (served["choices"][0]["message"]["content"], served["usage"])

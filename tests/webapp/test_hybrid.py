@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import TINY_PART_BYTES
 from tests.webapp.chat_page import LOAD_TIMEOUT_MS, ChatPage
-from tests.webapp.helpers import TINY, HeldRequests, models_subset, server_answer
+from tests.webapp.helpers import TINY, HeldRequests, models_subset, server_answer, server_reply
 
 VARIANT = f"{TINY}-q4f32_1"  # SwiftShader has no shader-f16
 SYSTEM = "Be brief."
@@ -199,8 +199,7 @@ def test_a_sampled_answer_handed_over_mid_way_is_the_servers_whole_answer(page, 
     page.evaluate("window.seam.test.loseDeviceAfter(4)")
     shown = chat.ask(FRANCE)
     assert page.locator("#messages .message.assistant").last.get_attribute("data-handoff") == "browser-to-cloud"
-    whole = requests.post(server.url + "v1/chat/completions", timeout=120, json={
-        "model": TINY, "messages": asked(question=FRANCE), **sampling}).json()["choices"][0]
+    whole = server_reply(server.url, {"model": TINY, "messages": asked(question=FRANCE), **sampling})["choices"][0]
     assert shown["text"] == whole["message"]["content"], "the server drew other tokens than the browser would have"
     assert shown["finish_reason"] == whole["finish_reason"]
 

@@ -9,30 +9,14 @@ agreement on the real model is the fidelity check.
 import json
 
 import jsonschema
-import requests
 from playwright.sync_api import expect
 
 from tests.router.test_hardening import nested
 from tests.structured import CASES, response_format
 from tests.webapp.chat_page import ChatPage
-from tests.webapp.helpers import REAL, TINY
+from tests.webapp.helpers import REAL, TINY, greedy_request, run_in_the_engine, server_reply
 
 BOUNDED = CASES[1]  # array-of-enums
-
-RUN = """async ({ modelId, requests }) => {
-  const engine = window.seam.browserEngine();
-  await engine.load(window.seam.config.models.find((m) => m.id === modelId));
-  const results = [];
-  for (const request of requests) {
-    try {
-      const r = await engine.chat.completions.create(request);
-      results.push({ content: r.choices[0].message.content, finish: r.choices[0].finish_reason, usage: r.usage });
-    } catch (error) {
-      results.push({ kind: error.kind, message: error.message });
-    }
-  }
-  return results;
-}"""
 
 BAD = [  # (response_format, what its error must name)
     (response_format({"type": "object", "properties": {"age": {"type": "whole number"}}}), "properties.age.type"),
@@ -51,27 +35,6 @@ BAD = [  # (response_format, what its error must name)
 SLOW = {"enum": [f"{i}" + "a" * 990 for i in range(15)]}  # within the limits; compiles for a second or more
 
 
-def server_answer(base_url: str, request: dict) -> dict:
-    response = requests.post(base_url + "v1/chat/completions", json=request, timeout=600)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors) -> list[dict]:
-    # The page would route, prefetch and self-check by itself; here the test alone drives the engine.
-    expected_console_errors.append("net::ERR_FAILED")
-    page.route("**/api/route", lambda route: route.abort())
-    page.goto(base_url)
-    results = page.evaluate(RUN, {"modelId": variant, "requests": requests_})
-    print(json.dumps(results, indent=1))  # shown when the test fails
-    return results
-
-
-def greedy_request(case: dict, model: str) -> dict:
-    return {"model": model, "messages": case["messages"], "response_format": response_format(case["schema"]),
-            "temperature": 0, "max_tokens": case["max_tokens"]}
-
-
 def test_the_engine_refuses_bad_schemas_then_answers_within_the_schema(page, tiny_server, expected_console_errors):
     requests_ = [{"messages": [{"role": "user", "content": "hi"}], "response_format": fmt} for fmt, _ in BAD]
     requests_ += [greedy_request(BOUNDED, TINY),
@@ -80,7 +43,7 @@ def test_the_engine_refuses_bad_schemas_then_answers_within_the_schema(page, tin
     for (_, part), result in zip(BAD, results):
         assert result.get("kind") == "InvalidSchemaError" and part in result["message"], result
     browser_greedy, browser_sampled = results[len(BAD):]
-    server = server_answer(tiny_server.url, requests_[len(BAD)])
+    server = server_reply(tiny_server.url, requests_[len(BAD)])
     assert browser_greedy["content"] == server["choices"][0]["message"]["content"], \
         "the browser's grammar let through other tokens than the server's (same greedy model, same schema)"
     assert browser_greedy["usage"] == server["usage"] and browser_greedy["finish"] == "stop"
@@ -98,14 +61,14 @@ def test_a_compile_past_the_timeout_restarts_the_engine_and_is_a_schema_error(pa
     plain = {"messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 4}
     timed_out, after = run_in_the_engine(page, server.url, f"{TINY}-q4f32_1", [slow, plain], expected_console_errors)
     assert timed_out["kind"] == "InvalidSchemaError" and "took longer than 0.5 s" in timed_out["message"]
-    assert after["content"] == server_answer(server.url, {**plain, "model": TINY})["choices"][0]["message"]["content"]
+    assert after["content"] == server_reply(server.url, {**plain, "model": TINY})["choices"][0]["message"]["content"]
 
 
 def test_the_browsers_greedy_structured_answer_is_the_servers(page, live_app, default_built, expected_console_errors):
     """Fidelity: the real model, grammar-constrained in the worker, gives the server's very tokens."""
     request = greedy_request(BOUNDED, REAL)
     browser = run_in_the_engine(page, live_app, f"{REAL}-q4f32_1", [request], expected_console_errors)[0]
-    server = server_answer(live_app, request)
+    server = server_reply(live_app, request)
     assert browser["content"] == server["choices"][0]["message"]["content"]
     assert browser["usage"] == server["usage"] and browser["finish"] == "stop"
     jsonschema.validate(json.loads(browser["content"]), BOUNDED["schema"])
@@ -120,7 +83,7 @@ def test_the_page_offers_a_schema_and_refuses_a_broken_one(page, tiny_server):
     page.locator("#json-schema").fill(json.dumps(case["schema"]))
     shown = chat.ask(case["messages"][1]["content"])
     assert (shown["where"], shown["state"], shown["finish_reason"]) == ("cloud", "done", "stop")
-    expected = server_answer(tiny_server.url, greedy_request(case, TINY))
+    expected = server_reply(tiny_server.url, greedy_request(case, TINY))
     assert shown["text"] == expected["choices"][0]["message"]["content"]
     jsonschema.validate(json.loads(shown["text"]), case["schema"])
     page.locator("#json-schema").fill("{not json")

@@ -10,11 +10,10 @@ import time
 
 import jsonschema
 import pytest
-import requests
 
 from tests.harness import DECISION
-from tests.structured import CASES, response_format
-from tests.webapp.helpers import TINY, server_answer
+from tests.structured import CASES
+from tests.webapp.helpers import TINY, greedy_request, server_answer, server_reply
 from tests.webkit import ENTER, WebKit, WebKitError, open_webkit
 
 SYSTEM = "Be brief."
@@ -121,15 +120,9 @@ def test_webkit_answers_with_json_that_follows_the_schema(webkit, server):
     shown = ask(webkit, case["messages"][-1]["content"])
     assert shown["state"] == "done", shown
     jsonschema.validate(json.loads(shown["text"]), case["schema"])
-    expected = server_answer_with(server.url, case)
+    expected = server_reply(server.url, greedy_request(case, TINY))["choices"][0]["message"]["content"]
     assert shown["text"] == expected
     assert webkit.page_errors() == []
-
-
-def server_answer_with(url: str, case: dict) -> str:
-    body = {"model": TINY, "messages": case["messages"], "temperature": 0, "max_tokens": case["max_tokens"],
-            "response_format": response_format(case["schema"])}
-    return requests.post(url + "v1/chat/completions", json=body, timeout=120).json()["choices"][0]["message"]["content"]
 
 
 def test_webkit_keeps_the_settings_across_a_reload(webkit, server):
