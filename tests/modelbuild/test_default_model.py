@@ -65,7 +65,7 @@ def test_cpu_greedy_tokens_equal_the_numpy_reference(default_built, model_id):
     config, runner, reference = load(default_built, model_id)
     tokenizer_json = (default_built / model_id / "tokenizer.json").read_text()
     for messages in PROMPTS:
-        prompt = chat.encode_chat(tokenizer_json, config["chat_template"], messages)
+        prompt = chat.encode_chat(tokenizer_json, chat.ChatTemplate.of_model(config), messages)
         ours, _ = runner.greedy(prompt, NEW_TOKENS, config["stop_token_ids"])
         theirs, logits = reference.greedy(prompt, NEW_TOKENS, config["stop_token_ids"])
         selfcheck.compare_greedy(ours, theirs, logits, get_preset(config["quantization"]).model_dtype)

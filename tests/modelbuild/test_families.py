@@ -1,4 +1,4 @@
-"""Llama 3.x, Mistral, Qwen2/2.5 and Qwen3 through the real pipeline, checked against transformers.
+"""Llama 3.x, Mistral, Qwen2/2.5, Qwen3, Phi-3, Gemma 2 and 3 through the real pipeline, checked against transformers.
 
 Their weights cannot be downloaded here, but their architectures can be checked exactly: transformers
 instantiates each from a tiny config with random weights, and its forward pass of the very weights the
@@ -17,18 +17,20 @@ import tvm
 from safetensors.numpy import save_file
 from tvm.contrib import tvmjs
 
-from modelbuild import pipeline, source
+from modelbuild import chat, pipeline, source
 from modelbuild.cpu_runner import CpuRunner
 from modelbuild.errors import BuildError
 from modelbuild.reference import dequantized_weights
 from tests.modelbuild.test_tiny_llama import (DECODE, F16_RTOL, PROMPT, RTOL, assert_logits_close, assert_steps_close,
                                               serve_logits_page)
-from tests.tiny_families import FAMILIES, PRESETS, TINY, build_family
+from tests.tiny_families import FAMILIES, GGUF_ARCH, PRESETS, TINY, build_family, build_family_gguf
 
 # Found with these tests: TVM 0.27's WebGPU attention over the KV pages an earlier prefill chunk wrote is
 # wrong for head_dim >= 32 (logits off by their own scale, on SwiftShader and llvmpipe, any preset, no GPU
 # error), while one chunk, decode, and the CPU library are right. The browser engine therefore prefills a
 # prompt in one chunk (local_engine.js); the chunked run is kept as a strict xfail, to show when TVM fixes it.
+CHAT = [{"role": "system", "content": "Answer in 12 words."},
+        {"role": "user", "content": "What's 1234 + 5678? Don't explain, café ☕."}]
 CHUNKED_WRONG = "TVM 0.27's WebGPU prefill over earlier chunks' KV pages is wrong for head_dim >= 32"
 
 
@@ -37,13 +39,18 @@ def family(request):
     return request.param, *build_family(request.param)
 
 
-def hf_weights(params: dict[str, np.ndarray], config: dict) -> dict[str, torch.Tensor]:
-    """The compiled model's parameters under Hugging Face's names: fused q/k/v and gate/up split again."""
+def hf_weights(params: dict[str, np.ndarray], config: dict, hf_names, norms_plus_one: bool) -> dict[str, torch.Tensor]:
+    """The compiled model's parameters under Hugging Face's names (`hf_names`): fused q/k/v and gate/up split
+    again where the family stores them apart, and Gemma's norm weights without the one the loader added."""
     w = dequantized_weights(params)
     heads, kv, d = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
     out = {}
     for name, value in w.items():
-        if ".qkv_proj." in name:
+        if norms_plus_one and name.endswith("norm.weight"):
+            out[name] = value - 1
+        elif name in hf_names:
+            out[name] = value
+        elif ".qkv_proj." in name:
             q, k, v = np.split(value, [heads * d, (heads + kv) * d])
             for part, piece in zip("qkv", (q, k, v)):
                 out[name.replace("qkv_proj", f"{part}_proj")] = piece
@@ -61,12 +68,19 @@ def transformers_steps(model, model_dir) -> list[np.ndarray]:
     """transformers' logits, on the compiled model's weights, after the prompt and each decode token."""
     config = json.loads((model_dir / "mlc-chat-config.json").read_text())
     params, _ = tvmjs.load_tensor_cache(str(model_dir), tvm.cpu())
-    missing, unexpected = model.load_state_dict(hf_weights({k: v.numpy() for k, v in params.items()},
-                                                           config["model_config"]), strict=False)
+    weights = hf_weights({k: v.numpy() for k, v in params.items()}, config["model_config"], model.state_dict(),
+                         norms_plus_one=config["model_type"].startswith("gemma"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected and all("rotary_emb" in m for m in missing), (missing, unexpected)
     with torch.no_grad():
         logits = model(torch.tensor([PROMPT + DECODE])).logits[0].double().numpy()
     return [logits[len(PROMPT) - 1 + i] for i in range(len(DECODE) + 1)]
+
+
+def built(out, model_id: str) -> tuple[dict, CpuRunner]:
+    config = json.loads((out / model_id / "mlc-chat-config.json").read_text())
+    return config, CpuRunner(out / model_id / f"{model_id}-cpu.so", out / model_id, config["param_names"],
+                             config["context_window_size"], config["prefill_chunk_size"])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -74,32 +88,61 @@ def test_cpu_library_logits_match_transformers(family, preset):
     name, model, out = family
     model_dir = out / f"{name}-{preset}"
     expected = transformers_steps(model, model_dir)
-    config = json.loads((model_dir / "mlc-chat-config.json").read_text())
-    runner = CpuRunner(model_dir / f"{name}-{preset}-cpu.so", model_dir, config["param_names"],
-                       config["context_window_size"], config["prefill_chunk_size"])
+    _, runner = built(out, f"{name}-{preset}")
     runner.reset()
     got = [runner.prefill(PROMPT)] + [runner.decode(token) for token in DECODE]
     for g, e in zip(got, expected):
         assert_logits_close(g, e, F16_RTOL if preset == "q4f16_1" else RTOL)
 
 
+@pytest.fixture(scope="module", params=list(GGUF_ARCH))
+def gguf_family(request):
+    name = request.param
+    return name, build_family(name)[1], build_family_gguf(name)
+
+
+@pytest.mark.parametrize("preset", ["q0f32", "q4f32_1"])
+def test_the_gguf_llama_cpp_writes_of_a_family_builds_to_the_same_model(gguf_family, preset):
+    """The same weights from the Hugging Face folder and from the GGUF: the same greedy tokens and logits, and
+    the GGUF's rebuilt tokenizer turns a chat into the same prompt."""
+    name, folder_out, gguf_out = gguf_family
+    runs = []
+    for out in (folder_out, gguf_out):
+        config, runner = built(out, f"{name}-{preset}")
+        tokens, logits = runner.greedy(PROMPT, 8, ())
+        tokenizer_json = (out / f"{name}-{preset}" / "tokenizer.json").read_text()
+        prompt = chat.encode_chat(tokenizer_json, chat.ChatTemplate.of_model(config), CHAT)
+        runs.append((tokens, logits, prompt))
+    (folder_tokens, folder_logits, folder_prompt), (gguf_tokens, gguf_logits, gguf_prompt) = runs
+    assert gguf_tokens == folder_tokens
+    for g, f in zip(gguf_logits, folder_logits):
+        assert_logits_close(g, f, RTOL)
+    assert gguf_prompt == folder_prompt
+
+
 def test_the_families_configs_are_read_as_their_checkpoints_mean_them(family):
     name, _, out = family
     model_config = json.loads((out / f"{name}-q0f32" / "mlc-chat-config.json").read_text())["model_config"]
     expected = {"llama3": {"rope_scaling": FAMILIES["llama3"][1]["rope_scaling"]}, "qwen2": {"attention_bias": True},
-                "qwen3": {"qk_norm": True, "head_dim": 32}, "mistral": {"context_window_size": 512}}[name]
+                "qwen3": {"qk_norm": True, "head_dim": 32}, "mistral": {"context_window_size": 512},
+                "phi3": {"context_window_size": 512},
+                "gemma3": {"context_window_size": 512, "qk_norm": True, "rope_per_layer": [[1e4, 1.0]] * 5 + [[1e6, 8.0]],
+                           "query_pre_attn_scalar": 16},
+                "gemma2": {"final_logit_softcapping": 3.0, "qk_norm": False, "rope_per_layer": [[1e4, 1.0]] * 2}}[name]
     assert {k: model_config[k] for k in expected} == expected
 
 
-@pytest.mark.parametrize("field,value,named", [
-    ("num_local_experts", 8, "num_local_experts = 8, a mixture of experts"),
-    ("rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "rope_scaling.rope_type = 'yarn'"),
-    ("hidden_act", "gelu", "hidden_act = 'gelu'"),
+@pytest.mark.parametrize("model_type,field,value,named", [
+    ("qwen2", "num_local_experts", 8, "num_local_experts = 8, a mixture of experts"),
+    ("qwen2", "rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "rope_scaling.rope_type = 'yarn'"),
+    ("qwen2", "hidden_act", "gelu", "hidden_act = 'gelu'"),
+    ("phi3", "partial_rotary_factor", 0.75, "partial_rotary_factor = 0.75, RoPE over part of each head only"),
+    ("gemma2", "attn_logit_softcapping", 50.0, "attn_logit_softcapping = 50.0, soft-capped attention scores"),
 ])
-def test_unsupported_features_are_refused_before_compiling_naming_the_field(tmp_path, field, value, named):
+def test_unsupported_features_are_refused_before_compiling_naming_the_field(tmp_path, model_type, field, value, named):
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2", **TINY, field: value}))
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, **TINY, field: value}))
     (folder / "tokenizer.json").write_text(source.open_source(source.default_model_path()).tokenizer_json)
     save_file({"model.norm.weight": np.ones(64, np.float32)}, str(folder / "model.safetensors"))
     with pytest.raises(BuildError, match=named.replace("(", r"\(").replace("[", r"\[")):
@@ -122,3 +165,16 @@ def test_webgpu_logits_in_chromium_match_transformers(family, chunk, launch_page
                                         "promptIds": PROMPT, "decodeIds": DECODE,
                                         "chunk": len(PROMPT) if chunk == "one" else 16})
     assert_steps_close(result, expected)
+
+
+def test_a_gguf_of_an_architecture_seam_does_not_build_is_refused_naming_it(tmp_path):
+    import gguf
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "mamba")
+    writer.add_block_count(2)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(BuildError, match="holds a 'mamba' model, an architecture Seam does not build"):
+        pipeline.build(pipeline.BuildOptions(model=path, presets=["q0f32"], out_dir=tmp_path / "out"))

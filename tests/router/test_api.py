@@ -31,6 +31,31 @@ def test_route_decides_and_explains(client):
     assert set(decision["predictions"]) == {"browser", "cloud"}
 
 
+def test_route_decides_per_model_and_a_model_too_big_for_the_device_goes_to_the_server(default_built, tiny_models,
+                                                                                     tmp_path):
+    """Two models in one catalog (the 135M model and the tiny one); a device whose memory holds only the tiny
+    one: the big one goes to the server and the reason names the memory, the tiny one does not."""
+    from modelbuild.manifest import write_manifest
+    models = tmp_path / "models"
+    models.mkdir()
+    for folder in (default_built / "SmolLM2-135M-Instruct-q4f32_1", tiny_models / "tiny-llama-q4f32_1"):
+        (models / folder.name).symlink_to(folder)
+    entries = {e["model"]: e for e in write_manifest(models)}
+    wants = {name: e["requirements"]["estimated_gpu_memory_bytes"] * 2.0 / 1e9 for name, e in entries.items()}
+    assert wants["tiny-llama"] < wants["SmolLM2-135M-Instruct"]
+    client = create_app({"MODELS_DIR": str(models), "TESTING": True, "FLEET_DB": str(tmp_path / "f.sqlite3")}).test_client()
+    memory = round((wants["tiny-llama"] + wants["SmolLM2-135M-Instruct"]) / 2, 3)
+    decide = lambda model: client.post("/api/route", json={**PROBE, "model": model,  # noqa: E731
+                                                           "device_memory_gb": memory}).get_json()
+    big, tiny = decide("SmolLM2-135M-Instruct"), decide("tiny-llama")
+    assert big["target"] == "cloud" and big["model"] == "SmolLM2-135M-Instruct" and big["variant"] is None
+    assert [r for r in big["reasons"] if r["code"] == "low_memory"][0]["message"] == \
+        f"the device reports {memory} GB of memory, SmolLM2-135M-Instruct-q4f32_1 wants " \
+        f"{wants['SmolLM2-135M-Instruct']:.1f} GB"
+    assert tiny["model"] == "tiny-llama" and tiny["variant"] == "tiny-llama-q4f32_1"
+    assert "low_memory" not in {r["code"] for r in tiny["reasons"]}
+
+
 @pytest.mark.parametrize("body,where", [
     ({"schema_version": 2, "webgpu": {"available": True}}, "schema_version"),
     ({"schema_version": 1}, "(the report)"),

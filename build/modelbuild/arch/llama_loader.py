@@ -1,5 +1,5 @@
-"""Hugging Face Llama-shaped weights (Llama, Mistral, Qwen2, Qwen3) -> this project's parameter names,
-written out explicitly.
+"""Hugging Face Llama-shaped weights (Llama, Mistral, Qwen2, Qwen3, Phi-3) -> this project's parameter
+names, written out explicitly.
 
 Q, K and V are concatenated into `qkv_proj` (their biases too, Qwen2's) and gate/up into `gate_up_proj`
 (see llama.py): Blocks of one bit width stay Blocks (rows are joined exactly), mixed ones are joined as float.
@@ -25,9 +25,17 @@ def join_rows(parts: list[Weight]) -> Weight:
 UNUSED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-def load_params(tensors: Iterator[tuple[str, Weight]], c: LlamaConfig) -> Iterator[tuple[str, Weight]]:
+LAYER_NORMS = ("input_layernorm", "post_attention_layernorm")
+
+
+def load_params(tensors: Iterator[tuple[str, Weight]], c: LlamaConfig,
+                layer_norms: tuple[str, ...] = LAYER_NORMS) -> Iterator[tuple[str, Weight]]:
     source = dict(tensors)
     used: set[str] = set()
+
+    def fused(name: str, parts: list[str]) -> Weight:
+        """Phi-3's checkpoints store qkv and gate/up fused already, in this order; the others store the parts."""
+        return take(name) if name in source else join_rows([take(part) for part in parts])
 
     def take(name: str) -> Weight:
         if name not in source:
@@ -39,17 +47,18 @@ def load_params(tensors: Iterator[tuple[str, Weight]], c: LlamaConfig) -> Iterat
     yield "model.embed_tokens.weight", take("model.embed_tokens.weight")
     for i in range(c.num_hidden_layers):
         hf, ours = f"model.layers.{i}.", f"model.layers.{i}."
-        yield ours + "input_layernorm.weight", take(hf + "input_layernorm.weight")
-        yield ours + "self_attn.qkv_proj.weight", join_rows([take(hf + f"self_attn.{x}_proj.weight") for x in "qkv"])
+        for norm in layer_norms:
+            yield ours + f"{norm}.weight", take(hf + f"{norm}.weight")
+        yield ours + "self_attn.qkv_proj.weight", fused(hf + "self_attn.qkv_proj.weight",
+                                                        [hf + f"self_attn.{x}_proj.weight" for x in "qkv"])
         if c.attention_bias:
             yield ours + "self_attn.qkv_proj.bias", join_rows([take(hf + f"self_attn.{x}_proj.bias") for x in "qkv"])
         if c.qk_norm:
             yield ours + "self_attn.q_norm.weight", take(hf + "self_attn.q_norm.weight")
             yield ours + "self_attn.k_norm.weight", take(hf + "self_attn.k_norm.weight")
         yield ours + "self_attn.o_proj.weight", take(hf + "self_attn.o_proj.weight")
-        yield ours + "post_attention_layernorm.weight", take(hf + "post_attention_layernorm.weight")
-        yield ours + "mlp.gate_up_proj.weight", join_rows([take(hf + "mlp.gate_proj.weight"),
-                                                          take(hf + "mlp.up_proj.weight")])
+        yield ours + "mlp.gate_up_proj.weight", fused(hf + "mlp.gate_up_proj.weight",
+                                                      [hf + "mlp.gate_proj.weight", hf + "mlp.up_proj.weight"])
         yield ours + "mlp.down_proj.weight", take(hf + "mlp.down_proj.weight")
     yield "model.norm.weight", take("model.norm.weight")
     if c.tie_word_embeddings:

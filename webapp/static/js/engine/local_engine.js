@@ -51,7 +51,7 @@ export class LocalEngine {
     const read = async (url) => (await cache.match(url)).arrayBuffer();
     this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
-    this.template = new ChatTemplate(Template, this.config.chat_template);
+    this.template = new ChatTemplate(Template, this.config.chat_template, this.config.special_tokens);
     // Step 4. The wasm, the weights on the GPU, and the compiled functions, created once per load.
     onProgress({ phase: "gpu" });
     const tvm = await tvmjs.instantiate(await read(urls.wasm(this.kernels)), tvmjs.createPolyfillWASI(), () => {});
