@@ -2,12 +2,14 @@
 to a decision {target, variant, reasons, predictions}. No Flask, no I/O: table-driven tests cover it.
 
 Order of reasoning:
-  1. Which variants could this browser run at all? (WebGPU, features, buffer limits, memory, storage,
-     context window.) Each refusal is a reason.
+  1. Which variants could this browser run at all, and on what: WebGPU (features, buffer limits,
+     memory) or the variant's CPU build (wasm SIMD, cores, memory, the 4 GB wasm heap); and for both,
+     storage and the context window. Each refusal is a reason.
   2. Predict time to first token and decode speed for the best runnable variant and for the cloud:
-     the browser from its own measured speeds when it reports them, else from its bandwidth probe scaled
-     by the fleet's calibration for its adapter class, else not at all; the cloud from the server's
-     measured speed plus the wait in its queue.
+     the browser from its own measured speeds when it reports them, else WebGPU from its bandwidth probe
+     scaled by the fleet's calibration for its adapter class, the CPU build from the policy's speed for
+     wasm SIMD; the cloud from the server's measured speed plus the wait in its queue. Where both WebGPU
+     and the CPU build can run a variant, the faster one runs it.
   3. Apply the user's preference and the device's circumstances (battery saver, data saver, slow network,
      not yet downloaded) to pick a target.
 """
@@ -44,6 +46,7 @@ class Decision:
     prefetch: bool = False           # start downloading the variant in the background
     cached: bool = False             # the browser holds a usable version (this one, or a compatible older one)
     update: dict | None = None       # {"from", "to"}: the browser holds an older version it must replace
+    backend: str | None = None       # what the browser runs the variant on: "webgpu" or "cpu" (its CPU build)
 
     def to_json(self) -> dict:
         return {"schema_version": SCHEMA_VERSION, **self.__dict__}
@@ -59,7 +62,12 @@ CAUSES = {"missing_feature": "this GPU lacks a WebGPU feature the model needs",
           "low_memory": "the device reports too little memory for the model",
           "unreliable": "the model failed on this device before",
           "no_storage": "too little storage quota is left for the download",
-          "context_too_long": "the conversation does not fit the model's context window"}
+          "context_too_long": "the conversation does not fit the model's context window",
+          "no_cpu_build": "the model has no CPU build",
+          "wasm_heap_too_small": "the model does not fit WebAssembly's 4 GB memory"}
+
+BACKENDS = ("webgpu", "cpu")
+WASM32_HEAP_BYTES = 4 * 1024 ** 3
 
 
 def once_per_cause(reasons: list[dict]) -> list[dict]:
@@ -75,8 +83,14 @@ def once_per_cause(reasons: list[dict]) -> list[dict]:
             for code, messages in by_code.items()]
 
 
-def browser_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
-    """Why this browser cannot run this variant (empty when it can)."""
+def browser_blockers(probe: dict, variant: dict, policy: dict) -> dict[str, list[dict]]:
+    """Why this browser cannot run this variant, per backend ("webgpu", "cpu"): a backend with an empty
+    list can run it."""
+    common = common_blockers(probe, variant)
+    return {"webgpu": webgpu_blockers(probe, variant, policy) + common, "cpu": cpu_blockers(probe, variant, policy) + common}
+
+
+def webgpu_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
     gpu = probe["webgpu"]
     if not gpu.get("available"):
         return [reason("no_webgpu", "this browser has no usable WebGPU")]
@@ -94,15 +108,45 @@ def browser_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
     need_gb = req["estimated_gpu_memory_bytes"] * policy["browser"]["memory_headroom"] / 1e9
     if memory is not None and memory < need_gb:
         out.append(reason("low_memory", f"the device reports {memory} GB of memory, {variant['id']} wants {need_gb:.1f} GB"))
+    return out
+
+
+def cpu_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
+    """Why the variant's CPU build cannot run here. A probe that does not say what its wasm can do (an
+    older page) is not sent to the CPU build."""
+    cpu, wasm = variant.get("cpu"), probe.get("wasm")
+    if not cpu:
+        return [reason("no_cpu_build", f"{variant['id']} has no CPU build (only float32 presets have one)")]
+    if not wasm or not wasm.get("simd"):
+        return [reason("no_wasm_simd", "this browser has no WebAssembly SIMD, which the CPU engine needs")]
+    out = []
+    if cpu["memory_bytes"] > WASM32_HEAP_BYTES:
+        out.append(reason("wasm_heap_too_small", f"{variant['id']} needs {cpu['memory_bytes'] / 1e9:.1f} GB on the "
+                                                 "CPU, over WebAssembly's 4 GB"))
+    memory = probe.get("device_memory_gb")
+    need_gb = cpu["memory_bytes"] * policy["browser"]["memory_headroom"] / 1e9
+    if memory is not None and memory < need_gb:
+        out.append(reason("low_memory", f"the device reports {memory} GB of memory, {variant['id']} wants {need_gb:.1f} GB"))
+    cores = probe.get("hardware_concurrency")
+    if cores is not None and cores < policy["cpu"]["min_cores"]:
+        out.append(reason("too_few_cores", f"the device has {cores} core(s): the CPU engine would take the one the "
+                                           "page needs"))
+    return out
+
+
+def common_blockers(probe: dict, variant: dict) -> list[dict]:
+    """What stops a variant on any backend: a past failure, storage, the context window."""
+    out = []
     for failed in probe.get("unreliable_models", []):
         if failed["id"] == variant["id"] and failed["version"] == variant["version"]:
             out.append(reason("unreliable", f"{variant['id']} failed on this device ({failed['reason']})"))
     storage = probe.get("storage")
     if storage and not is_cached(probe, variant):
         free = storage["quota_bytes"] - storage["usage_bytes"]
-        if free < variant["download_bytes"]:
+        need = min(variant["download_bytes"], variant.get("cpu", {}).get("download_bytes", variant["download_bytes"]))
+        if free < need:
             out.append(reason("no_storage", f"{free / 1e6:.0f} MB of storage quota left, the download is "
-                                            f"{variant['download_bytes'] / 1e6:.0f} MB"))
+                                            f"{need / 1e6:.0f} MB"))
     tokens = probe.get("prompt_tokens", 0) + probe.get("max_tokens", 0)
     if tokens > variant["context_window_size"]:
         out.append(reason("context_too_long", f"{tokens} tokens exceed the context window of "
@@ -151,6 +195,10 @@ def is_cached(probe: dict, variant: dict) -> bool:
     return cached_version(probe, variant) is not None
 
 
+def download_bytes(variant: dict, backend: str) -> int:
+    return variant["cpu"]["download_bytes"] if backend == "cpu" else variant["download_bytes"]
+
+
 def bandwidth_tokens_per_s(probe: dict, variant: dict, policy: dict) -> float | None:
     """Decode speed from the bandwidth probe alone: decode is memory-bound, every weight byte is read once
     per token. The fixed policy, before any calibration."""
@@ -160,18 +208,22 @@ def bandwidth_tokens_per_s(probe: dict, variant: dict, policy: dict) -> float | 
     return bench["bandwidth_gbps"] * 1e9 * policy["browser"]["bandwidth_efficiency"] / variant["download_bytes"]
 
 
-def measured_speed(probe: dict, variant: dict) -> dict | None:
-    """This browser's own measured speed for this variant version (any kernel set: the engine picks the
-    same one again on the same adapter)."""
+def measured_speed(probe: dict, variant: dict, backend: str = "webgpu") -> dict | None:
+    """This browser's own measured speed for this variant version on a backend (for WebGPU any kernel
+    set: the engine picks the same one again on the same adapter)."""
     return next((m for m in probe.get("measured", []) if m["id"] == variant["id"]
-                 and m["version"] == variant["version"]), None)
+                 and m["version"] == variant["version"] and (m["kernels"] == "cpu") == (backend == "cpu")), None)
 
 
-def predict_browser(probe: dict, variant: dict, policy: dict, calibration: float | None = None) -> dict | None:
+def predict_browser(probe: dict, variant: dict, policy: dict, calibration: float | None = None,
+                    backend: str = "webgpu") -> dict | None:
     p = policy["browser"]
-    measured = measured_speed(probe, variant)
+    measured = measured_speed(probe, variant, backend)
     if measured:
         tokens_per_s, prefill_per_s, source = measured["decode_tokens_per_s"], measured["prefill_tokens_per_s"], "measured"
+    elif backend == "cpu":  # one wasm thread reads the weights at about the policy's rate on any recent CPU
+        tokens_per_s = policy["cpu"]["decode_gbps"] * 1e9 / variant["cpu"]["download_bytes"]
+        prefill_per_s, source = tokens_per_s * policy["cpu"]["prefill_speedup"], "predicted"
     else:
         tokens_per_s = bandwidth_tokens_per_s(probe, variant, policy)
         if tokens_per_s is None:
@@ -184,9 +236,23 @@ def predict_browser(probe: dict, variant: dict, policy: dict, calibration: float
     download_s = 0.0
     if not is_cached(probe, variant):
         downlink = (probe.get("network") or {}).get("downlink_mbps") or p["default_downlink_mbps"]
-        download_s = variant["download_bytes"] * 8 / (downlink * 1e6)
+        download_s = download_bytes(variant, backend) * 8 / (downlink * 1e6)
     return {"ttft_s": round(download_s + p["load_seconds"] + prefill_s, 3), "tokens_per_s": round(tokens_per_s, 2),
-            "download_s": round(download_s, 3), "source": source}
+            "download_s": round(download_s, 3), "source": source, "backend": backend}
+
+
+def faster_backend(probe: dict, variant: dict, backends: list[str], policy: dict, calibration: float | None):
+    """The backend that runs `variant` here, and its prediction. WebGPU where only it can, or where it is
+    predicted faster. A software adapter runs on this same CPU, slower than the CPU build (here 0.4-1.4
+    against 12 decode tokens/s): it keeps the CPU build until it has measured itself faster."""
+    predictions = {b: predict_browser(probe, variant, policy, calibration, b) for b in backends}
+    if len(backends) == 1:
+        return backends[0], predictions[backends[0]]
+    gpu, cpu = predictions["webgpu"], predictions["cpu"]
+    software = (probe["webgpu"].get("adapter") or {}).get("is_fallback_adapter")
+    if gpu is None or (software and gpu["source"] != "measured"):
+        return ("cpu", cpu) if software else ("webgpu", gpu)
+    return ("webgpu", gpu) if gpu["tokens_per_s"] >= cpu["tokens_per_s"] else ("cpu", cpu)
 
 
 def predict_cloud(probe: dict, state: ServerState, policy: dict) -> dict | None:
@@ -208,19 +274,23 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
         return Decision("cloud" if state.cloud_available else "none", None, None, None,
                         [reason("no_model", "the catalog has no such model")])
     preference = probe.get("preference", "auto")
-    runnable, reasons = [], []
+    runnable, reasons = [], []  # runnable: (variant, the backends it can run on)
     for variant in variants:
         blockers = browser_blockers(probe, variant, policy)
-        (reasons.extend(blockers) if blockers else runnable.append(variant))
+        backends = [b for b in BACKENDS if not blockers[b]]
+        if backends:
+            runnable.append((variant, backends))
+        else:  # the WebGPU reasons, and the CPU build's where a page reported what its wasm can do
+            reasons.extend(blockers["webgpu"] + (blockers["cpu"] if "wasm" in probe else []))
     # Among runnable variants: one already cached first, then the smallest download.
-    runnable.sort(key=lambda v: (not is_cached(probe, v), v["download_bytes"]))
-    best = runnable[0] if runnable else None
-    browser = predict_browser(probe, best, policy, state.calibration) if best else None
+    runnable.sort(key=lambda vb: (not is_cached(probe, vb[0]), min(download_bytes(vb[0], b) for b in vb[1])))
+    best = runnable[0][0] if runnable else None
+    backend, browser = faster_backend(probe, best, runnable[0][1], policy, state.calibration) if best else (None, None)
     cloud = predict_cloud(probe, state, policy)
     usable = best and cached_version(probe, best)
     outdated = [v for v in held_versions(probe, best) if v != usable] if best else []
     decision = Decision("none", variants[0]["model"], best["id"] if best else None,
-                        (usable or best["version"]) if best else None,
+                        (usable or best["version"]) if best else None, backend=backend,
                         predictions={"browser": browser, "cloud": cloud}, cached=bool(usable),
                         update={"from": outdated[0], "to": best["version"]} if outdated and not usable else None)
     if not state.cloud_available:

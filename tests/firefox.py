@@ -42,10 +42,11 @@ class BiDiError(RuntimeError):
 class Firefox:
     """One headless Firefox with a fresh profile and one tab. Use as a context manager."""
 
-    def __init__(self, timeout_s: float = 900):
+    def __init__(self, timeout_s: float = 900, prefs: dict | None = None):
         self.profile = tempfile.mkdtemp(prefix="seam-firefox-")
-        with open(f"{self.profile}/user.js", "w") as prefs:
-            prefs.writelines(f'user_pref("{name}", {json.dumps(value)});\n' for name, value in PREFS.items())
+        with open(f"{self.profile}/user.js", "w") as user_js:
+            user_js.writelines(f'user_pref("{name}", {json.dumps(value)});\n'
+                               for name, value in {**PREFS, **(prefs or {})}.items())
         port = free_port()
         self.process = subprocess.Popen([FIREFOX, "--headless", "--no-remote", "--profile", self.profile,
                                          f"--remote-debugging-port={port}"],
@@ -104,12 +105,20 @@ class Firefox:
         return None if value is None else json.loads(value)
 
 
+# A Firefox as most users have it on Linux and macOS: no WebGPU.
+WEBGPU_OFF = {"dom.webgpu.enabled": False}
+# And one without WebAssembly SIMD: ESR 153 has no pref for SIMD alone, so WebAssembly is off altogether
+# (as locked-down setups do, e.g. Edge's enhanced security mode).
+WASM_SIMD_OFF = {**WEBGPU_OFF, "javascript.options.wasm": False}
+
+
 @contextmanager
-def open_firefox():
-    """A Firefox for a test (or a module of tests); console errors it logged fail the test."""
+def open_firefox(prefs: dict | None = None):
+    """A Firefox for a test (or a module of tests), with `prefs` over PREFS; console errors it logged fail
+    the test."""
     if not Path(FIREFOX).exists():
         raise AssertionError(f"{FIREFOX} is missing: run `make setup` (it installs Debian's firefox-esr)")
-    with Firefox() as browser:
+    with Firefox(prefs=prefs) as browser:
         yield browser
         assert browser.console_errors == [], browser.console_errors
 

@@ -77,17 +77,18 @@ def catalog_entry(folder: Path) -> dict:
     activations = 4 * chat["prefill_chunk_size"] * widest * dtype_bytes + 4 * c["vocab_size"]
     largest_buffer = max(info["largest_param_bytes"], kv_layer, chat["prefill_chunk_size"] * widest * dtype_bytes)
     wasm = {k: folder / files[v["file"]] for k, v in info["kernels"].items()}
-    downloaded = [folder / files["config"], folder / files["tokenizer"], *wasm.values()]
+    cpu_wasm = [folder / files["wasm_cpu"]] if "wasm_cpu" in files else []
+    downloaded = [folder / files["config"], folder / files["tokenizer"], *wasm.values(), *cpu_wasm]
     content, weights = hashlib.sha256(), hashlib.sha256()
     for path in [folder / files["tensor_cache"], *downloaded]:
         digest = sha256_file(path).encode()
         content.update(digest)
-        if path not in wasm.values():
+        if path not in [*wasm.values(), *cpu_wasm]:
             weights.update(digest)
     # A browser downloads one kernel set's wasm: the larger one, to be safe.
-    download_bytes = (info["shard_bytes"] + sum(p.stat().st_size for p in downloaded[:2])
-                      + max(p.stat().st_size for p in wasm.values()))
-    return {
+    common_bytes = info["shard_bytes"] + sum(p.stat().st_size for p in downloaded[:2])
+    download_bytes = common_bytes + max(p.stat().st_size for p in wasm.values())
+    entry = {
         "id": info["id"],
         "model": info["model"],
         "quantization": info["quantization"],
@@ -109,6 +110,14 @@ def catalog_entry(folder: Path) -> dict:
         "self_check": info["self_check"],
         "built_with": info["built_with"],
     }
+    if cpu_wasm:
+        # On the CPU everything lives in the wasm heap, in float32: weights, the KV cache, activations, code.
+        kv_f32 = kv_layer * 4 // dtype_bytes
+        entry["cpu"] = {"file": "wasm_cpu", "simd": True, "threads": 1,
+                        "download_bytes": common_bytes + cpu_wasm[0].stat().st_size,
+                        "memory_bytes": (info["shard_bytes"] + c["num_hidden_layers"] * kv_f32
+                                         + activations * 4 // dtype_bytes + 4 * cpu_wasm[0].stat().st_size)}
+    return entry
 
 
 def with_compatible_versions(entry: dict, previous: dict | None) -> dict:

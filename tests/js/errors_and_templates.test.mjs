@@ -29,3 +29,17 @@ test("a template renders the generation prompt, and its raise_exception is an In
     error.message === "the chat template refused the messages: the user speaks first: send the conversation in an " +
                       "order this model takes");
 });
+
+test("the CPU build is refused before download where it cannot run, with a typed error", async () => {
+  const { checkCpu, cpuError, hasWasmSimd } = await import("../../webapp/static/js/engine/wasm_cpu.js");
+  assert.ok(hasWasmSimd());  // node has wasm SIMD: the probe module validates
+  const model = { id: "M-q4f32_1", cpu: { file: "wasm_cpu", memory_bytes: 600e6 } };
+  assert.doesNotThrow(() => checkCpu(model));
+  assert.throws(() => checkCpu({ id: "M-q4f16_1" }), (e) => e.kind === ErrorKind.NoCpuBuild);
+  assert.throws(() => checkCpu({ ...model, cpu: { ...model.cpu, memory_bytes: 5 * 1024 ** 3 } }),
+                (e) => e.kind === ErrorKind.OutOfMemory && /4 GB/.test(e.message));
+  // A heap that cannot grow: what a wasm allocation past the ceiling throws.
+  assert.equal(cpuError(new RangeError("WebAssembly.Memory.grow(): Maximum memory size exceeded")).kind, ErrorKind.OutOfMemory);
+  assert.equal(cpuError(new Error("unreachable")).kind, ErrorKind.CPUExecution);
+  assert.ok(!REQUEST_ERRORS.has(ErrorKind.OutOfMemory) && !REQUEST_ERRORS.has(ErrorKind.NoWasmSimd));
+});

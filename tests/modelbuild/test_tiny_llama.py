@@ -98,6 +98,24 @@ def test_webgpu_logits_in_chromium_match_numpy(built, preset, kernels, adapter, 
     assert_steps_close(result, expected)
 
 
+@pytest.mark.parametrize("preset", PRESETS)
+def test_cpu_build_logits_in_chromium_match_numpy(built, preset, launch_page, serve_folder):
+    """The browser's CPU build (wasm SIMD), in a Chromium without WebGPU: the same model, on the same shards."""
+    _, expected = reference_steps(built / f"tiny-llama-{preset}", preset)
+    page = launch_page(drop=["--enable-unsafe-webgpu"])
+    page.goto(serve_logits_page(built, serve_folder))
+    assert page.evaluate("async () => !navigator.gpu || !(await navigator.gpu.requestAdapter())")
+    result = page.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", "kernels": "cpu", **RUN})
+    assert_steps_close(result, expected)
+
+
+def test_cpu_build_logits_in_firefox_match_numpy(built, serve_folder, firefox):
+    _, expected = reference_steps(built / "tiny-llama-q4f32_1", "q4f32_1")
+    firefox.goto(serve_logits_page(built, serve_folder))
+    result = firefox.evaluate("runModel", {"modelUrl": "tiny-llama-q4f32_1/", "kernels": "cpu", **RUN})
+    assert_steps_close(result, expected)
+
+
 @pytest.mark.parametrize("kernels", KERNEL_SETS)
 @pytest.mark.parametrize("preset", ["q4f32_1", "q4f16_1"])
 def test_webgpu_logits_in_firefox_match_numpy(built, preset, kernels, serve_folder, firefox):

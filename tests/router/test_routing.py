@@ -207,3 +207,68 @@ def test_adapter_classes_are_short_plain_keys():
     odd = {**GOOD_GPU, "adapter": {"vendor": "<b>" + "v" * 300, "architecture": ""}}
     assert routing.adapter_class(probe(webgpu=odd)) == "b-" + "v" * 38 + "/unknown"
     assert routing.adapter_class(probe(webgpu={"available": False})) is None
+
+
+# --- the CPU build (wasm SIMD) ---------------------------------------------------------------------------
+CPU_BUILD = {"file": "wasm_cpu", "simd": True, "threads": 1, "download_bytes": 97 * MB, "memory_bytes": 600 * MB}
+WITH_CPU = [{**VARIANTS[0], "cpu": CPU_BUILD}, VARIANTS[1]]  # as the build writes them: q4f32_1 has one
+SIMD = {"simd": True, "threads": False}
+NO_GPU = {"available": False}
+CPU_CACHED = [{"id": "Model-q4f32_1", "version": "v1"}]
+SOFTWARE_GPU = {**GOOD_GPU, "features": [], "adapter": {"vendor": "google", "architecture": "swiftshader",
+                                                        "description": "", "is_fallback_adapter": True}}
+MEASURED_CPU = {"id": "Model-q4f32_1", "version": "v1", "kernels": "cpu", "prefill_tokens_per_s": 60.0,
+                "decode_tokens_per_s": 12.0}
+
+CPU_CASES = [
+    # (name, probe, server, target, first reason code, variant, backend)
+    ("no WebGPU, wasm SIMD, cached: the CPU build", probe(webgpu=NO_GPU, wasm=SIMD, cached_models=CPU_CACHED),
+     CLOUD, "browser", "cached", "Model-q4f32_1", "cpu"),
+    ("no WebGPU, local only, not downloaded: the CPU build", probe(webgpu=NO_GPU, wasm=SIMD, cached_models=[],
+                                                                  preference="local_only"),
+     CLOUD, "browser", "preference_local", "Model-q4f32_1", "cpu"),
+    ("no WebGPU, no cloud: the CPU build", probe(webgpu=NO_GPU, wasm=SIMD, cached_models=[]),
+     NO_CLOUD, "browser", "only_browser", "Model-q4f32_1", "cpu"),
+    ("no WebGPU and no wasm SIMD: the server", probe(webgpu=NO_GPU, wasm={"simd": False, "threads": False}),
+     CLOUD, "cloud", "browser_cannot_run", None, None),
+    ("one core: the server", probe(webgpu=NO_GPU, wasm=SIMD, hardware_concurrency=1, cached_models=CPU_CACHED),
+     CLOUD, "cloud", "browser_cannot_run", None, None),
+    ("too little memory for the CPU build: the server", probe(webgpu=NO_GPU, wasm=SIMD, device_memory_gb=1,
+                                                               cached_models=CPU_CACHED),
+     CLOUD, "cloud", "browser_cannot_run", None, None),
+    ("server busy: a CPU browser takes the answer", probe(webgpu=NO_GPU, wasm=SIMD, cached_models=CPU_CACHED,
+                                                           benchmark=None),
+     routing.ServerState(cloud_available=True, queue_wait_s=60.0), "browser", "server_busy", "Model-q4f32_1", "cpu"),
+    ("a software adapter: the CPU build is faster", probe(webgpu=SOFTWARE_GPU, wasm=SIMD, cached_models=CPU_CACHED),
+     CLOUD, "browser", "cached", "Model-q4f32_1", "cpu"),
+    ("a software adapter measured faster than the CPU build: WebGPU",
+     probe(webgpu=SOFTWARE_GPU, wasm=SIMD, cached_models=CPU_CACHED, measured=[
+         MEASURED_CPU, {**MEASURED_CPU, "kernels": "software", "decode_tokens_per_s": 20.0}]),
+     CLOUD, "browser", "cached", "Model-q4f32_1", "webgpu"),
+    ("a real GPU predicted faster: WebGPU", probe(wasm=SIMD, cached_models=CPU_CACHED, webgpu={**GOOD_GPU, "features": []}),
+     CLOUD, "browser", "cached", "Model-q4f32_1", "webgpu"),
+]
+
+
+@pytest.mark.parametrize("name,report,server,target,code,chosen,backend", CPU_CASES, ids=[c[0] for c in CPU_CASES])
+def test_cpu_decision(name, report, server, target, code, chosen, backend):
+    d = decide(report, WITH_CPU, server, POLICY)
+    assert (d.target, d.reasons[0]["code"], d.variant, d.backend) == (target, code, chosen, backend), d.reasons
+
+
+def test_cpu_refusals_are_named():
+    d = decide(probe(webgpu=NO_GPU, wasm={"simd": False}), WITH_CPU, CLOUD, POLICY)
+    codes = [r["code"] for r in d.reasons]
+    assert {"no_webgpu", "no_wasm_simd", "no_cpu_build"} <= set(codes), codes
+    huge = [{**WITH_CPU[0], "cpu": {**CPU_BUILD, "memory_bytes": 5 * 1024 * MB}}]
+    d = decide(probe(webgpu=NO_GPU, wasm=SIMD, device_memory_gb=64), huge, CLOUD, POLICY)
+    assert "wasm_heap_too_small" in [r["code"] for r in d.reasons]
+
+
+def test_cpu_prediction_uses_its_own_measurement_and_download():
+    report = probe(webgpu=NO_GPU, wasm=SIMD, cached_models=[], measured=[MEASURED_CPU,
+             {**MEASURED_CPU, "kernels": "software", "decode_tokens_per_s": 99.0}])
+    browser = decide(report, WITH_CPU, CLOUD, POLICY).predictions["browser"]
+    assert (browser["tokens_per_s"], browser["source"], browser["backend"]) == (12.0, "measured", "cpu")
+    predicted = decide(probe(webgpu=NO_GPU, wasm=SIMD), WITH_CPU, CLOUD, POLICY).predictions["browser"]
+    assert predicted["tokens_per_s"] == round(POLICY["cpu"]["decode_gbps"] * 1e9 / CPU_BUILD["download_bytes"], 2)

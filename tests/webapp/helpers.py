@@ -44,6 +44,28 @@ RUN = """async ({ modelId, requests }) => {
 }"""
 
 
+# A person's use of the page in a browser Playwright cannot drive (Firefox over WebDriver BiDi): "This
+# device only", greedy, one question; what the page then shows, and the router's decision.
+ANSWER_IN_THE_PAGE = """async ({ prompt, maxTokens }) => {
+  const until = async (check) => { while (!check()) await new Promise((r) => setTimeout(r, 200)); };
+  await until(() => document.getElementById("route").dataset.target !== "pending");
+  document.querySelector("#settings").open = true;
+  document.getElementById("temperature").value = "0";
+  document.getElementById("max-tokens").value = String(maxTokens);
+  const preference = document.getElementById("preference");
+  preference.value = "local_only";
+  preference.dispatchEvent(new Event("change"));
+  await until(() => window.seam.loaded !== null);
+  document.getElementById("prompt").value = prompt;
+  document.getElementById("composer").requestSubmit();
+  await until(() => document.querySelector(".message.assistant:not([data-state=streaming])"));
+  const answer = document.querySelector(".message.assistant");
+  return { loaded: window.seam.loaded.model.id, adapter: window.seam.loaded.adapter, state: answer.dataset.state,
+           text: answer.querySelector(".content").textContent, stats: answer.querySelector(".stats").textContent,
+           decision: window.seamLastDecision };
+}"""
+
+
 def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors) -> list[dict]:
     # The page would route, prefetch and self-check by itself; here the test alone drives the engine.
     expected_console_errors.append("net::ERR_FAILED")

@@ -9,27 +9,9 @@ import pytest
 from tokenizers import Tokenizer
 
 from tests.firefox import open_firefox
+from tests.webapp.helpers import ANSWER_IN_THE_PAGE
 
 F16_VARIANT = "SmolLM2-135M-Instruct-q4f16_1"
-
-USE_THE_PAGE = """async ({ prompt, maxTokens }) => {
-  const until = async (check) => { while (!check()) await new Promise((r) => setTimeout(r, 200)); };
-  await until(() => document.getElementById("route").dataset.target !== "pending");
-  document.querySelector("#settings").open = true;
-  document.getElementById("temperature").value = "0";
-  document.getElementById("max-tokens").value = String(maxTokens);
-  const preference = document.getElementById("preference");
-  preference.value = "local_only";
-  preference.dispatchEvent(new Event("change"));
-  await until(() => window.seam.loaded !== null);
-  document.getElementById("prompt").value = prompt;
-  document.getElementById("composer").requestSubmit();
-  await until(() => document.querySelector(".message.assistant:not([data-state=streaming])"));
-  const answer = document.querySelector(".message.assistant");
-  return { loaded: window.seam.loaded.model.id, adapter: window.seam.loaded.adapter, state: answer.dataset.state,
-           text: answer.querySelector(".content").textContent, stats: answer.querySelector(".stats").textContent,
-           decision: window.seamLastDecision };
-}"""
 
 USE_THE_API = """async ({ messages, maxTokens }) => {
   const r = await window.seam.browserEngine().chat.completions.create({ messages, temperature: 0, max_tokens: maxTokens });
@@ -63,7 +45,7 @@ def test_firefox_picks_loads_and_answers_with_the_f16_variant(firefox, live_app,
     check, tokenizer = self_check
     golden = check["golden_token_ids"]
     firefox.goto(live_app)
-    shown = firefox.evaluate(USE_THE_PAGE, {"prompt": check["messages"][-1]["content"], "maxTokens": len(golden)})
+    shown = firefox.evaluate(ANSWER_IN_THE_PAGE, {"prompt": check["messages"][-1]["content"], "maxTokens": len(golden)})
     assert shown["decision"]["variant"] == F16_VARIANT and shown["loaded"] == F16_VARIANT
     assert shown["state"] == "done" and shown["stats"].startswith("browser · ")
     assert "· software kernels ·" in shown["stats"]  # lavapipe is a software adapter

@@ -1,4 +1,5 @@
-"""The two places a model runs: WebGPU with a wasm32 host (the browser), and the server's CPU.
+"""The places a model runs: WebGPU with a wasm32 host (the browser), the browser's CPU (wasm32 with
+SIMD), and the server's CPU.
 
 TVM 0.27 takes targets as JSON-style dicts only; the old string form raises.
 """
@@ -9,6 +10,12 @@ WASM_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
 
 def webgpu() -> tvm.target.Target:
     return tvm.target.Target({"kind": "webgpu", "host": WASM_HOST})
+
+
+def wasm_cpu() -> tvm.target.Target:
+    """The browser's CPU: WebAssembly with its 128-bit SIMD, which every current browser has. One thread:
+    TVM's web runtime runs a parallel loop's tasks one after another (web/emcc/wasm_runtime.cc)."""
+    return tvm.target.Target({**WASM_HOST, "mattr": ["+simd128"]})
 
 
 def cpu() -> tvm.target.Target:

@@ -16,13 +16,20 @@ LINK_FLAGS = ["--no-entry", "-s", "WASM_BIGINT=1", "-s", "ERROR_ON_UNDEFINED_SYM
               "-s", "ALLOW_MEMORY_GROWTH=1", "-s", "TOTAL_MEMORY=160MB"]
 
 
+# A model on the browser's CPU keeps its weights and KV cache in the wasm heap: let it grow to wasm32's
+# ceiling (emscripten's default stops at 2 GB).
+CPU_HEAP_FLAGS = ["-s", "MAXIMUM_MEMORY=4GB"]
+WASM32_HEAP_BYTES = 4 * 1024 ** 3
+
+
 class WasmLinker:
     """`-O1` links in about a second (6-7 MB); `-O3` takes about a minute and gives half the size."""
 
     object_format = "o"
 
-    def __init__(self, opt_level: str = "-O1"):
+    def __init__(self, opt_level: str = "-O1", extra_flags: tuple[str, ...] = ()):
         self.opt_level = opt_level
+        self.extra_flags = list(extra_flags)
 
     def __call__(self, output: str, objects, options=None) -> None:
         emcc = shutil.which("emcc")
@@ -30,7 +37,7 @@ class WasmLinker:
             raise ToolchainError("emcc not found", "run `make setup`, which installs Debian's emscripten package")
         objects = [objects] if isinstance(objects, str) else list(objects)
         runtime = [str(o) for o in web_runtime.runtime_objects()]
-        cmd = [emcc, self.opt_level, *LINK_FLAGS, "-o", output, *runtime, *objects, *(options or [])]
+        cmd = [emcc, self.opt_level, *LINK_FLAGS, *self.extra_flags, "-o", output, *runtime, *objects, *(options or [])]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ToolchainError(f"linking {output} failed:\n{(proc.stdout + proc.stderr)[-2000:]}",

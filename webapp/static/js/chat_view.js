@@ -12,8 +12,9 @@ export function formatDuration(seconds) {
 }
 
 export function formatStats(stats, usage) {
-  const where = stats.where === "browser" ? `browser · ${stats.adapter} · ${stats.kernels} kernels`
-                                          : `server · ${stats.backend || "cloud"}`;
+  const where = stats.where !== "browser" ? `server · ${stats.backend || "cloud"}`
+    : stats.kernels === "cpu" ? stats.adapter  // "this browser, CPU (...)"
+    : `browser · ${stats.adapter} · ${stats.kernels} kernels`;
   const handoff = { cloud: "browser, then ", browser: "server, then " }[stats.handoff] || "";
   const parts = [handoff + where, `first token ${stats.ttft_s.toFixed(2)} s`];
   if (stats.prefill_tokens_per_s) parts.push(`prefill ${stats.prefill_tokens_per_s.toFixed(1)} tok/s`);

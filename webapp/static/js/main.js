@@ -8,7 +8,7 @@ import { WorkerEngine } from "./engine/client.js";
 import { EngineError, ErrorKind, REQUEST_ERRORS } from "./engine/errors.js";
 import { deleteOtherVersions } from "./engine/model_cache.js";
 import { randomSeed } from "./engine/sampling.js";
-import { adapterKey, askRouter, collectProbeReport } from "./probe.js";
+import { CPU_KEY, adapterKey, askRouter, collectProbeReport } from "./probe.js";
 import { remembered } from "./remembered.js";
 
 const config = JSON.parse(document.getElementById("seam-config").textContent);
@@ -41,6 +41,10 @@ window.seam = {
 };
 
 const ROUTE_LABEL = { browser: "This browser", cloud: "Server", none: "Nothing can answer" };
+// The kernels a decision's browser variant runs with: the CPU build, or the WebGPU set (the page's own pick).
+const kernelsFor = (d) => (d.backend === "cpu" ? "cpu" : kernels);
+// Where this browser's speeds with those kernels are kept (remembered.js).
+const speedKey = (kernelSet) => (kernelSet === "cpu" ? CPU_KEY : device);
 
 async function refreshCatalog() {
   try {
@@ -70,13 +74,13 @@ async function route(request) {
     return;
   }
   const [why, ...others] = decision.reasons;
-  const variant = decision.target === "browser" ? ` (${decision.variant})` : "";
+  const variant = decision.target === "browser" ? `${decision.backend === "cpu" ? ", CPU" : ""} (${decision.variant})` : "";
   view.showRoute(decision, `${ROUTE_LABEL[decision.target]}${variant}: ${why.message}`);
   // When nothing in the catalog can run here, say why, each cause once.
   if (decision.target === "none" || (decision.target === "cloud" && !decision.variant && others.length))
     view.notice([why, ...others].map(told).join("; "), decision.target === "none" ? "error" : "info");
   if (decision.variant && (decision.target === "browser" || decision.prefetch))
-    loadVariant(decision.variant, decision.version).catch(() => {});
+    loadVariant(decision.variant, decision.version, kernelsFor(decision)).catch(() => {});
 }
 
 // A reason as the user reads it: the cause, and each variant's own words when they differ.
@@ -96,7 +100,7 @@ async function answerNumbers({ messages, max_tokens, response_format }) {
 // After each answer: how fast it really was. The browser's own speeds are kept for the router, and the
 // prediction's error goes to the server's metrics (numbers only, never the text).
 function learnFrom(path, stats, predictedFor) {
-  if (path === "browser" && loaded) remembered.recordSpeed(loaded.model, device, loaded.kernels, stats);
+  if (path === "browser" && loaded) remembered.recordSpeed(loaded.model, speedKey(loaded.kernels), loaded.kernels, stats);
   const predicted = predictedFor?.predictions?.[path];
   if (!predicted || !(stats.ttft_s > 0) || !(stats.decode_tokens_per_s > 0)) return;
   fetch(config.endpoints.outcome, {
@@ -120,25 +124,26 @@ function modelAt(id, version) {
   return { ...entry, version, base_url: entry.base_url.replace(`/${entry.version}/`, `/${version}/`) };
 }
 
-function loadVariant(id, version) {
-  const key = `${id}@${version}`;
+function loadVariant(id, version, kernelSet) {
+  const key = `${id}@${version}@${kernelSet === "cpu" ? "cpu" : "webgpu"}`;
   if (loadErrors.has(key)) return Promise.reject(loadErrors.get(key));
   if (loading?.key === key) return loading.promise;
   const model = modelAt(id, version);
   const promise = (async () => {
     const info = await browserEngine().load(model, (p) => {
       if (p.phase === "gpu") view.showLoadingStep(`Preparing ${model.id} on the GPU (compiling kernels, uploading weights)`);
+      else if (p.phase === "cpu") view.showLoadingStep(`Preparing ${model.id} on this browser's CPU`);
       else view.showProgress(p);
-    });
+    }, kernelSet === "cpu" ? { kernels: "cpu" } : {});
     // The self-check vouches for this adapter running this kernel set.
     const speeds = await selfCheck(model, `${info.adapter}, ${info.kernels} kernels`);
     loaded = { model, adapter: info.adapter, kernels: info.kernels };
-    if (speeds) remembered.recordSpeed(model, device, info.kernels, speeds);
+    if (speeds) remembered.recordSpeed(model, speedKey(info.kernels), info.kernels, speeds);
     view.hideLoading();
     if (info.kernelsWhy)  // the GPU kernels did not fit this GPU's limits
       view.notice(`This browser runs ${model.id} with its software kernels: ${info.kernelsWhy}.`, "info");
     await deleteOtherVersions(model, location.origin).catch(() => 0);
-    if (decision?.target !== "browser" || decision.version !== version) route();  // the router may send answers here now
+    if (decision?.target !== "browser" || decision.version !== version || kernelsFor(decision) !== kernelSet) route();  // the router may send answers here now
     return loaded;
   })().catch((error) => {
     if (loading?.key === key) loading = null;
@@ -158,7 +163,7 @@ function loadVariant(id, version) {
 // Returns the speeds the check ran at, when it ran.
 async function selfCheck(model, adapter) {
   if (remembered.selfCheckPassed(model, adapter)) return null;
-  view.showLoadingStep(`Checking that this GPU computes ${model.id} correctly`);
+  view.showLoadingStep(`Checking that this device computes ${model.id} correctly`);
   const check = model.self_check;
   const { tokens, stats } = await browserEngine().selfCheck(check);
   const golden = check.golden_token_ids;
@@ -172,7 +177,7 @@ async function selfCheck(model, adapter) {
     remembered.selfCheckPassed(model, adapter, true);
     return stats;
   }
-  const reason = `self-check failed: this GPU's answer to the check prompt (${tokens.join(" ")}) differs from ` +
+  const reason = `self-check failed: this device's answer to the check prompt (${tokens.join(" ")}) differs from ` +
                  `the catalog's (${golden.join(" ")})`;
   remembered.markUnreliable(model, reason);
   dropBrowserEngine();
@@ -201,7 +206,7 @@ async function pickPath(request) {
 
 async function clientFor(path) {
   if (path === "cloud") return { client: cloud, model: decision.model };
-  await loadVariant(decision.variant, decision.version);
+  await loadVariant(decision.variant, decision.version, kernelsFor(decision));
   return { client: browserEngine(), model: decision.variant };
 }
 
@@ -246,10 +251,11 @@ function takeOver(path, error) {
     return { to: "cloud", notice: `${error.message}; the server took over the answer.` };
   if (path === "browser" && cloudCanTakeOver() && error instanceof EngineError && !REQUEST_ERRORS.has(error.kind)) {
     const model = loaded?.model || modelAt(decision.variant, decision.version);
+    const what = loaded?.kernels === "cpu" ? "CPU engine" : "GPU";
     failedHere.push({ id: model.id, version: model.version, reason: error.message.slice(0, 400) });
     dropBrowserEngine();
     route();
-    return { to: "cloud", notice: `This browser's GPU failed (${error.message}); the server took over the answer.` };
+    return { to: "cloud", notice: `This browser's ${what} failed (${error.message}); the server took over the answer.` };
   }
   if (path === "cloud" && browserCanTakeOver() && (error.status === undefined || error.status >= 500))
     return { to: "browser", notice: `The server could not answer (${error.message}); this browser took over the answer.` };

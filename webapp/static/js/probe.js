@@ -2,6 +2,7 @@
 // (router/schemas/probe-report.v1.json). Every probe is optional: a browser that lacks an API simply
 // reports less, and the router decides with what it has.
 import { cachedVersions } from "./engine/model_cache.js";
+import { hasWasmSimd } from "./engine/wasm_cpu.js";
 
 const BENCH_BYTES = 16 * 1024 * 1024;
 
@@ -109,7 +110,10 @@ async function probeDevice() {
   return { gpu, benchmark };
 }
 
-// The key this browser's measured speeds are kept under: its adapter as the probe sees it.
+// The key this browser's measured speeds are kept under: its adapter as the probe sees it; its CPU's
+// (the CPU build) under CPU_KEY.
+export const CPU_KEY = "cpu";
+
 export function adapterKey(report) {
   const a = report?.webgpu?.adapter;
   return a ? [a.vendor, a.architecture, a.description, a.is_fallback_adapter ? "fallback" : "hw"].join("|") : "none";
@@ -133,10 +137,12 @@ export async function collectProbeReport({ models, preference = "auto", promptTo
     benchmark,
     network: probeNetwork(),
     battery: await probeBattery(),
+    wasm: { simd: hasWasmSimd(), threads: Boolean(self.crossOriginIsolated && typeof SharedArrayBuffer === "function") },
+    hardware_concurrency: navigator.hardwareConcurrency || null,
     preference,
     prompt_tokens: promptTokens,
   };
-  report.measured = measured(adapterKey(report));
+  report.measured = [...measured(adapterKey(report)), ...measured(CPU_KEY)];
   if (promptTokensEstimated) report.prompt_tokens_estimated = true;
   if (maxTokens) report.max_tokens = maxTokens;
   if (structured) report.structured = true;

@@ -24,15 +24,16 @@ export class WorkerEngine {
 
   // One load at a time. Asking again for the model being loaded (or loaded) joins that load: the new
   // listener first gets the progress so far, then the rest. Another model waits for the current load.
-  // `options.kernels` ("software" or "gpu") forces a kernel set for this load.
+  // `options.kernels` ("software", "gpu", or "cpu": the CPU build) forces a kernel set for this load.
   load(model, onProgress = () => {}, options = {}) {
     const latest = this.latestLoad;
-    if (latest?.id === model.id) {
+    const key = `${model.id}@${options.kernels ?? ""}`;
+    if (latest?.key === key) {
       latest.log.forEach(onProgress);
       latest.listeners.push(onProgress);
       return latest.promise;
     }
-    const load = { id: model.id, log: [], listeners: [onProgress] };
+    const load = { key, log: [], listeners: [onProgress] };
     const previous = latest ? latest.promise.catch(() => {}) : Promise.resolve();
     load.promise = previous.then(() => new Promise((resolve, reject) => {
       Object.assign(load, { resolve, reject, model, options });

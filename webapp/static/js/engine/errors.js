@@ -3,6 +3,9 @@
 
 export const ErrorKind = {
   NoWebGPU: "WebGPUNotAvailableError",
+  NoWasmSimd: "WasmSimdNotAvailableError",
+  NoCpuBuild: "CpuBuildMissingError",
+  OutOfMemory: "OutOfMemoryError",
   MissingFeature: "FeatureMissingError",
   LimitsTooSmall: "AdapterLimitsError",
   StorageQuota: "StorageQuotaError",
@@ -11,6 +14,7 @@ export const ErrorKind = {
   Shader: "ShaderCompilationError",
   DeviceLost: "DeviceLostError",
   GPUExecution: "GPUExecutionError",
+  CPUExecution: "CPUExecutionError",
   ContextWindow: "ContextWindowError",
   NotLoaded: "EngineNotLoadedError",
   Restarted: "EngineRestartedError",

@@ -1,5 +1,5 @@
-// The browser engine: a model compiled by `make build-model`, run on WebGPU with tvmjs. It lives in a
-// Web Worker (worker.js). Loading follows a flat sequence of steps; generation is prefill in chunks,
+// The browser engine: a model compiled by `make build-model`, run with tvmjs on WebGPU, or on the CPU
+// (the variant's wasm SIMD build: kernels "cpu"). It lives in a Web Worker (worker.js). Loading follows a flat sequence of steps; generation is prefill in chunks,
 // then one decode per token, sampling on the CPU.
 import { ChatTemplate } from "./chat_template.js";
 import { EngineError, ErrorKind } from "./errors.js";
@@ -7,13 +7,14 @@ import { Grammars, parseResponseFormat } from "./grammar.js";
 import { adapterLabel, chooseKernels, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
 import { firstStop, heldBack, parseSampling, sample } from "./sampling.js";
+import { CPU_LABEL, checkCpu, cpuError } from "./wasm_cpu.js";
 
 export class LocalEngine {
   // `vendor`: URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server; `grammar`: the server's
   // JSON style and unsupported schema keywords; `request`: the server's default and largest max_tokens;
   // `featureLevel`: which WebGPU adapter to ask for first, "core" or "compatibility"; `partBytes`: the size
   // of the stored parts of a download; `kernels`: the kernel set to run ("software" or "gpu"; by default
-  // the one that suits the adapter).
+  // the one that suits the adapter; "cpu" runs the CPU build, no WebGPU needed).
   constructor({ vendor, grammar, request, featureLevel = "core", partBytes, kernels }) {
     this.vendor = vendor;
     this.grammarRules = grammar;
@@ -25,26 +26,13 @@ export class LocalEngine {
   }
 
   async load(model, origin, onProgress) {
+    if (this.requestedKernels === "cpu") checkCpu(model);  // before anything is fetched
     // Step 1. The libraries (UMD bundles set globals; jinja is a module).
     await import(this.vendor.tvmjs);
     await import(this.vendor.tokenizers);
     const { Template } = await import(this.vendor.jinja);
-    // Step 2. A WebGPU device that has what this variant needs.
-    const gpu = await requestGPU(this.featureLevel).catch(() => null);
-    if (!gpu) throw new EngineError(ErrorKind.NoWebGPU, "this browser has no usable WebGPU; the answer can come from the cloud");
-    const features = new Set(gpu.device.features);
-    const missing = model.requirements.features.filter((f) => !features.has(f));
-    if (missing.length) throw new EngineError(ErrorKind.MissingFeature,
-      `${model.id} needs WebGPU feature ${missing.join(", ")}, which this GPU lacks; pick a q4f32 variant`);
-    const limits = gpu.device.limits;
-    if (limits.maxStorageBufferBindingSize < model.requirements.max_storage_buffer_binding_size)
-      throw new EngineError(ErrorKind.LimitsTooSmall, `${model.id} needs storage buffers of ` +
-        `${model.requirements.max_storage_buffer_binding_size} bytes, this GPU allows ${limits.maxStorageBufferBindingSize}`);
-    this.adapter = adapterLabel(gpu.adapterInfo, gpu.compatibility);
-    ({ kernels: this.kernels, why: this.kernelsWhy } = chooseKernels(model, gpu, this.requestedKernels));
-    this.gpuDevice = gpu.device;
-    this.lostPromise = gpu.device.lost.then((info) => { this.lost = info; });
-    gpu.device.addEventListener("uncapturederror", (event) => { this.gpuError = event.error.message; });
+    // Step 2. A WebGPU device that has what this variant needs, or a CPU that can run its CPU build.
+    const gpu = this.requestedKernels === "cpu" ? this.checkCpu(model) : await this.openGPU(model);
     // Step 3. The files, verified and cached.
     const { urls, cache } = await ensureModelFiles(model, origin, onProgress, { partBytes: this.partBytes,
                                                                                kernels: this.kernels });
@@ -52,12 +40,12 @@ export class LocalEngine {
     this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
     this.template = new ChatTemplate(Template, this.config.chat_template, this.config.special_tokens);
-    // Step 4. The wasm, the weights on the GPU, and the compiled functions, created once per load.
-    onProgress({ phase: "gpu" });
+    // Step 4. The wasm, the weights on the device, and the compiled functions, created once per load.
+    onProgress({ phase: gpu ? "gpu" : "cpu" });
     const tvm = await tvmjs.instantiate(await read(urls.wasm(this.kernels)), tvmjs.createPolyfillWASI(), () => {});
-    tvm.initWebGPU(gpu.device);
+    if (gpu) tvm.initWebGPU(gpu.device);
     this.tvm = tvm;
-    this.device = tvm.webgpu();
+    this.device = gpu ? tvm.webgpu() : tvm.cpu();
     tvm.beginScope();
     await tvm.fetchTensorCache(urls.base, this.device, CACHE_NAME, "cache");
     this.params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(this.config.param_names));
@@ -73,14 +61,42 @@ export class LocalEngine {
     return { adapter: this.adapter, kernels: this.kernels, kernelsWhy: this.kernelsWhy };
   }
 
+  // The CPU build, when this browser can run it (typed errors say why not); no GPU.
+  checkCpu(model) {
+    checkCpu(model);
+    Object.assign(this, { adapter: CPU_LABEL, kernels: "cpu", kernelsWhy: null });
+    return null;
+  }
+
+  async openGPU(model) {
+    const gpu = await requestGPU(this.featureLevel).catch(() => null);
+    if (!gpu) throw new EngineError(ErrorKind.NoWebGPU, "this browser has no usable WebGPU; the answer can come from the cloud");
+    const features = new Set(gpu.device.features);
+    const missing = model.requirements.features.filter((f) => !features.has(f));
+    if (missing.length) throw new EngineError(ErrorKind.MissingFeature,
+      `${model.id} needs WebGPU feature ${missing.join(", ")}, which this GPU lacks; pick a q4f32 variant`);
+    const limits = gpu.device.limits;
+    if (limits.maxStorageBufferBindingSize < model.requirements.max_storage_buffer_binding_size)
+      throw new EngineError(ErrorKind.LimitsTooSmall, `${model.id} needs storage buffers of ` +
+        `${model.requirements.max_storage_buffer_binding_size} bytes, this GPU allows ${limits.maxStorageBufferBindingSize}`);
+    this.adapter = adapterLabel(gpu.adapterInfo, gpu.compatibility);
+    ({ kernels: this.kernels, why: this.kernelsWhy } = chooseKernels(model, gpu, this.requestedKernels));
+    this.gpuDevice = gpu.device;
+    this.lostPromise = gpu.device.lost.then((info) => { this.lost = info; });
+    gpu.device.addEventListener("uncapturederror", (event) => { this.gpuError = event.error.message; });
+    return gpu;
+  }
+
   checkDevice() {
     if (this.lost) throw new EngineError(ErrorKind.DeviceLost, `the GPU was lost (${this.lost.message || this.lost.reason}); ` +
                                          "the answer can continue in the cloud");
     if (this.gpuError) throw new EngineError(ErrorKind.Shader, `the GPU rejected a kernel: ${this.gpuError}`);
   }
 
-  // Waits for the GPU, but not forever: a lost device may never finish its work.
+  // Waits for the GPU, but not forever: a lost device may never finish its work. (The CPU's work is done
+  // when its call returns.)
   async sync() {
+    if (this.kernels === "cpu") return;
     try {
       await Promise.race([this.device.sync(), this.lostPromise]);
     } catch (error) {
@@ -148,10 +164,16 @@ export class LocalEngine {
     tvm.beginScope();
     kvState("begin_forward")(cache, tvm.makeShapeTuple([0]), tvm.makeShapeTuple([ids.length]));
     const input = tvm.empty([ids.length], "int32", this.device).copyFrom(Int32Array.from(ids));
-    const out = this.fn[name](this.fn.embed(input, this.params), cache, this.params);
-    kvState("end_forward")(cache);
-    this.logitsOnHost.copyFrom(out.get(0));
-    tvm.endScope();
+    try {
+      const out = this.fn[name](this.fn.embed(input, this.params), cache, this.params);
+      kvState("end_forward")(cache);
+      this.logitsOnHost.copyFrom(out.get(0));
+    } catch (error) {
+      if (this.kernels === "cpu") throw cpuError(error);
+      throw error;
+    } finally {
+      tvm.endScope();
+    }
     await this.sync();
     return this.logitsOnHost.toArray();
   }

@@ -21,7 +21,7 @@ export function modelUrls(model, origin) {
   const base = new URL(model.base_url, origin).href;
   const url = (name) => new URL(name, base).href;
   return { base, config: url(model.files.config), tokenizer: url(model.files.tokenizer),
-           wasm: (kernels) => url(model.files[model.kernels[kernels].file]), tensorCache: url(model.files.tensor_cache), url,
+           wasm: (kernels) => url(model.files[kernels === "cpu" ? model.cpu.file : model.kernels[kernels].file]), tensorCache: url(model.files.tensor_cache), url,
            allVersions: new URL("..", base).href };  // /models/<id>/: every version's folder is under it
 }
 
@@ -173,8 +173,9 @@ async function fetchFile(cache, file, onBytes, options) {
   }
 }
 
-// Makes sure every file of `model` is in the cache (of its two wasm, the kernel set's); reports {loaded,
-// total, file, etaSeconds} as it goes. `options`: {partBytes, kernels ("software" by default), signal}.
+// Makes sure every file of `model` is in the cache (of its wasm, the kernel set's, or the CPU one's for
+// kernels "cpu"); reports {loaded, total, file, etaSeconds} as it goes. `options`: {partBytes, kernels
+// ("software" by default), signal}.
 export async function ensureModelFiles(model, origin, onProgress, options = {}) {
   const urls = modelUrls(model, origin);
   const cache = await caches.open(CACHE_NAME);
@@ -193,7 +194,7 @@ export async function ensureModelFiles(model, origin, onProgress, options = {}) 
   ];
   const missing = [];
   for (const file of wanted) if (!(await cache.match(file.url))) missing.push(file);
-  const total = model.download_bytes;
+  const total = options.kernels === "cpu" ? model.cpu.download_bytes : model.download_bytes;
   const missingBytes = missing.reduce((sum, f) => sum + (f.bytes || 0), 0);
   let loaded = total - missingBytes;
   const started = performance.now();
