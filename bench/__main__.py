@@ -86,14 +86,18 @@ def rooflines(engines, runs, failures) -> dict:
         mine = [r for r in runs if r["engine"] == engine.name and r["workload"] == "short"]
         if hasattr(engine, "roofline") and mine and engine.name not in failures:
             context = sum(r["prompt_tokens"] + r["completion_tokens"] / 2 for r in mine) / len(mine)
-            limits[engine.name] = engine.roofline(context)
+            if (limit := engine.roofline(context)) is not None:
+                limits[engine.name] = limit
     return limits
 
 
-# The browser engine on each adapter (core: SwiftShader here; compat: llvmpipe) with each kernel set.
-BROWSERS = {f"browser{'-compat' if level == 'compatibility' else ''}-{kernels}": (level, kernels)
-            for level in ("core", "compatibility") for kernels in ("software", "gpu")}
-ENGINES = ("server", *BROWSERS, "transformers.js-webgpu", "transformers.js-wasm", "wllama", "llama.cpp")
+# The browser engine on each adapter (core: SwiftShader here; compat: llvmpipe) with each kernel set, and
+# on the CPU (its wasm SIMD build, one thread).
+BROWSERS = {**{f"browser{'-compat' if level == 'compatibility' else ''}-{kernels}": (level, kernels)
+               for level in ("core", "compatibility") for kernels in ("software", "gpu")},
+            "browser-cpu": ("core", "cpu")}
+# wllama on one thread per core, and on one thread (the browser CPU build's count).
+ENGINES = ("server", *BROWSERS, "transformers.js-webgpu", "transformers.js-wasm", "wllama", "wllama-1t", "llama.cpp")
 
 
 def make_engines(names: list[str], models: Path) -> list:
@@ -106,8 +110,9 @@ def make_engines(names: list[str], models: Path) -> list:
         tjs, onnx = setup.transformers_js(), setup.onnx_model(default_model_path())
         engines += [TransformersJsEngine(device, tjs, onnx) for device in ("webgpu", "wasm")
                     if f"transformers.js-{device}" in names]
-    if "wllama" in names:
-        engines.append(WllamaEngine(setup.wllama(), default_model_path()))
+    for name, threads in (("wllama", None), ("wllama-1t", 1)):
+        if name in names:
+            engines.append(WllamaEngine(setup.wllama(), default_model_path(), threads))
     if "llama.cpp" in names:
         engines.append(LlamaCppEngine(setup.llama_cpp(), default_model_path()))
     return engines

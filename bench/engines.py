@@ -1,9 +1,10 @@
 """The engines under measurement. Each has start(), run(workload) -> numbers, close(), and `device`.
 
 - ServerEngine: the server's CPU engine (router/engine.py), in this process, timed around each token.
-- BrowserEngine: the page's engine (Web Worker, tvmjs, WebGPU) in headless Chromium, against the real
-  server over HTTP, on one adapter (core or compatibility) with one kernel set (software or gpu); its own
-  stats (performance.now() in the worker) are what it reports.
+- BrowserEngine: the page's engine (Web Worker, tvmjs) in headless Chromium, against the real server over
+  HTTP, on WebGPU (one adapter, core or compatibility, with one kernel set, software or gpu) or on the
+  CPU (the variant's wasm SIMD build, kernels "cpu"); its own stats (performance.now() in the worker)
+  are what it reports.
 - The peers: TransformersJsEngine (transformers.js in the same Chromium), WllamaEngine (llama.cpp in
   wasm, in the same Chromium) and LlamaCppEngine (llama.cpp natively).
 """
@@ -165,6 +166,7 @@ class BrowserEngine:
         self.models = models
         self.feature_level = feature_level
         self.name = ("browser" if feature_level == "core" else "browser (compat)") + f" · {kernels}"
+        self.on_cpu = kernels == "cpu"
         self.query = f"?kernels={kernels}" + ("&webgpu=compatibility" if feature_level == "compatibility" else "")
 
     def start(self) -> None:
@@ -183,14 +185,17 @@ class BrowserEngine:
         self.browser = launch(COMPATIBILITY_FLAGS if compatibility else ())
         self.url = f"http://127.0.0.1:{self.server.server_port}/{self.query}"
         self.context, self.page = fresh_page(self.browser, self.url)
-        self.bandwidth_gbps = self.page.evaluate(BANDWIDTH, self.feature_level)
+        if not self.on_cpu:  # (the CPU build has no roofline of its own: its bandwidth is wasm's, one thread)
+            self.bandwidth_gbps = self.page.evaluate(BANDWIDTH, self.feature_level)
         loaded = self.page.evaluate(LOAD, {"modelId": VARIANT, "request": FIRST_TOKEN})
-        self.device = f"WebGPU: {loaded['adapter']}, {loaded['kernels']} kernels"
+        self.device = loaded["adapter"] if self.on_cpu else f"WebGPU: {loaded['adapter']}, {loaded['kernels']} kernels"
         self.entry = catalog_entry(self.models)
 
-    def roofline(self, context_tokens: float) -> dict:
+    def roofline(self, context_tokens: float) -> dict | None:
         """Decode reads every weight once per token (the tied embedding is the output layer) plus the KV
-        cache so far; memory bandwidth bounds it at bandwidth / bytes."""
+        cache so far; memory bandwidth bounds it at bandwidth / bytes. (None on the CPU: not measured.)"""
+        if self.on_cpu:
+            return None
         config = json.loads((self.models / self.entry["path"] / "mlc-chat-config.json").read_text())
         c = config["model_config"]
         kv = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * 4 * context_tokens
@@ -305,12 +310,12 @@ class TransformersJsEngine(StaticSitePeer):
 # (COOP/COEP), so wllama can run its multi-thread build, with a thread per core (its default, half the
 # cores, is one thread here). CPU only (n_gpu_layers 0): its WebGPU backend on a software adapter is not
 # what a user of wllama gets. `window.wllama` keeps the model for the runs.
-WLLAMA_LOAD = """async ({ request }) => {
+WLLAMA_LOAD = """async ({ request, threads }) => {
   const { Wllama } = await import("/wllama/index.js");
   const started = performance.now();
   const wllama = new Wllama({ default: "/wllama/wasm/wllama.wasm" }, { suppressNativeLog: true });
   await wllama.loadModelFromUrl(location.origin + "/model.gguf",
-                                { n_ctx: 2048, n_gpu_layers: 0, n_threads: navigator.hardwareConcurrency, useCache: true });
+                                { n_ctx: 2048, n_gpu_layers: 0, n_threads: threads ?? navigator.hardwareConcurrency, useCache: true });
   await wllama.createChatCompletion({ messages: request.messages, max_tokens: 1, temperature: 0 });
   window.wllama = wllama;
   return { seconds: (performance.now() - started) / 1000, threads: wllama.getNumThreads() };
@@ -336,24 +341,28 @@ ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-
 class WllamaEngine(StaticSitePeer):
     """wllama (llama.cpp in wasm) in the same Chromium, on the GGUF Seam builds from."""
 
-    name = "wllama"
     seam = False
 
-    def __init__(self, peer, gguf: Path):
-        self.peer, self.gguf = peer, gguf
+    def __init__(self, peer, gguf: Path, threads: int | None = None):
+        """`threads`: llama.cpp's threads (default: one per core)."""
+        self.peer, self.gguf, self.threads = peer, gguf, threads
+        self.name = "wllama" if threads is None else f"wllama {threads}t"
         self.device = "wasm"
 
     def start(self) -> None:
         if not self.peer.ready:
             raise RuntimeError(self.peer.error)
         self.open_site({"wllama": self.peer.paths["esm"], "model.gguf": self.gguf}, headers=ISOLATED)
-        threads = self.page.evaluate(WLLAMA_LOAD, {"request": FIRST_TOKEN})["threads"]
+        threads = self.page.evaluate(WLLAMA_LOAD, self.argument(FIRST_TOKEN))["threads"]
         self.device = f"wasm, {threads} thread{'s' if threads > 1 else ''} (CPU)"
 
     def run(self, workload) -> dict:
         if workload.kind == "load":
-            return cold_and_warm(self.browser, self.server.url, WLLAMA_LOAD, {"request": workload.request()})
+            return cold_and_warm(self.browser, self.server.url, WLLAMA_LOAD, self.argument(workload.request()))
         return self.page.evaluate(WLLAMA_RUN, workload.request())
+
+    def argument(self, request: dict) -> dict:
+        return {"request": request, "threads": self.threads}
 
 
 class LlamaCppEngine:

@@ -38,7 +38,7 @@ def targets(summary: dict, rooflines: dict) -> list[dict]:
     m = lambda engine, workload, metric: median(summary, engine, workload, metric)
     browsers = [name for name in summary if name.startswith("browser")]
     rows = []
-    for browser in browsers:
+    for browser in [name for name in browsers if name in rooflines]:
         roof = rooflines.get(browser, {}).get("tokens_per_s", math.nan)
         rows.append({"target": f"{browser}: decode ≥ 35% of the adapter's roofline",
                      "ratio": m(browser, "short", "decode_tokens_per_s") / roof, "goal": 0.35})
@@ -52,6 +52,15 @@ def targets(summary: dict, rooflines: dict) -> list[dict]:
             {"target": f"{browser}: warm load (reload, cached) to first token ≤ 3 s (ratio: 3 s / measured)",
              "ratio": 3.0 / m(browser, "load", "warm_load_s"), "goal": 1.0},
         ]
+    cpu = "browser · cpu"  # the CPU build against the CPU peers: wllama on as many threads, transformers.js wasm 4-bit
+    rows += [
+        {"target": f"{cpu}: decode ≥ 1.5× wllama's on one thread",
+         "ratio": m(cpu, "short", "decode_tokens_per_s") / m("wllama 1t", "short", "decode_tokens_per_s"), "goal": 1.5},
+        {"target": f"{cpu}: decode ≥ transformers.js wasm's (4-bit)",
+         "ratio": m(cpu, "short", "decode_tokens_per_s") / m("transformers.js wasm", "short", "decode_tokens_per_s"), "goal": 1.0},
+        {"target": f"{cpu}: prefill ≥ transformers.js wasm's (4-bit)",
+         "ratio": m(cpu, "long", "prefill_tokens_per_s") / m("transformers.js wasm", "long", "prefill_tokens_per_s"), "goal": 1.0},
+    ]
     return rows + [
         {"target": "server decode ≥ 0.7× llama.cpp",
          "ratio": m("server", "short", "decode_tokens_per_s") / m("llama.cpp CPU", "short", "decode_tokens_per_s"), "goal": 0.7},

@@ -21,10 +21,13 @@ def test_page_reports_probes_and_shows_the_decision(page, tiny_server):
     expect(page.locator("#route")).to_contain_text("is not in this browser yet")
 
 
-def test_browser_without_webgpu_is_sent_to_the_cloud(launch_page, tiny_server):
+def test_browser_without_webgpu_gets_the_cpu_build_while_the_server_answers(launch_page, tiny_server):
     page = launch_page(drop=NO_WEBGPU, add=["--disable-features=WebGPU", "--disable-gpu"])
     page.goto(tiny_server.url)
     expect(page.locator("#route")).to_have_attribute("data-target", "cloud", timeout=60_000)
     report = page.evaluate("window.seamLastReport")
     assert report["webgpu"] == {"available": False} and report["benchmark"] is None
-    assert page.evaluate("window.seamLastDecision")["reasons"][0]["code"] == "browser_cannot_run"
+    assert report["wasm"]["simd"] is True and report["hardware_concurrency"] >= 1
+    decision = page.evaluate("window.seamLastDecision")
+    assert (decision["reasons"][0]["code"], decision["backend"], decision["prefetch"]) == ("not_downloaded", "cpu", True)
+    assert decision["variant"].endswith("-q4f32_1")  # the float32 preset: the one with a CPU build

@@ -9,6 +9,7 @@ device, the network path to the server's API is cut or held with Playwright's ro
 """
 import json
 
+import pytest
 import requests
 from playwright.sync_api import expect
 
@@ -17,6 +18,7 @@ from tests.webapp.chat_page import LOAD_TIMEOUT_MS, ChatPage
 from tests.webapp.helpers import TINY, HeldRequests, models_subset, server_answer, server_reply
 
 VARIANT = f"{TINY}-q4f32_1"  # SwiftShader has no shader-f16
+F16_VARIANT = f"{TINY}-q4f16_1"
 SYSTEM = "Be brief."
 GREEDY = {"temperature": 0, "max_tokens": 6, "system": SYSTEM}
 FRANCE = "What is the capital of France?"
@@ -47,7 +49,15 @@ def set_catalog(models_dir, **changes) -> dict:
     return catalog["models"][0]
 
 
-def test_without_webgpu_the_server_answers_the_whole_chat(launch_page, tiny_server):
+@pytest.fixture
+def gpu_only_server(app_server, tiny_models, tmp_path):
+    """The tiny model's q4f16_1 variant alone: it has no CPU build, so a browser without WebGPU cannot run
+    it (tests/webapp/test_browser_cpu.py has the browsers that run a CPU build)."""
+    return app_server(models_subset(tiny_models, tmp_path / "models", F16_VARIANT))
+
+
+def test_without_webgpu_the_server_answers_the_whole_chat(launch_page, gpu_only_server):
+    tiny_server = gpu_only_server
     page = launch_page(drop=NO_WEBGPU)  # as in browsers that lack WebGPU
     assert page.evaluate("async () => !navigator.gpu || !(await navigator.gpu.requestAdapter())")
     chat = ChatPage(page, tiny_server.url).open(**GREEDY)
@@ -62,16 +72,17 @@ def test_without_webgpu_the_server_answers_the_whole_chat(launch_page, tiny_serv
         assert shown["text"] == servers_text(tiny_server, history), f"turn {turn}: the page showed another answer " \
             "than the API gives for the same conversation (history or template differ)"
         assert shown["stats"].startswith("server · ")
-    assert tiny_server.model_paths(VARIANT) == [], "a browser without WebGPU downloaded the model"
+    assert tiny_server.model_paths(F16_VARIANT) == [], "a browser without WebGPU downloaded the model"
 
 
-def test_a_probe_that_claims_webgpu_it_lacks_ends_on_the_server(launch_page, tiny_server):
+def test_a_probe_that_claims_webgpu_it_lacks_ends_on_the_server(launch_page, gpu_only_server):
     """The report says WebGPU works; the engine finds none, says so, and the server answers."""
+    tiny_server = gpu_only_server
     page = launch_page(drop=NO_WEBGPU)
 
     def lie(route):
         report = json.loads(route.request.post_data)
-        report["webgpu"] = {"available": True, "features": [], "limits": {}}
+        report["webgpu"] = {"available": True, "features": ["shader-f16"], "limits": {}}
         route.continue_(post_data=json.dumps(report))
 
     page.route("**/api/route", lie)

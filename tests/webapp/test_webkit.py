@@ -1,7 +1,8 @@
 """The chat page in Safari's engine: Debian's WebKitGTK over classic WebDriver (tests/webkit.py).
 
-WebKitGTK has no WebGPU on Linux, so this is the visitor whose browser cannot run the model: the page
-must say so once per cause, and every answer comes from the server, token for token the server's own.
+WebKitGTK has no WebGPU on Linux, and the catalog here holds only the tiny model's q4f16_1 variant,
+which has no CPU build: this is the visitor whose browser cannot run the model. The page must say so
+once per cause, and every answer comes from the server, token for token the server's own.
 The tiny random Llama serves (its greedy answers are runs of unrelated words, so a lost or repeated piece
 shows); the page is served with test hooks on, so its own errors are recorded and fail the test.
 """
@@ -13,7 +14,7 @@ import pytest
 
 from tests.harness import DECISION
 from tests.structured import CASES
-from tests.webapp.helpers import TINY, greedy_request, server_answer, server_reply
+from tests.webapp.helpers import TINY, greedy_request, models_subset, server_answer, server_reply
 from tests.webkit import ENTER, WebKit, WebKitError, open_webkit
 
 SYSTEM = "Be brief."
@@ -35,8 +36,8 @@ def webkit():
 
 
 @pytest.fixture
-def server(app_server, tiny_models):
-    return app_server(tiny_models, test_hooks=True)
+def server(app_server, tiny_models, tmp_path):
+    return app_server(models_subset(tiny_models, tmp_path / "models", f"{TINY}-q4f16_1"), test_hooks=True)
 
 
 def open_page(webkit, url: str, **settings) -> str:
@@ -71,7 +72,7 @@ def test_webkit_routes_to_the_server_and_says_why_once(webkit, server):
     assert notice.count("no usable WebGPU") == 1, notice
     decision = webkit.evaluate("async () => window.seamLastDecision")
     DECISION.validate(decision)
-    assert [r["code"] for r in decision["reasons"]] == ["browser_cannot_run", "no_webgpu"]
+    assert [r["code"] for r in decision["reasons"]] == ["browser_cannot_run", "no_webgpu", "no_cpu_build"]
     assert webkit.page_errors() == []
 
 

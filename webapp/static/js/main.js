@@ -27,10 +27,11 @@ const failedHere = [];        // [{id, version, reason}] that failed in this pag
 const loadErrors = new Map(); // "id@version" -> the error it failed with, given again instead of retrying
 
 // `?webgpu=compatibility` asks for a compatibility-mode adapter first (faster on CPU-only machines);
-// `?kernels=software` or `?kernels=gpu` forces a kernel set (by default the one that suits the adapter).
+// `?kernels=software` or `?kernels=gpu` forces a kernel set (by default the one that suits the adapter);
+// `?kernels=cpu` the CPU build (wasm SIMD).
 const query = new URLSearchParams(location.search);
 const featureLevel = query.get("webgpu") === "compatibility" ? "compatibility" : "core";
-const kernels = ["software", "gpu"].includes(query.get("kernels")) ? query.get("kernels") : undefined;
+const kernels = ["software", "gpu", "cpu"].includes(query.get("kernels")) ? query.get("kernels") : undefined;
 const browserEngine = () => (engine ??= new WorkerEngine(config.engine, { testHooks: config.testHooks, featureLevel, kernels }));
 window.seam = {
   config,

@@ -32,7 +32,7 @@ export class LocalEngine {
     await import(this.vendor.tokenizers);
     const { Template } = await import(this.vendor.jinja);
     // Step 2. A WebGPU device that has what this variant needs, or a CPU that can run its CPU build.
-    const gpu = this.requestedKernels === "cpu" ? this.checkCpu(model) : await this.openGPU(model);
+    const gpu = this.requestedKernels === "cpu" ? this.useCpu() : await this.openGPU(model);
     // Step 3. The files, verified and cached.
     const { urls, cache } = await ensureModelFiles(model, origin, onProgress, { partBytes: this.partBytes,
                                                                                kernels: this.kernels });
@@ -42,7 +42,19 @@ export class LocalEngine {
     this.template = new ChatTemplate(Template, this.config.chat_template, this.config.special_tokens);
     // Step 4. The wasm, the weights on the device, and the compiled functions, created once per load.
     onProgress({ phase: gpu ? "gpu" : "cpu" });
-    const tvm = await tvmjs.instantiate(await read(urls.wasm(this.kernels)), tvmjs.createPolyfillWASI(), () => {});
+    try {
+      await this.instantiate(await read(urls.wasm(this.kernels)), urls, gpu);
+    } catch (error) {  // on the CPU, the weights fill the wasm heap: it may not grow enough
+      throw this.kernels === "cpu" && !(error instanceof EngineError) ? cpuError(error) : error;
+    }
+    await this.sync();
+    await this.warmUp();
+    this.model = model;
+    return { adapter: this.adapter, kernels: this.kernels, kernelsWhy: this.kernelsWhy };
+  }
+
+  async instantiate(wasm, urls, gpu) {
+    const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
     if (gpu) tvm.initWebGPU(gpu.device);
     this.tvm = tvm;
     this.device = gpu ? tvm.webgpu() : tvm.cpu();
@@ -55,15 +67,10 @@ export class LocalEngine {
       this.fn[name] = tvm.detachFromCurrentScope(vm.getFunction(name));
     this.logitsOnHost = tvm.detachFromCurrentScope(tvm.empty([this.config.vocab_size], "float32", tvm.cpu()));
     tvm.endScope();
-    await this.sync();
-    await this.warmUp();
-    this.model = model;
-    return { adapter: this.adapter, kernels: this.kernels, kernelsWhy: this.kernelsWhy };
   }
 
-  // The CPU build, when this browser can run it (typed errors say why not); no GPU.
-  checkCpu(model) {
-    checkCpu(model);
+  // The CPU build (load() checked that this browser can run it): no GPU.
+  useCpu() {
     Object.assign(this, { adapter: CPU_LABEL, kernels: "cpu", kernelsWhy: null });
     return null;
   }
@@ -149,12 +156,17 @@ export class LocalEngine {
     const tvm = this.tvm;
     const S = (a) => tvm.makeShapeTuple(a);
     tvm.beginScope();
-    const cache = tvm.detachFromCurrentScope(this.fn.create_tir_paged_kv_cache(
-      S([1]), S([this.config.context_window_size]), S([prefillTokens]),
-      S([this.config.kv_cache_page_size]), S([0])));
-    tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")(cache, new tvmjs.Scalar(0, "int64"));
-    tvm.endScope();
-    return cache;
+    try {  // (on the CPU the cache's pages come from the wasm heap, which may not grow enough)
+      const cache = tvm.detachFromCurrentScope(this.fn.create_tir_paged_kv_cache(
+        S([1]), S([this.config.context_window_size]), S([prefillTokens]),
+        S([this.config.kv_cache_page_size]), S([0])));
+      tvm.getGlobalFunc("vm.builtin.kv_state_add_sequence")(cache, new tvmjs.Scalar(0, "int64"));
+      return cache;
+    } catch (error) {
+      throw this.kernels === "cpu" ? cpuError(error) : error;
+    } finally {
+      tvm.endScope();
+    }
   }
 
   // One forward pass ("prefill" or "decode") over `ids`: the logits of the last position, on the host.
