@@ -21,7 +21,8 @@ GREEDY = {"temperature": 0, "max_tokens": 6, "system": SYSTEM}
 
 def test_chat_in_the_browser_matches_the_server_turn_by_turn(page, live_app, default_built, self_check_passed):
     self_check_passed(default_built)
-    chat = ChatPage(page, live_app).open(preference="local_only", **GREEDY)
+    # WebGPU (`?kernels=software`): over SwiftShader the router would pick the CPU build (test_browser_cpu.py)
+    chat = ChatPage(page, live_app + "?kernels=software").open(preference="local_only", **GREEDY)
     loaded = chat.wait_until_loaded()
     assert loaded["id"] == REAL_VARIANT and loaded["adapter"]
     history = [{"role": "system", "content": SYSTEM}]
@@ -79,7 +80,9 @@ def test_a_corrupted_shard_is_reported_not_used(page, tiny_models, app_server, t
 
 def test_typing_works_mid_answer_and_stop_and_new_chat(page, tiny_server, tiny_models, self_check_passed):
     self_check_passed(tiny_models)
-    chat = ChatPage(page, tiny_server.url).open(preference="local_only", temperature=0, max_tokens=900, system=SYSTEM)
+    # On WebGPU, where an answer of this model takes long enough to stop mid-way (the CPU build is faster)
+    chat = ChatPage(page, tiny_server.url + "?kernels=software").open(preference="local_only", temperature=0,
+                                                                      max_tokens=900, system=SYSTEM)
     chat.wait_until_loaded()
     answer = chat.send("Write a long story about a dragon.")  # 900 tokens: about half a minute here
     expect(answer.locator(".content")).not_to_be_empty(timeout=60_000)

@@ -42,8 +42,9 @@ window.seam = {
 };
 
 const ROUTE_LABEL = { browser: "This browser", cloud: "Server", none: "Nothing can answer" };
-// The kernels a decision's browser variant runs with: the CPU build, or the WebGPU set (the page's own pick).
-const kernelsFor = (d) => (d.backend === "cpu" ? "cpu" : kernels);
+// The kernels a decision's browser variant runs with: those the page URL forces, else the CPU build where
+// the router says so, else the WebGPU set that suits the adapter (undefined: the engine picks).
+const kernelsFor = (d) => kernels ?? (d.backend === "cpu" ? "cpu" : undefined);
 // Where this browser's speeds with those kernels are kept (remembered.js).
 const speedKey = (kernelSet) => (kernelSet === "cpu" ? CPU_KEY : device);
 
@@ -75,7 +76,7 @@ async function route(request) {
     return;
   }
   const [why, ...others] = decision.reasons;
-  const variant = decision.target === "browser" ? `${decision.backend === "cpu" ? ", CPU" : ""} (${decision.variant})` : "";
+  const variant = decision.target === "browser" ? `${kernelsFor(decision) === "cpu" ? ", CPU" : ""} (${decision.variant})` : "";
   view.showRoute(decision, `${ROUTE_LABEL[decision.target]}${variant}: ${why.message}`);
   // When nothing in the catalog can run here, say why, each cause once.
   if (decision.target === "none" || (decision.target === "cloud" && !decision.variant && others.length))
