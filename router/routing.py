@@ -87,7 +87,8 @@ def browser_blockers(probe: dict, variant: dict, policy: dict) -> dict[str, list
     """Why this browser cannot run this variant, per backend ("webgpu", "cpu"): a backend with an empty
     list can run it."""
     common = common_blockers(probe, variant)
-    return {"webgpu": webgpu_blockers(probe, variant, policy) + common, "cpu": cpu_blockers(probe, variant, policy) + common}
+    return {"webgpu": webgpu_blockers(probe, variant, policy) + common,
+            "cpu": cpu_blockers(probe, variant, policy) + common}
 
 
 def webgpu_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
