@@ -39,7 +39,7 @@ def targets(summary: dict, rooflines: dict) -> list[dict]:
     browsers = [name for name in summary if name.startswith("browser")]
     rows = []
     for browser in [name for name in browsers if name in rooflines]:
-        roof = rooflines.get(browser, {}).get("tokens_per_s", math.nan)
+        roof = rooflines[browser]["tokens_per_s"]
         rows.append({"target": f"{browser}: decode ≥ 35% of the adapter's roofline",
                      "ratio": m(browser, "short", "decode_tokens_per_s") / roof, "goal": 0.35})
     for browser in [name for name in browsers if "(compat)" in name]:

@@ -29,7 +29,8 @@ def page_models() -> list[dict]:
     shown = ("id", "model", "quantization", "version", "files", "download_bytes", "context_window_size",
              "prefill_chunk_size", "requirements", "kernels", "self_check")
     return [{**{k: m[k] for k in shown}, "compatible_versions": m.get("compatible_versions", []),
-             **({"cpu": m["cpu"]} if "cpu" in m else {}), "base_url": base_url(m)} for m in current_app.extensions["seam"]["catalog"].models]
+             **({"cpu": m["cpu"]} if "cpu" in m else {}), "base_url": base_url(m)}
+            for m in current_app.extensions["seam"]["catalog"].models]
 
 
 def page_config() -> dict:

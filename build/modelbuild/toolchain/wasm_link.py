@@ -19,7 +19,6 @@ LINK_FLAGS = ["--no-entry", "-s", "WASM_BIGINT=1", "-s", "ERROR_ON_UNDEFINED_SYM
 # A model on the browser's CPU keeps its weights and KV cache in the wasm heap: let it grow to wasm32's
 # ceiling (emscripten's default stops at 2 GB).
 CPU_HEAP_FLAGS = ["-s", "MAXIMUM_MEMORY=4GB"]
-WASM32_HEAP_BYTES = 4 * 1024 ** 3
 
 
 class WasmLinker:
