@@ -46,8 +46,10 @@ def eight_bit_modules(weights: dict[str, Weight]) -> set[str]:
     return {name.removesuffix(".weight") for name, w in weights.items() if isinstance(w, Blocks) and w.bits == 8}
 
 
-def quantize_model(model: nn.Module, preset: NoQuant | GroupQuant, eight_bit: set[str] = frozenset()) -> nn.Module:
-    """Swap every Linear and Embedding for its quantized form, in place; cast the rest to the model dtype."""
+def quantize_model(model: nn.Module, preset: NoQuant | GroupQuant, eight_bit: set[str] = frozenset(),
+                   cpu: bool = False) -> nn.Module:
+    """Swap every Linear and Embedding for its quantized form, in place; cast the rest to the model dtype.
+    `cpu`: the model is compiled for a CPU (group_quant.dequantize_gemv_te)."""
     if isinstance(preset, GroupQuant):
         def fmt(name: str) -> WeightFormat:
             return WeightFormat(8 if name in eight_bit else preset.bits, preset.model_dtype)
@@ -55,9 +57,9 @@ def quantize_model(model: nn.Module, preset: NoQuant | GroupQuant, eight_bit: se
         class Swap(nn.Mutator):
             def visit_module(self, name, node):
                 if isinstance(node, nn.Linear):
-                    return GroupQuantLinear(node.in_features, node.out_features, fmt(name), node.bias is not None)
+                    return GroupQuantLinear(node.in_features, node.out_features, fmt(name), node.bias is not None, cpu)
                 if isinstance(node, nn.Embedding):
-                    return GroupQuantEmbedding(node.num, node.dim, fmt(name))
+                    return GroupQuantEmbedding(node.num, node.dim, fmt(name), cpu)
                 return self.visit(name, node)
 
         model = Swap().visit("", model)

@@ -145,11 +145,58 @@ def dequantize_matmul_te(x: te.Tensor, packed: te.Tensor, scale: te.Tensor, mini
     return te.compute((*lead, packed.shape[1]), body, name="dequantize_matmul")
 
 
-class _Quantized(nn.Module):
-    """The parameters of one quantized weight W[out, in] in the packed layout."""
+def dequantize_gemv_te(x: te.Tensor, packed: te.Tensor, scale: te.Tensor, minimum: te.Tensor | None,
+                       fmt: WeightFormat) -> te.Tensor:
+    """Decode's `x[1, 1, K] @ W.T` for CPUs, with the scale and minimum taken out of the sum over a group:
+        sum_k x[k] * w[o, k] = sum_g scale[g, o] * sum_j x[k] * code[o, k] + minimum[g, o] * sum_j x[k]
+    (k = 32 g + j). The sums of x per group are shared by every column. A code is not shifted down to
+    its place: it is masked where it lies in the word (code * 2^(bits * i)) and x is scaled by 2^-(bits * i)
+    instead, once per k; both factors are exact powers of two. So a weight costs a mask, a conversion, a
+    multiply and an add, not seven operations. (The top code is shifted down: masked in place it would
+    not fit a signed int.) Float32 only: float16 cannot hold x * 2^-24."""
+    *lead, in_dim = x.shape
+    per, bits, dtype = fmt.per_word, fmt.bits, fmt.dtype
+    top = per - 1
 
-    def __init__(self, out_features: int, in_features: int, fmt: WeightFormat):
-        self.fmt = fmt
+    def place(i):  # as a uint32 shift
+        return tirx.Cast("uint32", i) * tirx.const(bits, "uint32")
+
+    def unplace(i):  # 2^-(bits * i) for the codes masked in place, 1 for the top one
+        power = tirx.Cast(dtype, tirx.const(1, "uint32") << place(i))
+        return tirx.Select(i == top, tirx.const(1.0, dtype), tirx.const(1.0, dtype) / power)
+
+    def code_in_place(word, i):
+        masked = word & (tirx.const((1 << bits) - 1, "uint32") << place(i))
+        shifted = word >> tirx.const(bits * top, "uint32")
+        return tirx.Cast(dtype, tirx.Cast("int32", tirx.Select(i == top, shifted, masked)))
+
+    x_in_place = te.compute(x.shape, lambda *i: x[i] * unplace(i[-1] % per), name="x_in_place")
+    j = te.reduce_axis((0, GROUP), name="j")
+    x_group_sum = te.compute((*lead, in_dim // GROUP), lambda *i: te.sum(x[(*i[:-1], i[-1] * GROUP + j)], axis=j),
+                             name="x_group_sum")
+
+    def dot(*idx):
+        row, g, o = idx[:-2], idx[-2], idx[-1]
+        k = g * GROUP + j
+        return te.sum(x_in_place[(*row, k)] * code_in_place(packed[k // per, o], k % per), axis=j)
+
+    group_dot = te.compute((*lead, in_dim // GROUP, packed.shape[1]), dot, name="group_dot")
+    g = te.reduce_axis((0, in_dim // GROUP), name="g")
+
+    def body(*idx):
+        row, o = idx[:-1], idx[-1]
+        offset = minimum[g, o] if fmt.has_min else scale[g, o] * tirx.const(-128.0, dtype)
+        return te.sum(group_dot[(*row, g, o)] * scale[g, o] + offset * x_group_sum[(*row, g)], axis=g)
+
+    return te.compute((*lead, packed.shape[1]), body, name="dequantize_gemv")
+
+
+class _Quantized(nn.Module):
+    """The parameters of one quantized weight W[out, in] in the packed layout. `cpu`: the model is
+    compiled for a CPU, where decode's matrix-vector product takes dequantize_gemv_te's form."""
+
+    def __init__(self, out_features: int, in_features: int, fmt: WeightFormat, cpu: bool = False):
+        self.fmt, self.cpu = fmt, cpu
         self.q_weight = nn.Parameter((in_features // fmt.per_word, out_features), "uint32")
         self.q_scale = nn.Parameter((in_features // GROUP, out_features), fmt.dtype)
         if fmt.has_min:
@@ -163,16 +210,19 @@ class _Quantized(nn.Module):
 
     def _matmul(self, x: nn.Tensor) -> nn.Tensor:
         fmt = self.fmt
-        return op.tensor_expr_op(lambda x, w, s, *m: dequantize_matmul_te(x, w, s, m[0] if m else None, fmt),
-                                 "dequantize_matmul", [x, *self._arrays()])
+        one_row = all(isinstance(d, int) and d == 1 for d in x.shape[:-1])
+        compute = dequantize_gemv_te if self.cpu and one_row and fmt.dtype == "float32" else dequantize_matmul_te
+        return op.tensor_expr_op(lambda x, w, s, *m: compute(x, w, s, m[0] if m else None, fmt),
+                                 compute.__name__.removesuffix("_te"), [x, *self._arrays()])
 
 
 class GroupQuantLinear(_Quantized):
     """A Linear whose weight is stored group-quantized and dequantized inside the matmul; its bias, if it
     has one (Qwen2's q, k and v), stays in the model's float type."""
 
-    def __init__(self, in_features: int, out_features: int, fmt: WeightFormat, bias: bool = False):
-        super().__init__(out_features, in_features, fmt)
+    def __init__(self, in_features: int, out_features: int, fmt: WeightFormat, bias: bool = False,
+                 cpu: bool = False):
+        super().__init__(out_features, in_features, fmt, cpu)
         self.in_features, self.out_features = in_features, out_features
         self.bias = nn.Parameter((out_features,), fmt.dtype) if bias else None
 
@@ -184,8 +234,8 @@ class GroupQuantLinear(_Quantized):
 class GroupQuantEmbedding(_Quantized):
     """A quantized embedding table; with tied weights it is also the LM head (`lm_head_forward`)."""
 
-    def __init__(self, num: int, dim: int, fmt: WeightFormat):
-        super().__init__(num, dim, fmt)
+    def __init__(self, num: int, dim: int, fmt: WeightFormat, cpu: bool = False):
+        super().__init__(num, dim, fmt, cpu)
 
     def forward(self, ids: nn.Tensor) -> nn.Tensor:
         fmt = self.fmt

@@ -1,0 +1,121 @@
+"""The CPU kernels the model's CPU builds (the server's library, the browser's wasm) are made of, each
+compiled alone for this machine's CPU and checked against numpy: decode's factored matrix-vector
+product (4- and 8-bit, with a fused epilogue), prefill's matmul over a row count its row tiles do not
+divide, and the prefill attention that replaces TVM's. The whole models are checked in
+test_tiny_llama.py and test_families.py; these name the kernel when one is wrong.
+"""
+import numpy as np
+import pytest
+import tvm
+from tvm import te
+
+from modelbuild import schedule
+from modelbuild.cpu_attention import ragged_prefill
+from modelbuild.quantization.group_quant import WeightFormat, dequantize_gemv_te, dequantize_matmul_te
+from modelbuild.toolchain import targets
+
+RNG = np.random.default_rng(3)
+
+
+def random_weight(k: int, o: int, bits: int):
+    """Packed codes, scales and minimums (None for 8 bits) in the layout of group_quant.py, and W[o, k]."""
+    per = 32 // bits
+    words = RNG.integers(0, 2**32, (k // per, o), dtype=np.uint64).astype(np.uint32)
+    scale = (RNG.random((k // 32, o)) * 0.02 + 0.001).astype(np.float32)
+    minimum = (-RNG.random((k // 32, o)) * 0.1).astype(np.float32) if bits == 4 else None
+    codes = ((words.T[..., None] >> (np.arange(per, dtype=np.uint32) * bits)) & (2**bits - 1)).reshape(o, k)
+    group = lambda a: np.repeat(a.T.astype(np.float64), 32, axis=1)  # noqa: E731 - [k/32, o] -> [o, k]
+    w = codes * group(scale) + group(minimum) if bits == 4 else (codes - 128.0) * group(scale)
+    return [words, scale] + ([minimum] if bits == 4 else []), w
+
+
+def compile_and_run(func, rule, inputs, out_shape):
+    sch = rule.apply(func, targets.cpu(), False)
+    assert sch is not None, f"{type(rule).__name__} did not match the kernel"
+    library = tvm.tirx.build(sch.mod, target=targets.cpu())
+    tvm.tirx.build(rule.apply(func, targets.wasm_cpu(), False).mod, target=targets.wasm_cpu())  # it lowers for wasm too
+    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in inputs] + [tvm.runtime.empty(out_shape, "float32", tvm.cpu())]
+    library["main"](*args)
+    return args[-1].numpy().astype(np.float64)
+
+
+def quantized_matmul(matmul, rows, k: int, o: int, bits: int):
+    """x[1, rows, k] @ W.T + r, as one kernel (the residual add fused after it, as Relax fuses it)."""
+    fmt = WeightFormat(bits, "float32")
+    x = te.placeholder((1, rows, k), "float32", name="x")
+    packed = te.placeholder((k // fmt.per_word, o), "uint32", name="w")
+    scale = te.placeholder((k // 32, o), "float32", name="s")
+    minimum = te.placeholder((k // 32, o), "float32", name="m") if fmt.has_min else None
+    residual = te.placeholder((1, rows, o), "float32", name="r")
+    product = matmul(x, packed, scale, minimum, fmt)
+    out = te.compute(product.shape, lambda *i: product(*i) + residual(*i), name="add")
+    weights = [packed, scale] + ([minimum] if minimum is not None else [])
+    return te.create_prim_func([x, *weights, residual, out])
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_factored_decode_gemv_matches_numpy(bits):
+    k, o = 576, 320  # o: five blocks of the schedule's columns
+    arrays, w = random_weight(k, o, bits)
+    x = RNG.standard_normal((1, 1, k)).astype(np.float32)
+    residual = RNG.standard_normal((1, 1, o)).astype(np.float32)
+    func = quantized_matmul(dequantize_gemv_te, 1, k, o, bits)
+    got = compile_and_run(func, schedule.CpuFactoredGemv(), [x, *arrays, residual], (1, 1, o))
+    want = x[0].astype(np.float64) @ w.T + residual[0]
+    np.testing.assert_allclose(got[0], want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_prefill_matmul_pads_rows_its_tiles_do_not_divide():
+    k, o, n = 576, 64, 13  # 13 rows: one tile of 8 and a padded one
+    arrays, w = random_weight(k, o, 4)
+    x = RNG.standard_normal((1, n, k)).astype(np.float32)
+    residual = RNG.standard_normal((1, n, o)).astype(np.float32)
+    func = quantized_matmul(dequantize_matmul_te, tvm.tirx.Var("n", "int64"), k, o, 4)
+    got = compile_and_run(func, schedule.CpuDequantMatmul(), [x, *arrays, residual], (1, n, o))
+    want = x[0].astype(np.float64) @ w.T + residual[0]
+    np.testing.assert_allclose(got[0], want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def attention_reference(q, k, v, causal: bool, scale: float):
+    """Each query row's softmax-weighted values over the keys it may see, and log2 of the softmax sum of
+    its base-2 scores (the kernel's log-sum-exp)."""
+    group = q.shape[1] // k.shape[1]
+    k, v = (np.repeat(a.astype(np.float64), group, axis=1) for a in (k, v))
+    scores = np.einsum("qhd,khd->hqk", q.astype(np.float64), k) * scale * np.log2(np.e)
+    if causal:  # the last query row sees every key; each earlier row one fewer
+        scores = np.where(np.tri(len(q), len(k), len(k) - len(q), dtype=bool), scores, -np.inf)
+    top = scores.max(-1, keepdims=True)
+    weights = np.exp2(scores - top)
+    out = np.einsum("hqk,khd->qhd", weights / weights.sum(-1, keepdims=True), v)
+    return out, (top[..., 0] + np.log2(weights.sum(-1))).T
+
+
+@pytest.mark.parametrize("causal", [1, 0])
+def test_cpu_prefill_attention_matches_numpy(causal):
+    """Two sequences in one call (ragged: 5 queries over 9 keys, 7 over 7), grouped-query heads."""
+    h_kv, h_q, d = 2, 6, 32
+    q_lens, kv_lens = [5, 7], [9, 7]
+    q = RNG.standard_normal((sum(q_lens), h_q, d)).astype(np.float32)
+    k, v = (RNG.standard_normal((sum(kv_lens), h_kv, d)).astype(np.float32) for _ in range(2))
+    q_indptr, kv_indptr = (np.concatenate([[0], np.cumsum(n)]).astype(np.int32) for n in (q_lens, kv_lens))
+    out, lse = np.zeros_like(q), np.zeros((len(q), h_q), np.float32)
+    library = tvm.tirx.build(ragged_prefill(h_kv, h_q, d, "float32").with_attr("global_symbol", "main"), target=targets.cpu())
+    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in
+            (q, q_indptr, k, v, kv_indptr, np.zeros(len(q), np.int32), np.zeros(2, np.int32), out, lse)]
+    scale = 1 / np.sqrt(d)
+    library["main"](*args, causal, 0, 1.0, 10000.0, scale)
+    for b in range(2):
+        rows, keys = slice(q_indptr[b], q_indptr[b + 1]), slice(kv_indptr[b], kv_indptr[b + 1])
+        want_out, want_lse = attention_reference(q[rows], k[keys], v[keys], bool(causal), scale)
+        np.testing.assert_allclose(args[7].numpy()[rows], want_out, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(args[8].numpy()[rows], want_lse, rtol=0, atol=1e-4)
+
+
+def test_cpu_prefill_attention_refuses_inline_rotary_embedding():
+    library = tvm.tirx.build(ragged_prefill(1, 1, 4, "float32").with_attr("global_symbol", "main"), target=targets.cpu())
+    one = np.zeros((1, 1, 4), np.float32)
+    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in (one, np.array([0, 1], np.int32), one, one,
+                                                        np.array([0, 1], np.int32), np.zeros(1, np.int32),
+                                                        np.zeros(1, np.int32), one.copy(), np.zeros((1, 1), np.float32))]
+    with pytest.raises(Exception, match="applies no rotary embedding"):
+        library["main"](*args, 1, 1, 1.0, 10000.0, 0.5)
