@@ -242,6 +242,12 @@ def predict_browser(probe: dict, variant: dict, policy: dict, calibration: float
             "download_s": round(download_s, 3), "source": source, "backend": backend}
 
 
+def forced_backends(probe: dict) -> tuple[str, ...]:
+    """The backends the page may run: the one its URL forces (?kernels=), else any."""
+    forced = probe.get("kernels")
+    return BACKENDS if forced is None else ("cpu",) if forced == "cpu" else ("webgpu",)
+
+
 def faster_backend(probe: dict, variant: dict, backends: list[str], policy: dict, calibration: float | None):
     """The backend that runs `variant` here, and its prediction. WebGPU where only it can, or where it is
     predicted faster. A software adapter runs on this same CPU, slower than the CPU build (here 0.4-1.4
@@ -278,11 +284,11 @@ def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) 
     runnable, reasons = [], []  # runnable: (variant, the backends it can run on)
     for variant in variants:
         blockers = browser_blockers(probe, variant, policy)
-        backends = [b for b in BACKENDS if not blockers[b]]
+        backends = [b for b in forced_backends(probe) if not blockers[b]]
         if backends:
             runnable.append((variant, backends))
-        else:  # the WebGPU reasons, and the CPU build's where a page reported what its wasm can do
-            reasons.extend(blockers["webgpu"] + (blockers["cpu"] if "wasm" in probe else []))
+        else:  # why, per allowed backend: the CPU build's reasons where a page reported what its wasm can do
+            reasons.extend(r for b in forced_backends(probe) if b == "webgpu" or "wasm" in probe for r in blockers[b])
     # Among runnable variants: one already cached first, then the smallest download.
     runnable.sort(key=lambda vb: (not is_cached(probe, vb[0]), min(download_bytes(vb[0], b) for b in vb[1])))
     best = runnable[0][0] if runnable else None

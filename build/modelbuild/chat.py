@@ -8,7 +8,10 @@ from tokenizers import Tokenizer
 
 from modelbuild.errors import BuildError
 
-SELF_CHECK_MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+# The self-check's prompt: the first of these whose greedy answer is decisive (selfcheck.decisive_check).
+SELF_CHECK_PROMPTS = [[{"role": "user", "content": question}] for question in (
+    "What is the capital of France?", "Who wrote Romeo and Juliet?", "What is the largest planet in the solar system?",
+    "How many days are in a week?")]
 SELF_CHECK_TOKENS = 16
 
 

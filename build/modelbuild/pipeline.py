@@ -153,11 +153,14 @@ def build_preset(source, arch, config, preset, model_id, key, weights, options) 
         (work / files["config"]).write_text(json.dumps(chat_config, indent=1))
 
         with step(f"{model_id}: self-check against the numpy reference"):
-            prompt_ids = chat.encode_chat(source.tokenizer_json, chat.ChatTemplate.of_model(chat_config),
-                                         chat.SELF_CHECK_MESSAGES)
+            template = chat.ChatTemplate.of_model(chat_config)
+            prompts = [chat.encode_chat(source.tokenizer_json, template, m) for m in chat.SELF_CHECK_PROMPTS]
             runner = CpuRunner(work / files["cpu_library"], work, [n for n, _, _ in param_specs],
                                config.context_window_size, config.prefill_chunk_size)
-            golden, compiled_logits = runner.greedy(prompt_ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)
+            chosen, golden, lead = selfcheck.decisive_check(
+                prompts, lambda ids: runner.greedy(ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids), preset.model_dtype)
+            messages, prompt_ids = chat.SELF_CHECK_PROMPTS[chosen], prompts[chosen]
+            log(f"{model_id}: check prompt {chosen + 1} of {len(prompts)}, each token leading by {lead:.3g} or more")
             reference = arch.reference(config, dequantized_weights(params))
             expected, reference_logits = reference.greedy(prompt_ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)
             agreement = selfcheck.compare_greedy(golden, expected, reference_logits, preset.model_dtype)
@@ -167,7 +170,7 @@ def build_preset(source, arch, config, preset, model_id, key, weights, options) 
             "id": model_id, "model": source.name, "quantization": preset.name, "build_key": key, "files": files,
             "required_features": REQUIRED_FEATURES[preset.name] + (["shader-f16"] if f16 else []),
             "kernels": kernels,
-            "self_check": {"messages": chat.SELF_CHECK_MESSAGES, "prompt_token_ids": prompt_ids,
+            "self_check": {"messages": messages, "prompt_token_ids": prompt_ids,
                            "max_tokens": chat.SELF_CHECK_TOKENS, "golden_token_ids": golden},
             "shard_bytes": sum(s["nbytes"] for s in index["records"]),
             "largest_param_bytes": max(int(np.prod(s)) * np.dtype(d).itemsize for _, s, d in param_specs),

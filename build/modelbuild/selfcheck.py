@@ -29,6 +29,22 @@ def greedy_decode(prefill, decode, prompt_ids: list[int], max_new_tokens: int, s
     return tokens, all_logits
 
 
+def decisive_check(prompts: list[list[int]], greedy, dtype: str) -> tuple[int, list[int], float]:
+    """Which prompt the self-check uses: the first whose greedy answer is decisive, each token leading the
+    runner-up by more than TIE_TOLERANCE in the compiled model's logits, so that a browser whose kernels
+    round otherwise (a GPU's float16) still answers with the same tokens; else the most decisive one.
+    `greedy(ids) -> (tokens, logits)`. Returns the prompt's index, its tokens and their smallest lead."""
+    best = None
+    for index, ids in enumerate(prompts):
+        tokens, logits = greedy(ids)
+        lead = min(float(np.diff(np.partition(step, -2)[-2:])[0]) for step in logits)
+        if best is None or lead > best[2]:
+            best = (index, tokens, lead)
+        if lead > TIE_TOLERANCE[dtype]:
+            break
+    return best
+
+
 def compare_greedy(compiled: list[int], reference: list[int], reference_logits: list[np.ndarray], dtype: str) -> str:
     for i, (ours, theirs) in enumerate(zip(compiled, reference)):
         if ours == theirs:

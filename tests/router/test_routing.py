@@ -247,6 +247,15 @@ CPU_CASES = [
      CLOUD, "browser", "cached", "Model-q4f32_1", "webgpu"),
     ("a real GPU predicted faster: WebGPU", probe(wasm=SIMD, cached_models=CPU_CACHED, webgpu={**GOOD_GPU, "features": []}),
      CLOUD, "browser", "cached", "Model-q4f32_1", "webgpu"),
+    ("a software adapter, the page URL forcing WebGPU kernels: WebGPU",
+     probe(webgpu=SOFTWARE_GPU, wasm=SIMD, cached_models=CPU_CACHED, kernels="software"),
+     CLOUD, "browser", "cached", "Model-q4f32_1", "webgpu"),
+    ("a real GPU, the page URL forcing the CPU build: the CPU build",
+     probe(wasm=SIMD, cached_models=CPU_CACHED, webgpu={**GOOD_GPU, "features": []}, kernels="cpu"),
+     CLOUD, "browser", "cached", "Model-q4f32_1", "cpu"),
+    ("no WebGPU, the page URL forcing WebGPU kernels: the server, for want of WebGPU",
+     probe(webgpu=NO_GPU, wasm=SIMD, cached_models=CPU_CACHED, kernels="gpu"),
+     CLOUD, "cloud", "browser_cannot_run", None, None),
 ]
 
 

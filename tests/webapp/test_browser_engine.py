@@ -14,8 +14,6 @@ from tests.conftest import catalog_of
 from tests.harness import COMPATIBILITY_FLAGS
 from tests.webapp.helpers import REAL, TINY, models_subset, run_in_the_engine, server_answer, server_reply
 
-# The catalog's self-check prompt (the chat page tests compare more prompts, through the page).
-PROMPTS = [[{"role": "user", "content": "What is the capital of France?"}]]
 MAX_TOKENS = 8  # the golden answer's first 8 tokens
 
 RUN = """async ({ modelId, prompts, maxTokens }) => {
@@ -33,23 +31,25 @@ RUN = """async ({ modelId, prompts, maxTokens }) => {
 }"""
 
 
-def golden_tokens(models_dir, variant: str) -> list[int]:
-    """The first MAX_TOKENS of the build's greedy tokens for the self-check prompt, without the stop token
-    they may end with (an answer's token_ids do not hold it)."""
+def self_check(models_dir, variant: str) -> tuple[list[dict], list[int]]:
+    """The build's self-check prompt (the build chooses it) and the first MAX_TOKENS of its greedy tokens,
+    without the stop token they may end with (an answer's token_ids do not hold it)."""
     entry = next(m for m in catalog_of(models_dir)["models"] if m["id"] == variant)
     stop = json.loads((models_dir / entry["path"] / entry["files"]["config"]).read_text())["stop_token_ids"]
-    return [t for t in entry["self_check"]["golden_token_ids"] if t not in stop][:MAX_TOKENS]
+    check = entry["self_check"]
+    return check["messages"], [t for t in check["golden_token_ids"] if t not in stop][:MAX_TOKENS]
 
 
 def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_models):
     variant = f"{TINY}-q4f32_1"
     page.goto(tiny_server.url)
-    result = page.evaluate(RUN, {"modelId": variant, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})
+    messages, golden = self_check(tiny_models, variant)
+    prompts = [messages]  # (the chat page tests compare more prompts, through the page)
+    result = page.evaluate(RUN, {"modelId": variant, "prompts": prompts, "maxTokens": MAX_TOKENS})
     entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
     first = result["answers"][0]
-    assert first["token_ids"] == golden_tokens(tiny_models, variant), \
-        "the browser's greedy tokens differ from the build's golden tokens for the same prompt"
-    for messages, answer in zip(PROMPTS, result["answers"]):
+    assert first["token_ids"] == golden, "the browser's greedy tokens differ from the build's golden tokens for the same prompt"
+    for messages, answer in zip(prompts, result["answers"]):
         server = server_answer(tiny_server.url, messages, MAX_TOKENS, TINY)
         assert answer["content"] == server["choices"][0]["message"]["content"]
         assert answer["finish"] == server["choices"][0]["finish_reason"]
@@ -69,9 +69,10 @@ def test_the_page_url_forces_the_gpu_kernel_set(page, tiny_server, tiny_models):
     requested = []
     page.on("request", lambda request: requested.append(request.url))
     page.goto(tiny_server.url + "?kernels=gpu")
-    answer = page.evaluate(RUN, {"modelId": variant, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})["answers"][0]
+    messages, golden = self_check(tiny_models, variant)
+    answer = page.evaluate(RUN, {"modelId": variant, "prompts": [messages], "maxTokens": MAX_TOKENS})["answers"][0]
     assert answer["stats"]["kernels"] == "gpu"
-    assert answer["token_ids"] == golden_tokens(tiny_models, variant)
+    assert answer["token_ids"] == golden
     entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
     wasm = [url for url in requested if url.endswith(".wasm") and entry["path"] in url]
     assert [url.rsplit("/", 1)[1] for url in wasm] == [entry["files"][entry["kernels"]["gpu"]["file"]]]
@@ -92,8 +93,9 @@ def test_the_engine_runs_on_a_compatibility_mode_adapter(launch_page, live_app, 
     variant = f"{REAL}-q4f32_1"
     page = launch_page(add=COMPATIBILITY_FLAGS)
     page.goto(f"{live_app}?webgpu=compatibility")
-    answer = page.evaluate(RUN, {"modelId": variant, "prompts": PROMPTS, "maxTokens": MAX_TOKENS})["answers"][0]
-    assert answer["token_ids"] == golden_tokens(default_built, variant)
+    messages, golden = self_check(default_built, variant)
+    answer = page.evaluate(RUN, {"modelId": variant, "prompts": [messages], "maxTokens": MAX_TOKENS})["answers"][0]
+    assert answer["token_ids"] == golden
     assert answer["stats"]["adapter"].endswith("(compatibility mode)")
     assert page.evaluate(BANDWIDTH) > 0
 

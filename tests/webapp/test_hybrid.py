@@ -308,15 +308,15 @@ def test_too_little_storage_means_the_server_answers(page, tiny_server):
 def test_the_router_predicts_this_device_from_its_own_measured_speed(page, tiny_server, tiny_models,
                                                                      self_check_passed):
     """Before each answer the page asks the router with that answer's numbers and this browser's measured
-    speeds (the median of its last answers); once it has measured, the prediction is within 1.5x of what
-    the next answer does. Two answers are measured first: the first after a load runs partly before the
-    browser has finished compiling the wasm kernels to their fast tier (on the tiny model, about 1.6x
-    slower than the next)."""
+    speeds; once it has measured, the prediction is within 1.5x of what the next answer does. On WebGPU
+    (`?kernels=software`): the tiny model's CPU build answers in tens of milliseconds while the browser
+    is still compiling its wasm functions to their fast tier, one by one, so each answer is faster than
+    the last (measured 629, 775, 1273 tokens/s); the real model's first answer is long enough for that."""
     self_check_passed(tiny_models)
-    chat = ChatPage(page, tiny_server.url).open(preference="local_only", temperature=0, max_tokens=48)
+    chat = ChatPage(page, tiny_server.url + "?kernels=software").open(preference="local_only", temperature=0,
+                                                                      max_tokens=48)
     chat.wait_until_loaded()
-    for question in ("Hello", "Who are you?"):  # measured from here on
-        assert chat.ask(question)["where"] == "browser"
+    assert chat.ask("Hello")["where"] == "browser"  # the first answer on this device: measured from here on
     for question in ("Tell me more.", "And then?"):
         answer = chat.ask(question)
         report, decision = page.evaluate("[window.seamLastReport, window.seamLastDecision]")

@@ -63,7 +63,7 @@ async function route(request) {
     const { model, preference } = view.settings();
     const report = await collectProbeReport({ models: catalog, model, preference,
                                               unreliable: unreliableHere(), clientId: remembered.clientId(),
-                                              measured: (key) => remembered.measuredSpeeds(key),
+                                              measured: (key) => remembered.measuredSpeeds(key), kernels,
                                               ...(request ? await answerNumbers(request) : {}) });
     decision = await askRouter(config.endpoints.route, report);
     device = adapterKey(report);

@@ -121,10 +121,11 @@ export function adapterKey(report) {
 
 // `unreliable`: [{id, version, reason}] the page saw fail here; `clientId`: its random id, for the fleet
 // counts. For the answer about to be asked: `promptTokens` (and whether that is an estimate), `maxTokens`,
-// `structured` (a response_format); `measured(key)`: this browser's own speeds for an adapter key.
+// `structured` (a response_format); `measured(key)`: this browser's own speeds for an adapter key;
+// `kernels`: the kernel set the page URL forces, if it does.
 export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, promptTokensEstimated,
                                            maxTokens, structured, model, unreliable = [], clientId,
-                                           measured = () => [] }) {
+                                           measured = () => [], kernels }) {
   devicePart ??= probeDevice();
   const { gpu, benchmark } = await devicePart;
   const report = {
@@ -148,6 +149,7 @@ export async function collectProbeReport({ models, preference = "auto", promptTo
   if (structured) report.structured = true;
   if (model) report.model = model;
   if (clientId) report.client_id = clientId;
+  if (kernels) report.kernels = kernels;
   return report;
 }
 
