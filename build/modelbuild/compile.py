@@ -54,8 +54,8 @@ def compile_webgpu(mod: tvm.ir.IRModule, target: tvm.target.Target, kernels: str
 def compile_cpu(mod: tvm.ir.IRModule, target: tvm.target.Target):
     """TVM's CPU pipeline with our schedule for the quantized matmuls (the rest stays as TVM emits it)."""
     report: dict[str, str] = {}  # (the schedule pass fills it; the CPU build has no use for it yet)
-    return tvm.compile(use_cpu_attention(mod), target=target, relax_pipeline=pipeline(cpu_generic, target, schedule.cpu_rules(), report,
-                                                                   after=(mark_no_alias,)))
+    relax_pipeline = pipeline(cpu_generic, target, schedule.cpu_rules(), report, after=(mark_no_alias,))
+    return tvm.compile(use_cpu_attention(mod), target=target, relax_pipeline=relax_pipeline)
 
 
 @tvm.transform.module_pass(opt_level=0, name="SeamMarkNoAlias")

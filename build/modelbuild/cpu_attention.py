@@ -67,7 +67,8 @@ def ragged_prefill(h_kv: int, h_q: int, d: int, dtype: str):
                     kv_start: T.let[T.int32] = kv_indptr[b]
                     kv_rows: T.let[T.int32] = kv_indptr[b + 1] - kv_indptr[b]
                     for i in T.serial(q_rows):
-                        seen: T.let[T.int32] = T.if_then_else(causal > 0, T.min(kv_rows - q_rows + i + 1, kv_rows), kv_rows)
+                        seen: T.let[T.int32] = T.if_then_else(causal > 0, T.min(kv_rows - q_rows + i + 1, kv_rows),
+                                                              kv_rows)
                         for c in T.serial(d):
                             row[c] = T.Cast("float32", q[q_start + i, h, c]) * sm_scale * T.float32(LOG2E)
                         stats[0] = T.float32(-5e4)

@@ -157,8 +157,8 @@ def build_preset(source, arch, config, preset, model_id, key, weights, options) 
             prompts = [chat.encode_chat(source.tokenizer_json, template, m) for m in chat.SELF_CHECK_PROMPTS]
             runner = CpuRunner(work / files["cpu_library"], work, [n for n, _, _ in param_specs],
                                config.context_window_size, config.prefill_chunk_size)
-            chosen, golden, lead = selfcheck.decisive_check(
-                prompts, lambda ids: runner.greedy(ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids), preset.model_dtype)
+            greedy = lambda ids: runner.greedy(ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)  # noqa: E731
+            chosen, golden, lead = selfcheck.decisive_check(prompts, greedy, preset.model_dtype)
             messages, prompt_ids = chat.SELF_CHECK_PROMPTS[chosen], prompts[chosen]
             log(f"{model_id}: check prompt {chosen + 1} of {len(prompts)}, each token leading by {lead:.3g} or more")
             reference = arch.reference(config, dequantized_weights(params))

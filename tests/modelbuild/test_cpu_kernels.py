@@ -11,7 +11,7 @@ from tvm import te
 
 from modelbuild import schedule
 from modelbuild.cpu_attention import ragged_prefill
-from modelbuild.quantization.group_quant import WeightFormat, dequantize_gemv_te, dequantize_matmul_te
+from modelbuild.quantization.group_quant import WeightFormat, dequantize_gemv_te, dequantize_matmul_te, unpack
 from modelbuild.toolchain import targets
 
 RNG = np.random.default_rng(3)
@@ -19,14 +19,11 @@ RNG = np.random.default_rng(3)
 
 def random_weight(k: int, o: int, bits: int):
     """Packed codes, scales and minimums (None for 8 bits) in the layout of group_quant.py, and W[o, k]."""
-    per = 32 // bits
-    words = RNG.integers(0, 2**32, (k // per, o), dtype=np.uint64).astype(np.uint32)
-    scale = (RNG.random((k // 32, o)) * 0.02 + 0.001).astype(np.float32)
-    minimum = (-RNG.random((k // 32, o)) * 0.1).astype(np.float32) if bits == 4 else None
-    codes = ((words.T[..., None] >> (np.arange(per, dtype=np.uint32) * bits)) & (2**bits - 1)).reshape(o, k)
-    group = lambda a: np.repeat(a.T.astype(np.float64), 32, axis=1)  # noqa: E731 - [k/32, o] -> [o, k]
-    w = codes * group(scale) + group(minimum) if bits == 4 else (codes - 128.0) * group(scale)
-    return [words, scale] + ([minimum] if bits == 4 else []), w
+    arrays = {"q_weight": RNG.integers(0, 2**32, (k * bits // 32, o), dtype=np.uint64).astype(np.uint32),
+              "q_scale": (RNG.random((k // 32, o)) * 0.02 + 0.001).astype(np.float32)}
+    if bits == 4:
+        arrays["q_min"] = (-RNG.random((k // 32, o)) * 0.1).astype(np.float32)
+    return list(arrays.values()), unpack(arrays, bits)
 
 
 def compile_and_run(func, rule, inputs, out_shape):
@@ -99,7 +96,8 @@ def test_cpu_prefill_attention_matches_numpy(causal):
     k, v = (RNG.standard_normal((sum(kv_lens), h_kv, d)).astype(np.float32) for _ in range(2))
     q_indptr, kv_indptr = (np.concatenate([[0], np.cumsum(n)]).astype(np.int32) for n in (q_lens, kv_lens))
     out, lse = np.zeros_like(q), np.zeros((len(q), h_q), np.float32)
-    library = tvm.tirx.build(ragged_prefill(h_kv, h_q, d, "float32").with_attr("global_symbol", "main"), target=targets.cpu())
+    library = tvm.tirx.build(ragged_prefill(h_kv, h_q, d, "float32").with_attr("global_symbol", "main"),
+                             target=targets.cpu())
     args = [tvm.runtime.tensor(a, tvm.cpu()) for a in
             (q, q_indptr, k, v, kv_indptr, np.zeros(len(q), np.int32), np.zeros(2, np.int32), out, lse)]
     scale = 1 / np.sqrt(d)
@@ -112,10 +110,10 @@ def test_cpu_prefill_attention_matches_numpy(causal):
 
 
 def test_cpu_prefill_attention_refuses_inline_rotary_embedding():
-    library = tvm.tirx.build(ragged_prefill(1, 1, 4, "float32").with_attr("global_symbol", "main"), target=targets.cpu())
-    one = np.zeros((1, 1, 4), np.float32)
-    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in (one, np.array([0, 1], np.int32), one, one,
-                                                        np.array([0, 1], np.int32), np.zeros(1, np.int32),
+    library = tvm.tirx.build(ragged_prefill(1, 1, 4, "float32").with_attr("global_symbol", "main"),
+                             target=targets.cpu())
+    one, indptr = np.zeros((1, 1, 4), np.float32), np.array([0, 1], np.int32)
+    args = [tvm.runtime.tensor(a, tvm.cpu()) for a in (one, indptr, one, one, indptr, np.zeros(1, np.int32),
                                                         np.zeros(1, np.int32), one.copy(), np.zeros((1, 1), np.float32))]
     with pytest.raises(Exception, match="applies no rotary embedding"):
         library["main"](*args, 1, 1, 1.0, 10000.0, 0.5)

@@ -48,7 +48,8 @@ def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_mode
     result = page.evaluate(RUN, {"modelId": variant, "prompts": prompts, "maxTokens": MAX_TOKENS})
     entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
     first = result["answers"][0]
-    assert first["token_ids"] == golden, "the browser's greedy tokens differ from the build's golden tokens for the same prompt"
+    assert first["token_ids"] == golden, \
+        "the browser's greedy tokens differ from the build's golden tokens for the same prompt"
     for messages, answer in zip(prompts, result["answers"]):
         server = server_answer(tiny_server.url, messages, MAX_TOKENS, TINY)
         assert answer["content"] == server["choices"][0]["message"]["content"]
