@@ -6,6 +6,7 @@ from models/manifest.json; it never imports the build pipeline.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from flask import Flask
@@ -23,7 +24,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from router import api, artifacts, cloud, errors, ops, pages
+    from router import api, artifacts, client, cloud, errors, ops, pages
     from router.capacity import ChatSlots
     from router.catalog import Catalog
     from router.fleet import Fleet
@@ -31,8 +32,30 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["seam"] = {"catalog": catalog, "policy": settings.load_policy(app.config["POLICY_FILE"]),
                               "cloud": cloud.make_backend(app.config, catalog), "fleet": Fleet(app.config["FLEET_DB"]),
                               "slots": ChatSlots(app.config["MAX_QUEUE"])}
-    for blueprint in (pages.bp, artifacts.bp, api.bp, ops.bp):
+    for blueprint in (pages.bp, client.bp, artifacts.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
+    allow_origins(app, app.config["ALLOWED_ORIGINS"])
     catalog.problem  # noqa: B018 -- a broken catalog is logged at startup, not first at a request
     return app
+
+
+ORIGIN = re.compile(r"^https?://[^/\s]+$")
+# What a page of another origin reads of the answers: downloads resume by Range, and the client names
+# the server's limits.
+EXPOSED = ["Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Retry-After"]
+
+
+def allow_origins(app: Flask, setting: str) -> None:
+    """SEAM_ALLOWED_ORIGINS: pages of these origins may use the API, the artifacts and the client (CORS:
+    their preflights are answered, and every response names the origin). None by default: same origin only."""
+    origins = [o.strip().rstrip("/") for o in setting.split(",") if o.strip()]
+    for origin in origins:
+        if origin != "*" and not ORIGIN.match(origin):
+            raise ValueError(f"SEAM_ALLOWED_ORIGINS: {origin!r} is not an origin; write scheme://host[:port], "
+                             "comma-separated (or * for any)")
+    if not origins:
+        return
+    from flask_cors import CORS
+    CORS(app, origins=origins, allow_headers=["Content-Type", "Range"], expose_headers=EXPOSED, max_age=600)
+    logging.getLogger("seam").info("pages of %s may use this server (SEAM_ALLOWED_ORIGINS)", ", ".join(origins))

@@ -13,9 +13,9 @@ import jsonschema
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from router import grammar, metrics, routing
+from router.client import browser_models
 from router.cloud import ChatRequest
 from router.errors import ApiError, error_body
-from router.pages import page_models
 from router.sampling import SamplingError, parse_sampling
 
 bp = Blueprint("api", __name__)
@@ -129,7 +129,7 @@ def positive(body: dict, part: str, measure: str) -> float | None:
 def catalog():
     """The variants the page can load, as the page sees them (with their URLs); asked again before each
     routing, so a page open across a rebuild learns of new versions."""
-    return jsonify({"models": page_models()})
+    return jsonify({"models": browser_models()})
 
 
 @bp.post("/api/self-check")

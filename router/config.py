@@ -29,6 +29,7 @@ def defaults() -> dict:
         "SCHEMA_TIMEOUT_S": 10.0,           # a response_format schema that compiles longer is refused (400)
         "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks
+        "ALLOWED_ORIGINS": "",              # comma-separated origins whose pages may use the API and artifacts (CORS)
         "TEST_HOOKS": False,                # the page's test-only fault injection (device loss); never in production
     }
 

@@ -1,6 +1,6 @@
 """How a token is chosen and where an answer stops, specified once for both engines.
 
-This module and the browser's `webapp/static/js/engine/sampling.js` implement the same procedure;
+This module and the browser's `webapp/client/lib/engine/sampling.js` implement the same procedure;
 `tests/router/test_sampling.py` runs both (the JS under node) on the same inputs and wants the same tokens.
 So a `seed` gives the same answer on either path, and an answer handed over mid-way goes on drawing where it
 left off.

@@ -129,12 +129,12 @@ def firefox():
 def adapter_label(browser) -> str:
     """The name the browser engine gives Chromium's default WebGPU adapter here (self-checks are remembered
     per adapter), asked of the engine's own code on a page of its own."""
-    with StaticServer(REPO / "webapp" / "static") as static:
+    with StaticServer(REPO / "webapp" / "client") as static:
         page = browser.new_page()
         try:
             page.goto(static.url)
             return page.evaluate("""async () => {
-                const { adapterLabel, requestGPU } = await import("/js/engine/gpu.js");
+                const { adapterLabel, requestGPU } = await import("/lib/engine/gpu.js");
                 const gpu = await requestGPU("core");
                 gpu.device.destroy();
                 return adapterLabel(gpu.adapterInfo, gpu.compatibility);
@@ -237,9 +237,10 @@ class Faults:
 
 class AppServer:
     """The Flask app on a random 127.0.0.1 port, in a thread, remembering every request (path and Range
-    header) it was asked for; `faults` spoils chosen responses; `config` overrides settings."""
+    header) it was asked for; `faults` spoils chosen responses; `config` overrides settings. Its test hooks
+    are on: the chat page then exposes its Seam client as `window.seam`, which the tests drive."""
 
-    def __init__(self, models_dir: Path, test_hooks: bool = False, **config):
+    def __init__(self, models_dir: Path, test_hooks: bool = True, **config):
         import re
         import tempfile
         import threading
@@ -280,8 +281,10 @@ class AppServer:
         return [p for p in self.paths if p.startswith(f"/models/{variant}/")]
 
     def close(self) -> None:
+        """Stop serving and close the port (a client then finds nothing listening); again is a no-op."""
         self.faults.drop_stalled()
         self.server.shutdown()
+        self.server.server_close()
         self.fleet_dir.cleanup()
 
 
@@ -290,7 +293,7 @@ def app_server():
     """Start app servers over any models folder for one test: `server = app_server(folder, DOWNLOAD_PART_BYTES=...)`."""
     servers: list[AppServer] = []
 
-    def start(models_dir: Path, test_hooks: bool = False, **config) -> AppServer:
+    def start(models_dir: Path, test_hooks: bool = True, **config) -> AppServer:
         servers.append(AppServer(models_dir, test_hooks, **config))
         return servers[-1]
 

@@ -8,7 +8,7 @@ import subprocess
 
 from tests.harness import REPO
 
-ENGINE_JS = REPO / "webapp" / "static" / "js" / "engine"
+ENGINE_JS = REPO / "webapp" / "client" / "lib" / "engine"
 JINJA_JS = REPO / "webapp" / "node_modules" / "@huggingface" / "jinja" / "dist" / "index.js"
 
 

@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Template } from "../../webapp/node_modules/@huggingface/jinja/dist/index.js";
-import { ChatTemplate } from "../../webapp/static/js/engine/chat_template.js";
-import { EngineError, ErrorKind, REQUEST_ERRORS } from "../../webapp/static/js/engine/errors.js";
+import { ChatTemplate } from "../../webapp/client/lib/engine/chat_template.js";
+import { EngineError, ErrorKind, REQUEST_ERRORS } from "../../webapp/client/lib/engine/errors.js";
 
 test("request errors are told apart from failures of the browser", () => {
   for (const kind of [ErrorKind.ContextWindow, ErrorKind.InvalidSchema, ErrorKind.InvalidRequest])
@@ -31,7 +31,7 @@ test("a template renders the generation prompt, and its raise_exception is an In
 });
 
 test("the CPU build is refused before download where it cannot run, with a typed error", async () => {
-  const { checkCpu, cpuError, hasWasmSimd } = await import("../../webapp/static/js/engine/wasm_cpu.js");
+  const { checkCpu, cpuError, hasWasmSimd } = await import("../../webapp/client/lib/engine/wasm_cpu.js");
   assert.ok(hasWasmSimd());  // node has wasm SIMD: the probe module validates
   const model = { id: "M-q4f32_1", cpu: { file: "wasm_cpu", memory_bytes: 600e6 } };
   assert.doesNotThrow(() => checkCpu(model));

@@ -1,11 +1,11 @@
-// The browser's schema checks before web-xgrammar compiles (webapp/static/js/engine/grammar.js). The
+// The browser's schema checks before web-xgrammar compiles (webapp/client/lib/engine/grammar.js). The
 // rules are the server's shape (page config engine.grammar); that the words equal the server's is
 // tests/router/test_structured_output.py.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { ErrorKind } from "../../webapp/static/js/engine/errors.js";
-import { parseResponseFormat } from "../../webapp/static/js/engine/grammar.js";
+import { ErrorKind } from "../../webapp/client/lib/engine/errors.js";
+import { parseResponseFormat } from "../../webapp/client/lib/engine/grammar.js";
 
 const RULES = { json_style: { any_whitespace: false, separators: [", ", ": "] }, unsupported_keywords: ["uniqueItems", "not"],
                 limits: { max_chars: 2000, max_depth: 8, max_literal_chars: 50, max_literals_chars: 120 } };

@@ -1,10 +1,10 @@
-// The browser engine's sampling and request checks (webapp/static/js/engine/sampling.js), with no browser:
+// The browser engine's sampling and request checks (webapp/client/lib/engine/sampling.js), with no browser:
 // `node --test tests/js` (make test runs it). That they equal the server's Python is tests/router/test_sampling.py.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { EngineError, ErrorKind } from "../../webapp/static/js/engine/errors.js";
-import { SEED_MAX, firstStop, heldBack, parseSampling, sample, uniforms } from "../../webapp/static/js/engine/sampling.js";
+import { EngineError, ErrorKind } from "../../webapp/client/lib/engine/errors.js";
+import { SEED_MAX, firstStop, heldBack, parseSampling, sample, uniforms } from "../../webapp/client/lib/engine/sampling.js";
 
 const LOGITS = Float32Array.from([0, 3, 2.9, -1, 1]);
 const LIMITS = { default_max_tokens: 256, max_tokens_limit: 2048 };

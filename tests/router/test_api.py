@@ -266,13 +266,29 @@ def test_no_path_escapes_or_leaks(client, catalog, path):
 
 # --- page and operations ----------------------------------------------------------------------------
 
-def test_page_gets_its_settings_as_json_and_no_secret(client, catalog):
-    page = client.get("/").get_data(as_text=True)
-    config = json.loads(page.split('<script id="seam-config" type="application/json">')[1].split("</script>")[0])
-    assert config["endpoints"]["route"] == "/api/route"
+def test_the_client_config_names_the_api_version_urls_and_no_secret(client, catalog):
+    response = client.get("/api/client")
+    config = response.get_json()
+    assert config["api_version"] == 1 and response.cache_control.no_store
+    assert config["endpoints"]["route"] == "/api/route" and config["client_url"] == "/client/index.js"
     entry = config["models"][0]
     assert entry["base_url"] == f"/models/{entry['id']}/{entry['version']}/"
-    assert UPSTREAM_SECRET not in page
+    assert UPSTREAM_SECRET not in response.get_data(as_text=True)
+    assert UPSTREAM_SECRET not in client.get("/").get_data(as_text=True)
+
+
+def test_the_client_and_its_libraries_are_served_and_nothing_else(client):
+    entry = client.get("/client/index.js")
+    assert entry.status_code == 200 and entry.mimetype == "text/javascript" and entry.cache_control.no_cache
+    assert "export { Seam }" in entry.get_data(as_text=True)
+    assert client.get("/client/lib/engine/worker.js").status_code == 200
+    for escape in ("/client/../router/config.py", "/client/%2e%2e/%2e%2e/pyproject.toml", "/client/lib/../../README.md"):
+        assert client.get(escape).status_code == 404, escape
+    vendor = client.get("/api/client").get_json()["engine"]["vendor"]
+    tvmjs = client.get(vendor["tvmjs"])
+    assert tvmjs.status_code == 200 and tvmjs.cache_control.immutable and tvmjs.cache_control.max_age == 365 * 24 * 3600
+    assert client.get(vendor["tvmjs"].replace("/vendor/", "/vendor/0.0.0-").rsplit("/", 1)[0] + "/x").status_code == 404
+    assert client.get(vendor["tvmjs"].replace("tvmjs.js", "../../package.json")).status_code == 404
 
 
 def test_health_and_metrics(client):

@@ -1,5 +1,5 @@
 """Sampling, stop strings, request checks and chat templates: the server's Python (router/sampling.py,
-modelbuild/chat.py) against the browser's JS (webapp/static/js/engine/sampling.js, chat_template.js) run
+modelbuild/chat.py) against the browser's JS (webapp/client/lib/engine/sampling.js, chat_template.js) run
 under node on the same inputs. Each must give the same tokens, text, and refusals, bit for bit."""
 import json
 

@@ -38,8 +38,13 @@ class ChatPage:
             self.page.locator("#settings summary").click()
 
     def wait_until_loaded(self) -> dict:
-        self.page.wait_for_function("() => window.seam.loaded !== null", timeout=LOAD_TIMEOUT_MS)
-        return self.page.evaluate("({ id: window.seam.loaded.model.id, adapter: window.seam.loaded.adapter })")
+        """Until the page's Seam client holds a checked browser model: its engine entry (id, version, adapter...)."""
+        self.page.wait_for_function("() => window.seam?.status().engine?.state === 'ready'", timeout=LOAD_TIMEOUT_MS)
+        return self.page.evaluate("window.seam.status().engine")
+
+    def decision(self) -> dict:
+        """The latest decision the page's Seam client holds."""
+        return self.page.evaluate("window.seam.status().decision")
 
     def send(self, text: str) -> Locator:
         """Type and send a message; returns the locator of the answer it starts."""

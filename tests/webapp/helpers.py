@@ -26,21 +26,32 @@ def greedy_request(case: dict, model: str) -> dict:
             "temperature": 0, "max_tokens": case["max_tokens"]}
 
 
-# Each request through the browser engine's JS API, in order: its content, finish reason and usage, or
-# its typed error.
-RUN = """async ({ modelId, requests }) => {
-  const engine = window.seam.browserEngine();
-  await engine.load(window.seam.config.models.find((m) => m.id === modelId));
+# The browser engine through the chat page's Seam client (window.seam, its public API): `prepare` loads
+# and checks `variant` (on `kernels`, else the page URL's), then each request in order gives its content,
+# finish reason, usage, tokens, stats and where it ran, or its typed error. `progress`: the download's
+# events; `steps`: the engine's states as they came.
+PREPARE_AND_RUN = """async ({ variant, kernels, requests }) => {
+  while (!window.seam) await new Promise((r) => setTimeout(r, 50));
+  const seam = window.seam, progress = [], steps = [];
+  seam.on("progress", (p) => progress.push(p));
+  seam.on("engine", (e) => steps.push({ key: e.key, state: e.state, phase: e.phase ?? null }));
+  let engine;
+  try {
+    engine = await seam.prepare({ variant, ...(kernels ? { kernels } : {}) });
+  } catch (error) {
+    return { load: { kind: error.kind, message: error.message }, progress, steps, results: [] };
+  }
   const results = [];
   for (const request of requests) {
     try {
-      const r = await engine.chat.completions.create(request);
-      results.push({ content: r.choices[0].message.content, finish: r.choices[0].finish_reason, usage: r.usage });
+      const r = await seam.chat.completions.create(request);
+      results.push({ content: r.choices[0].message.content, finish: r.choices[0].finish_reason, usage: r.usage,
+                     token_ids: r.seam.token_ids, stats: r.seam.stats, target: r.seam.target });
     } catch (error) {
       results.push({ kind: error.kind, message: error.message });
     }
   }
-  return results;
+  return { engine, progress, steps, results };
 }"""
 
 
@@ -48,32 +59,43 @@ RUN = """async ({ modelId, requests }) => {
 # device only", greedy, one question; what the page then shows, and the router's decision.
 ANSWER_IN_THE_PAGE = """async ({ prompt, maxTokens }) => {
   const until = async (check) => { while (!check()) await new Promise((r) => setTimeout(r, 200)); };
-  await until(() => document.getElementById("route").dataset.target !== "pending");
+  await until(() => window.seam && document.getElementById("route").dataset.target !== "pending");
   document.querySelector("#settings").open = true;
   document.getElementById("temperature").value = "0";
   document.getElementById("max-tokens").value = String(maxTokens);
   const preference = document.getElementById("preference");
   preference.value = "local_only";
   preference.dispatchEvent(new Event("change"));
-  await until(() => window.seam.loaded !== null);
+  await until(() => window.seam.status().engine?.state === "ready");
   document.getElementById("prompt").value = prompt;
   document.getElementById("composer").requestSubmit();
   await until(() => document.querySelector(".message.assistant:not([data-state=streaming])"));
   const answer = document.querySelector(".message.assistant");
-  return { loaded: window.seam.loaded.model.id, adapter: window.seam.loaded.adapter, state: answer.dataset.state,
+  const { engine, decision } = window.seam.status();
+  return { loaded: engine.id, adapter: engine.adapter, state: answer.dataset.state,
            text: answer.querySelector(".content").textContent, stats: answer.querySelector(".stats").textContent,
-           decision: window.seamLastDecision };
+           decision };
 }"""
 
 
-def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors) -> list[dict]:
-    # The page would route, prefetch and self-check by itself; here the test alone drives the engine.
+def in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors,
+                  kernels: str | None = None) -> dict:
+    """PREPARE_AND_RUN in a fresh page of `base_url`. The page would route, prefetch and self-check by
+    itself; here its routing is cut, so the test alone says what loads (answers then go to the model the
+    browser holds, as when the server cannot be asked)."""
     expected_console_errors.append("net::ERR_FAILED")
     page.route("**/api/route", lambda route: route.abort())
     page.goto(base_url)
-    results = page.evaluate(RUN, {"modelId": variant, "requests": requests_})
-    print(json.dumps(results, indent=1))  # shown when the test fails
-    return results
+    result = page.evaluate(PREPARE_AND_RUN, {"variant": variant, "kernels": kernels, "requests": requests_})
+    print(json.dumps(result, indent=1))  # shown when the test fails
+    return result
+
+
+def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors) -> list[dict]:
+    """The results of `requests_` in the browser engine, which must have loaded."""
+    result = in_the_engine(page, base_url, variant, requests_, expected_console_errors)
+    assert "load" not in result, result["load"]
+    return result["results"]
 
 
 def models_subset(built, folder, variant: str, corrupt: str | None = None):

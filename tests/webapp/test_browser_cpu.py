@@ -37,7 +37,7 @@ def test_without_webgpu_this_device_only_answers_on_the_cpu_like_the_server(laun
         assert shown["where"] == "browser" and shown["stats"].startswith("this browser, CPU")
         assert "decode" in shown["stats"]
         history.append({"role": "assistant", "content": shown["text"]})
-    decision = page.evaluate("window.seamLastDecision")
+    decision = page.evaluate("window.seam.status().decision")
     assert (decision["backend"], decision["predictions"]["browser"]["source"]) == ("cpu", "measured")
 
 
@@ -61,13 +61,12 @@ def test_firefox_without_webgpu_answers_on_the_cpu_with_the_golden_tokens(live_a
     assert shown["text"] == tokenizer.decode(answer)
 
 
-ROUTE_AND_LOAD = """async (modelId) => {
+ROUTE_AND_LOAD = """async (variant) => {
   const until = async (check) => { while (!check()) await new Promise((r) => setTimeout(r, 200)); };
-  await until(() => document.getElementById("route").dataset.target !== "pending");
-  const model = window.seam.config.models.find((m) => m.id === modelId);
-  const load = await window.seam.browserEngine().load(model, () => {}, { kernels: "cpu" })
+  await until(() => window.seam && document.getElementById("route").dataset.target !== "pending");
+  const load = await window.seam.prepare({ variant, kernels: "cpu" })
     .then(() => null, (error) => ({ kind: error.kind, message: error.message }));
-  return { route: document.getElementById("route").textContent, decision: window.seamLastDecision, load };
+  return { route: document.getElementById("route").textContent, decision: window.seam.status().decision, load };
 }"""
 
 

@@ -1,4 +1,4 @@
-"""The browser engine (Web Worker, tvmjs, WebGPU on SwiftShader) through its JS API, q4f32_1.
+"""The browser engine (Web Worker, tvmjs, WebGPU on SwiftShader) through the Seam client's public API, q4f32_1.
 
 Token policy: at temperature 0 the browser must produce exactly the server CPU library's tokens. Both
 run the same compiled model on the same weights; their logits differ by about 4e-4 of their scale
@@ -12,24 +12,9 @@ import requests
 
 from tests.conftest import catalog_of
 from tests.harness import COMPATIBILITY_FLAGS
-from tests.webapp.helpers import REAL, TINY, models_subset, run_in_the_engine, server_answer, server_reply
+from tests.webapp.helpers import REAL, TINY, in_the_engine, models_subset, run_in_the_engine, server_answer, server_reply
 
 MAX_TOKENS = 8  # the golden answer's first 8 tokens
-
-RUN = """async ({ modelId, prompts, maxTokens }) => {
-  const engine = window.seam.browserEngine();
-  const model = window.seam.config.models.find((m) => m.id === modelId);
-  const progress = [];
-  await engine.load(model, (p) => progress.push(p));
-  const answers = [];
-  for (const messages of prompts) {
-    const r = await engine.chat.completions.create({ messages, temperature: 0, max_tokens: maxTokens });
-    answers.push({ content: r.choices[0].message.content, finish: r.choices[0].finish_reason,
-                   token_ids: r.seam.token_ids, stats: r.seam.stats, usage: r.usage });
-  }
-  return { answers, progress };
-}"""
-
 
 def self_check(models_dir, variant: str) -> tuple[list[dict], list[int]]:
     """The build's self-check prompt (the build chooses it) and the first MAX_TOKENS of its greedy tokens,
@@ -40,17 +25,20 @@ def self_check(models_dir, variant: str) -> tuple[list[dict], list[int]]:
     return check["messages"], [t for t in check["golden_token_ids"] if t not in stop][:MAX_TOKENS]
 
 
-def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_models):
+def greedy(messages) -> dict:
+    return {"messages": messages, "temperature": 0, "max_tokens": MAX_TOKENS}
+
+
+def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_models, expected_console_errors):
     variant = f"{TINY}-q4f32_1"
-    page.goto(tiny_server.url)
     messages, golden = self_check(tiny_models, variant)
     prompts = [messages]  # (the chat page tests compare more prompts, through the page)
-    result = page.evaluate(RUN, {"modelId": variant, "prompts": prompts, "maxTokens": MAX_TOKENS})
+    result = in_the_engine(page, tiny_server.url, variant, [greedy(m) for m in prompts], expected_console_errors)
     entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
-    first = result["answers"][0]
+    first = result["results"][0]
     assert first["token_ids"] == golden, \
         "the browser's greedy tokens differ from the build's golden tokens for the same prompt"
-    for messages, answer in zip(prompts, result["answers"]):
+    for messages, answer in zip(prompts, result["results"]):
         server = server_answer(tiny_server.url, messages, MAX_TOKENS, TINY)
         assert answer["content"] == server["choices"][0]["message"]["content"]
         assert answer["finish"] == server["choices"][0]["finish_reason"]
@@ -58,20 +46,23 @@ def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_mode
         assert answer["stats"]["where"] == "browser" and answer["stats"]["adapter"]
         assert answer["stats"]["kernels"] == "software"  # SwiftShader is a software adapter
         assert answer["stats"]["decode_tokens_per_s"] > 0 and answer["stats"]["ttft_s"] > 0
-    # Progress went from nothing to the whole download, in bytes, then to preparing the GPU.
-    download = [p for p in result["progress"] if p["phase"] == "download"]
+        assert answer["target"] == "browser"
+    # Progress went from nothing to the whole download, in bytes; the engine went through every step.
+    download = result["progress"]
     assert download[0]["loaded"] < download[-1]["loaded"] == download[-1]["total"] == entry["download_bytes"]
-    assert result["progress"][-1]["phase"] == "gpu"
+    key = f"{variant}@{entry['version']}@webgpu"
+    assert [(s["key"], s["state"], s["phase"]) for s in result["steps"]] == [
+        (key, "downloading", None), (key, "loading", "gpu"), (key, "checking", "gpu"), (key, "ready", "gpu")]
 
 
-def test_the_page_url_forces_the_gpu_kernel_set(page, tiny_server, tiny_models):
+def test_the_page_url_forces_the_gpu_kernel_set(page, tiny_server, tiny_models, expected_console_errors):
     """A software adapter can run the GPU set too (only slower): asked for, it runs it, with the same tokens."""
     variant = f"{TINY}-q4f32_1"
     requested = []
     page.on("request", lambda request: requested.append(request.url))
-    page.goto(tiny_server.url + "?kernels=gpu")
     messages, golden = self_check(tiny_models, variant)
-    answer = page.evaluate(RUN, {"modelId": variant, "prompts": [messages], "maxTokens": MAX_TOKENS})["answers"][0]
+    [answer] = run_in_the_engine(page, tiny_server.url + "?kernels=gpu", variant, [greedy(messages)],
+                                 expected_console_errors)
     assert answer["stats"]["kernels"] == "gpu"
     assert answer["token_ids"] == golden
     entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
@@ -80,60 +71,52 @@ def test_the_page_url_forces_the_gpu_kernel_set(page, tiny_server, tiny_models):
 
 
 BANDWIDTH = """async () => {
-  const { measureBandwidth } = await import("/static/js/probe.js");
+  const { measureBandwidth } = await import("/client/lib/probe.js");
   const device = await (await navigator.gpu.requestAdapter({ featureLevel: "compatibility" })).requestDevice();
   try { return (await measureBandwidth(device, 16 * 1024 * 1024, 2)).bandwidth_gbps; } finally { device.destroy(); }
 }"""
 
 
-def test_the_engine_runs_on_a_compatibility_mode_adapter(launch_page, live_app, default_built):
+def test_the_engine_runs_on_a_compatibility_mode_adapter(launch_page, live_app, default_built, expected_console_errors):
     """`?webgpu=compatibility` makes the engine ask for Chromium's compatibility-mode adapter first (lower
     default limits: 128 invocations per workgroup): the same tokens, and the adapter named as such. The
     page's bandwidth kernel must fit a default compat device too (once it did not, ran nothing, and
     reported 158 GB/s; now such a kernel throws)."""
     variant = f"{REAL}-q4f32_1"
     page = launch_page(add=COMPATIBILITY_FLAGS)
-    page.goto(f"{live_app}?webgpu=compatibility")
     messages, golden = self_check(default_built, variant)
-    answer = page.evaluate(RUN, {"modelId": variant, "prompts": [messages], "maxTokens": MAX_TOKENS})["answers"][0]
+    [answer] = run_in_the_engine(page, f"{live_app}?webgpu=compatibility", variant, [greedy(messages)],
+                                 expected_console_errors)
     assert answer["token_ids"] == golden
     assert answer["stats"]["adapter"].endswith("(compatibility mode)")
     assert page.evaluate(BANDWIDTH) > 0
 
 
-LOAD = """async (modelId) => {
-  const model = window.seam.config.models.find((m) => m.id === modelId);
-  try { const info = await window.seam.browserEngine().load(model); return { loaded: true, ...info }; }
-  catch (error) { return { kind: error.kind, message: error.message }; }
-}"""
-
-
-def test_the_engine_refuses_a_variant_the_adapter_cannot_run(page, tiny_server):
+def test_the_engine_refuses_a_variant_the_adapter_cannot_run(page, tiny_server, expected_console_errors):
     # SwiftShader lacks shader-f16; f16 shaders would fail to compile silently and answer garbage.
-    page.goto(tiny_server.url)
-    result = page.evaluate(LOAD, f"{TINY}-q4f16_1")
+    result = in_the_engine(page, tiny_server.url, f"{TINY}-q4f16_1", [], expected_console_errors)["load"]
     assert result["kind"] == "FeatureMissingError" and "shader-f16" in result["message"]
 
 
-def test_a_gpu_set_that_does_not_fit_the_limits_falls_back_to_the_software_set(page, tiny_models, app_server, tmp_path):
+def test_a_gpu_set_that_does_not_fit_the_limits_falls_back_to_the_software_set(page, tiny_models, app_server, tmp_path,
+                                                                             expected_console_errors):
     """Asked for the GPU set on a device whose limits it exceeds, the engine runs the software set and says why."""
     variant = f"{TINY}-q4f32_1"
     models = models_subset(tiny_models, tmp_path / "models", variant)
     catalog = json.loads((models / "manifest.json").read_text())
     catalog["models"][0]["kernels"]["gpu"]["max_invocations_per_workgroup"] = 1_000_000
     (models / "manifest.json").write_text(json.dumps(catalog))
-    page.goto(app_server(models).url + "?kernels=gpu")
-    result = page.evaluate(LOAD, variant)
-    assert result["loaded"] and result["kernels"] == "software"
+    result = in_the_engine(page, app_server(models).url + "?kernels=gpu", variant, [], expected_console_errors)["engine"]
+    assert result["state"] == "ready" and result["kernels"] == "software"
     assert result["kernelsWhy"].startswith("the gpu kernels need 1000000 invocations per workgroup, this GPU allows ")
 
 
-def test_a_missing_shard_is_a_download_error(page, tiny_models, app_server, tmp_path):
+def test_a_missing_shard_is_a_download_error(page, tiny_models, app_server, tmp_path, expected_console_errors):
     variant = f"{TINY}-q4f32_1"
     models = models_subset(tiny_models, tmp_path / "models", variant)
     (models / variant / "params_shard_2.bin").unlink()
-    page.goto(app_server(models).url)
-    result = page.evaluate(LOAD, variant)
+    expected_console_errors.append("404 (NOT FOUND)")
+    result = in_the_engine(page, app_server(models).url, variant, [], expected_console_errors)["load"]
     assert result["kind"] == "DownloadError" and "404" in result["message"]
     assert "params_shard_2.bin" in result["message"]
 

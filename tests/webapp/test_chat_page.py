@@ -57,7 +57,7 @@ def test_a_reload_downloads_nothing(page, tiny_server, tiny_models, self_check_p
     assert chat.ask("Hi!")["text"] == first["text"], "the model loaded from the cache answers differently"
     assert [p for p in server.paths if p.startswith("/models/") and p != "/models/manifest.json"] == [], \
         "a reload downloaded model files again"
-    assert page.evaluate("window.seamLastDecision.cached") is True
+    assert page.evaluate("window.seam.status().decision.cached") is True
 
 
 def test_a_corrupted_shard_is_reported_not_used(page, tiny_models, app_server, tmp_path):
@@ -97,7 +97,7 @@ def test_typing_works_mid_answer_and_stop_and_new_chat(page, tiny_server, tiny_m
     tokens = int(stopped["stats"].split(" tokens")[0].rsplit("· ", 1)[1])
     assert 1 <= tokens < 900, "Stop did not end the answer early"
     # The worker said it was done with that answer (its last message): nothing more can arrive.
-    page.wait_for_function("() => window.seam.browserEngine().pending.size === 0")
+    page.wait_for_function("() => window.seam.status().answering === 0")
     assert answer.locator(".content").inner_text() == stopped["text"], "text kept arriving after Stop"
 
     chat.new_chat()
@@ -114,7 +114,7 @@ def test_typing_works_mid_answer_and_stop_and_new_chat(page, tiny_server, tiny_m
 
 def test_the_page_picks_a_variant_this_adapter_can_run(page, tiny_server):
     chat = ChatPage(page, tiny_server.url).open(preference="local_only")
-    decision = page.evaluate("window.seamLastDecision")
+    decision = page.evaluate("window.seam.status().decision")
     assert decision["variant"] == TINY_VARIANT
     assert any(r["code"] == "missing_feature" and "shader-f16" in r["message"] for r in decision["reasons"])
     expect(chat.route).to_contain_text(TINY_VARIANT)
@@ -151,5 +151,5 @@ def test_the_page_offers_every_model_and_asks_for_the_one_picked(page, tiny_mode
     history = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "What is the capital of France?"}]
     assert shown["text"] == server_answer(server.url, history, 6, "qwen2")["choices"][0]["message"]["content"]
     assert shown["text"] != server_answer(server.url, history, 6, TINY)["choices"][0]["message"]["content"]
-    assert page.evaluate("window.seamLastDecision.model") == "qwen2"
-    assert page.evaluate("window.seamLastReport.model") == "qwen2"
+    assert page.evaluate("window.seam.status().decision.model") == "qwen2"
+    assert page.evaluate("window.seam.status().report.model") == "qwen2"

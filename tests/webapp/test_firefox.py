@@ -14,7 +14,7 @@ from tests.webapp.helpers import ANSWER_IN_THE_PAGE
 F16_VARIANT = "SmolLM2-135M-Instruct-q4f16_1"
 
 USE_THE_API = """async ({ messages, maxTokens }) => {
-  const r = await window.seam.browserEngine().chat.completions.create({ messages, temperature: 0, max_tokens: maxTokens });
+  const r = await window.seam.chat.completions.create({ messages, temperature: 0, max_tokens: maxTokens });
   return { token_ids: r.seam.token_ids, finish: r.choices[0].finish_reason, content: r.choices[0].message.content };
 }"""
 

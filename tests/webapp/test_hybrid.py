@@ -103,7 +103,7 @@ def test_first_visit_answers_from_the_server_then_the_browser_then_follows_new_v
     held = HeldRequests(page, "**/params_shard_2.bin")
     chat = ChatPage(page, server.url).open(**GREEDY)
     # First visit: the server answers while the model downloads in the background, with progress shown.
-    decision = page.evaluate("window.seamLastDecision")
+    decision = page.evaluate("window.seam.status().decision")
     assert (decision["target"], decision["reasons"][0]["code"], decision["prefetch"]) == ("cloud", "not_downloaded", True)
     expect(page.locator("#loading")).to_be_visible()
     expect(page.locator("#progress-text")).to_contain_text(" MB")
@@ -119,7 +119,7 @@ def test_first_visit_answers_from_the_server_then_the_browser_then_follows_new_v
     assert second["where"] == "browser", "once the model was checked, the answer still did not come from the browser"
     assert second["text"] == servers_text(server, asked((FRANCE, first["text"]), question="And of Italy?")), \
         "the browser continued the conversation differently from the server (history after the path changed)"
-    v1 = page.evaluate("window.seamLastDecision.version")
+    v1 = page.evaluate("window.seam.status().decision.version")
     fleet = requests.get(server.url + "api/fleet", timeout=10).json()
     assert fleet["cached"] == [{"id": VARIANT, "version": v1, "clients": 1}]
     assert [(c["version"], c["passed"], c["failed"]) for c in fleet["self_checks"]] == [(v1, 1, 0)], \
@@ -137,7 +137,7 @@ def test_first_visit_answers_from_the_server_then_the_browser_then_follows_new_v
     held.release()
     chat.wait_until_loaded()
     expect(chat.route).to_have_attribute("data-target", "browser", timeout=60_000)
-    assert page.evaluate("window.seamLastDecision.version") == v2
+    assert page.evaluate("window.seam.status().decision.version") == v2
     assert any(p.startswith(f"/models/{VARIANT}/{v2}/params_shard") for p in server.paths)
     urls = cached_urls(page)
     assert any(f"/{v2}/" in u for u in urls), "the new version is not in the cache"
@@ -151,8 +151,50 @@ def test_first_visit_answers_from_the_server_then_the_browser_then_follows_new_v
     page.reload()
     expect(chat.route).to_have_attribute("data-reason", "compatible_cached", timeout=60_000)
     assert chat.wait_until_loaded()["id"] == VARIANT
-    assert page.evaluate("window.seam.loaded.model.version") == v2
+    assert page.evaluate("window.seam.status().engine.version") == v2
     assert server.model_paths(VARIANT) == [], "a compatible version was downloaded again"
+
+
+def test_a_new_version_is_fetched_and_checked_beside_the_old_one_and_taken_between_answers(page, tiny_models,
+                                                                                           app_server, tmp_path,
+                                                                                           self_check_passed):
+    """A page left open across a rebuild, never reloaded: the next routing learns of the new version; it
+    downloads and is self-checked while the old one stays loaded (and its files stay cached) and the server
+    answers; once it is ready, the old one retires, its files are deleted, and the next answer runs on it."""
+    models = models_subset(tiny_models, tmp_path / "models", VARIANT)
+    server = app_server(models)
+    self_check_passed(models)  # v1 passed here before; v2 is checked when it loads
+    chat = ChatPage(page, server.url).open(**GREEDY)
+    v1 = chat.wait_until_loaded()["version"]
+    expect(chat.route).to_have_attribute("data-target", "browser", timeout=60_000)
+    assert chat.ask(FRANCE)["where"] == "browser"
+    page.evaluate("() => { window.updates = []; window.seam.on('update', (u) => window.updates.push(u)); }")
+
+    v2 = "c" * 16
+    set_catalog(models, version=v2)
+    held = HeldRequests(page, f"**/{v2}/params_shard_2.bin")
+    during = chat.ask("And of Italy?")  # asked with the page open: the router now knows of v2
+    assert during["where"] == "cloud", "the answer waited for the new version instead of the server giving it"
+    assert chat.decision()["update"] == {"from": v1, "to": v2}
+    engines = {e["version"]: e["state"] for e in page.evaluate("window.seam.status().engines")}
+    assert engines == {v1: "ready", v2: "downloading"}, engines
+    assert any(f"/{v1}/" in u for u in cached_urls(page)), "the old version's files went before the new one was ready"
+
+    held.release()
+    page.wait_for_function(f"() => window.seam.status().engine?.version === '{v2}'", timeout=LOAD_TIMEOUT_MS)
+    engines = {e["version"]: e["state"] for e in page.evaluate("window.seam.status().engines")}
+    assert engines == {v1: "retired", v2: "ready"}, engines
+    urls = cached_urls(page)
+    assert not any(f"/{v1}/" in u for u in urls) and any(f"/{v2}/" in u for u in urls)
+    expect(chat.route).to_have_attribute("data-target", "browser", timeout=60_000)
+    after = chat.ask("And of Spain?")
+    assert after["where"] == "browser"
+    assert after["text"] == servers_text(server, asked((FRANCE, chat.answers.nth(0).locator(".content").inner_text()),
+                                                       ("And of Italy?", during["text"]), question="And of Spain?"))
+    assert page.evaluate("window.updates") == [{"id": VARIANT, "from": v1, "to": v2, "state": "available"},
+                                               {"id": VARIANT, "from": v1, "to": v2, "state": "ready"}]
+    checks = requests.get(server.url + "api/fleet", timeout=10).json()["self_checks"]
+    assert (v2, 1, 0) in [(c["version"], c["passed"], c["failed"]) for c in checks], "the new version was not self-checked"
 
 
 def test_each_path_takes_over_when_the_other_fails_mid_answer(page, tiny_models, app_server, self_check_passed,
@@ -193,7 +235,7 @@ def test_each_path_takes_over_when_the_other_fails_mid_answer(page, tiny_models,
     expect(chat.notice).to_contain_text("lost")
     # The router knows the browser failed: the next answers come from the server.
     expect(chat.route).to_have_attribute("data-target", "cloud", timeout=60_000)
-    assert "failed on this device" in json.dumps(page.evaluate("window.seamLastDecision.reasons"))
+    assert "failed on this device" in json.dumps(page.evaluate("window.seam.status().decision.reasons"))
 
 
 def test_a_sampled_answer_handed_over_mid_way_is_the_servers_whole_answer(page, tiny_models, app_server,
@@ -226,25 +268,26 @@ def test_a_failed_self_check_routes_to_the_server_and_is_reported(page, tiny_mod
     expect(chat.notice).to_contain_text("self-check failed", timeout=LOAD_TIMEOUT_MS)
     expect(chat.route).to_have_attribute("data-target", "cloud", timeout=60_000)
     expect(chat.route).to_contain_text("cannot run")
-    assert "failed on this device (self-check failed" in json.dumps(page.evaluate("window.seamLastDecision.reasons"))
+    assert "failed on this device (self-check failed" in json.dumps(page.evaluate("window.seam.status().decision.reasons"))
     checks = requests.get(server.url + "api/fleet", timeout=10).json()["self_checks"]
     assert [(c["id"], c["passed"], c["failed"]) for c in checks] == [(VARIANT, 0, 1)]
     assert chat.ask(FRANCE)["where"] == "cloud"
     # Remembered across visits: the device is not trusted with this version again.
     page.reload()
     expect(chat.route).to_have_attribute("data-target", "cloud", timeout=60_000)
-    assert page.evaluate("window.seamLastReport.unreliable_models")[0]["id"] == VARIANT
+    assert page.evaluate("window.seam.status().report.unreliable_models")[0]["id"] == VARIANT
 
 
-LOAD = """async (id) => {
-    const model = window.seam.config.models.find((m) => m.id === id);
-    try { await window.seam.browserEngine().load(model); return "loaded"; }
+LOAD = """async (variant) => {
+    while (!window.seam) await new Promise((r) => setTimeout(r, 50));
+    try { await window.seam.prepare({ variant }); return "loaded"; }
     catch (error) { return `${error.kind}: ${error.message}`; }
 }"""
 
-START_LOAD = """(id) => {
+START_LOAD = """async (variant) => {
+    while (!window.seam) await new Promise((r) => setTimeout(r, 50));
     window.loadResult = null;
-    window.seam.browserEngine().load(window.seam.config.models.find((m) => m.id === id))
+    window.seam.prepare({ variant })
       .then(() => { window.loadResult = "loaded"; }, (error) => { window.loadResult = `${error.kind}: ${error.message}`; });
 }"""
 
@@ -255,8 +298,11 @@ WAIT_UNTIL_STORED = """async (key) => {  // true once a cache entry's URL ends w
 }"""
 
 
-def test_downloads_resume_and_refetch_what_arrived_wrong(page, tiny_server, tiny_models):
+def test_downloads_resume_and_refetch_what_arrived_wrong(page, tiny_server, tiny_models, expected_console_errors):
     server = tiny_server  # shards of about 1.5 MB, stored in parts of 256 KiB as they arrive
+    # The test alone says what loads: the page's own routing (and so its prefetch) is cut.
+    expected_console_errors.append("net::ERR_FAILED")
+    page.route("**/api/route", lambda route: route.abort())
     base = f"/models/{VARIANT}/"
     # A reload in the middle of a shard: the parts stored so far stay, the rest comes by Range.
     server.faults.add("params_shard_1.bin", "stall", 2 * TINY_PART_BYTES + 75_000)
@@ -319,7 +365,7 @@ def test_the_router_predicts_this_device_from_its_own_measured_speed(page, tiny_
     assert chat.ask("Hello")["where"] == "browser"  # the first answer on this device: measured from here on
     for question in ("Tell me more.", "And then?"):
         answer = chat.ask(question)
-        report, decision = page.evaluate("[window.seamLastReport, window.seamLastDecision]")
+        report, decision = page.evaluate("[window.seam.status().report, window.seam.status().decision]")
         assert report["prompt_tokens"] > 20 and "prompt_tokens_estimated" not in report  # the model's tokenizer
         assert report["max_tokens"] == 48 and [m["id"] for m in report["measured"]] == [VARIANT]
         predicted = decision["predictions"]["browser"]

@@ -109,8 +109,8 @@ def test_request_errors_in_the_browser_are_the_users_not_the_gpus(page, tiny_ser
     assert (refused["state"], refused["error_kind"]) == ("error", "InvalidSchemaError"), refused
     assert "uniqueItems" in refused["stats"]
     expect(chat.notice).not_to_contain_text("GPU failed")
-    assert page.evaluate("window.seam.loaded !== null"), "a schema error unloaded the browser engine"
-    assert page.evaluate("window.seamLastReport.unreliable_models") == []
+    assert page.evaluate("window.seam.status().engine?.state === 'ready'"), "a schema error unloaded the browser engine"
+    assert page.evaluate("window.seam.status().report.unreliable_models") == []
     page.locator("#settings summary").click()
     page.locator("#response-format").select_option("text")
     page.locator("#settings summary").click()
@@ -121,4 +121,4 @@ def test_request_errors_in_the_browser_are_the_users_not_the_gpus(page, tiny_ser
     assert (refused["state"], refused["error_kind"]) == ("error", "InvalidRequestError"), refused
     assert "seed must be an integer from 0 to 4294967295" in refused["stats"]
     expect(chat.notice).not_to_contain_text("GPU failed")
-    assert page.evaluate("window.seam.loaded !== null") and page.evaluate("window.seamLastReport.unreliable_models") == []
+    assert page.evaluate("window.seam.status().engine?.state === 'ready'") and page.evaluate("window.seam.status().report.unreliable_models") == []

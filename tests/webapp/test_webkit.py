@@ -70,7 +70,7 @@ def test_webkit_routes_to_the_server_and_says_why_once(webkit, server):
     assert "this browser cannot run the model" in route
     notice = webkit.wait_for("async () => document.getElementById('notice').textContent")
     assert notice.count("no usable WebGPU") == 1, notice
-    decision = webkit.evaluate("async () => window.seamLastDecision")
+    decision = webkit.evaluate("async () => window.seam.status().decision")
     DECISION.validate(decision)
     assert [r["code"] for r in decision["reasons"]] == ["browser_cannot_run", "no_webgpu", "no_cpu_build"]
     assert webkit.page_errors() == []

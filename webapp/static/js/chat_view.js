@@ -1,4 +1,4 @@
-// Everything the chat page draws. The controller (main.js) decides; this file only touches the DOM.
+// Everything the chat page draws. main.js wires it to the Seam client; this file only touches the DOM.
 
 const $ = (id) => document.getElementById(id);
 // The settings a person sets once and expects to find again.
@@ -58,6 +58,9 @@ export class ChatView {
     this.messages = $("messages");
     this.empty = $("empty");
   }
+
+  // Which model, and where answers may run.
+  choice() { return { model: $("model").value || undefined, preference: $("preference").value }; }
 
   // The request settings; throws when the schema box does not hold JSON.
   settings() {

@@ -1,5 +1,6 @@
-// Typed engine errors. Each says what happened and what to do; `kind` survives the trip from the worker
-// to the page, where the hybrid seam decides on it (e.g. hand the answer to the cloud).
+// Typed errors of the Seam client and its browser engine. Each says what happened and what to do; `kind`
+// survives the trip from the worker to the page, where the seam decides on it (e.g. hand the answer to
+// the server). The public API exports the class as SeamError (index.d.ts lists the kinds).
 
 export const ErrorKind = {
   NoWebGPU: "WebGPUNotAvailableError",
@@ -22,6 +23,10 @@ export const ErrorKind = {
   NoEngine: "NoEngineError",
   InvalidSchema: "InvalidSchemaError",
   InvalidRequest: "InvalidRequestError",
+  InvalidOption: "InvalidOptionError",
+  ServerUnreachable: "ServerUnreachableError",
+  OriginNotAllowed: "OriginNotAllowedError",
+  ApiVersion: "ApiVersionError",
 };
 
 // Errors about the request itself (its schema, its length): the other path would refuse it too, and the

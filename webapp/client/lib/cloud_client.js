@@ -1,5 +1,5 @@
-// The page's handle on the server's OpenAI-compatible API, the same shape as the browser engine's client
-// (engine/client.js), so the chat view does not care where an answer is computed.
+// The client's handle on the server's OpenAI-compatible API: streams in the same chunk shape as the browser
+// engine's (engine/worker_client.js), so an answer does not care where it is computed.
 
 export class CloudClient {
   constructor(endpoint) {

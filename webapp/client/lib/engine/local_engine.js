@@ -1,6 +1,6 @@
 // The browser engine: a model compiled by `make build-model`, run with tvmjs on WebGPU, or on the CPU
-// (the variant's wasm SIMD build: kernels "cpu"). It lives in a Web Worker (worker.js). Loading follows a flat sequence of steps; generation is prefill in chunks,
-// then one decode per token, sampling on the CPU.
+// (the variant's wasm SIMD build: kernels "cpu"). It lives in a Web Worker (worker.js). Loading follows a
+// flat sequence of steps; generation is one prefill, then one decode per token, sampling on the CPU.
 import { ChatTemplate } from "./chat_template.js";
 import { EngineError, ErrorKind } from "./errors.js";
 import { Grammars, parseResponseFormat } from "./grammar.js";
@@ -114,6 +114,16 @@ export class LocalEngine {
     this.checkDevice();
   }
 
+  // Frees the model: its weights, compiled functions and GPU device (or wasm memory). tvmjs's dispose first,
+  // so that the device's end is not reported as a loss.
+  dispose() {
+    try {
+      this.tvm?.dispose();
+    } catch (error) { /* already gone with a lost device */ }
+    this.gpuDevice?.destroy();
+    this.tvm = null;
+  }
+
   // Test-only fault injection (the server enables it with SEAM_TEST_HOOKS): destroys the GPU device after
   // `tokens` more tokens, as a driver reset or a sleeping laptop would.
   loseDeviceAfter(tokens) { this.loseAfter = tokens; }
@@ -135,7 +145,7 @@ export class LocalEngine {
 
   // The token mask for a structured answer; web-xgrammar is loaded the first time one is asked for, and
   // again (a fresh instance) after a schema it could not compile aborted the one it had.
-  // `notify("compiling")` and `notify("compiled")` bracket the compile, which the page times (client.js).
+  // `notify("compiling")` and `notify("compiled")` bracket the compile, which the worker client times (worker_client.js).
   async constraint(format, messages, continueFinal, notify) {
     if (!this.grammars || this.grammars.aborted) {
       this.grammarInstances = (this.grammarInstances ?? -1) + 1;

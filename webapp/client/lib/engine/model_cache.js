@@ -40,10 +40,13 @@ export async function cachedVersions(models, origin) {
   return found;
 }
 
-// Frees the storage of every other version of this model (after this one loaded and checked out).
-export async function deleteOtherVersions(model, origin) {
-  const { base, allVersions } = modelUrls(model, origin);
-  return deleteMatching(await caches.open(CACHE_NAME), (url) => url.startsWith(allVersions) && !url.startsWith(base));
+// Frees the storage of every other version of this model (after this one loaded and checked out), except
+// the versions in `keep` (still loading or answering).
+export async function deleteOtherVersions(model, origin, keep = []) {
+  const { allVersions } = modelUrls(model, origin);
+  const kept = [model.version, ...keep].map((version) => `${allVersions}${version}/`);
+  return deleteMatching(await caches.open(CACHE_NAME),
+                        (url) => url.startsWith(allVersions) && !kept.some((prefix) => url.startsWith(prefix)));
 }
 
 async function deleteMatching(cache, matches) {

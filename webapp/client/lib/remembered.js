@@ -1,6 +1,8 @@
-// What the page remembers about this device across visits, in localStorage: the chat settings, a random
-// client id (for the server's fleet counts), which model versions passed their self-check on which adapter, which failed
-// it, and how fast each ran here. Where storage is off (private windows), it is remembered for this page only.
+// What the client remembers about this device across visits, in localStorage (under "seam."): a random
+// client id (for the server's fleet counts), which model versions passed their self-check on which adapter,
+// which failed it, how fast each ran here, the last model that was ready, and each server's client config
+// (so a page can still answer in the browser while its server is unreachable). Where storage is off
+// (private windows), it is remembered for this page only.
 const memory = new Map();
 
 function read(key, fallback) {
@@ -21,10 +23,6 @@ const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b
 const checkKey = (model, adapter) => `${model.id}@${model.version}@${adapter}`;
 
 export const remembered = {
-  settings(values) {
-    if (values === undefined) return read("settings", {});
-    write("settings", values);
-  },
   clientId() {
     let id = read("client-id", null);
     if (!id) write("client-id", (id = randomId()));
@@ -53,6 +51,21 @@ export const remembered = {
     }));
   },
   unreliable() { return read("unreliable", []); },
+  // The model version that was last ready here, per server and model name: {id, version, kernels}.
+  lastReady(server, name, value) {
+    const all = read("last-ready", {});
+    const key = `${server}|${name}`;
+    if (value === undefined) return all[key] ?? null;
+    delete all[key];
+    write("last-ready", Object.fromEntries([...Object.entries(all), [key, value]].slice(-16)));
+  },
+  // A server's client config (GET /api/client) as last fetched.
+  serverConfig(server, value) {
+    const all = read("servers", {});
+    if (value === undefined) return all[server] ?? null;
+    delete all[server];
+    write("servers", Object.fromEntries([...Object.entries(all), [server, value]].slice(-4)));
+  },
   markUnreliable(model, reason) {
     const kept = this.unreliable().filter((u) => !(u.id === model.id && u.version === model.version));
     write("unreliable", [...kept, { id: model.id, version: model.version, reason: reason.slice(0, 400) }].slice(-32));

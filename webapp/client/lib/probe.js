@@ -152,11 +152,3 @@ export async function collectProbeReport({ models, preference = "auto", promptTo
   if (kernels) report.kernels = kernels;
   return report;
 }
-
-export async function askRouter(endpoint, report) {
-  const response = await fetch(endpoint, { method: "POST", headers: { "Content-Type": "application/json" },
-                                           body: JSON.stringify(report) });
-  const body = await response.json();
-  if (!response.ok) throw new Error(body.error ? body.error.message : `router answered ${response.status}`);
-  return body;
-}
