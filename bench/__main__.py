@@ -27,13 +27,16 @@ def main() -> None:
                         help=f"comma-separated, from: {', '.join(ENGINES)} (default: all)")
     parser.add_argument("--decode-tokens", type=int, default=128, help="tokens generated for decode speed (128)")
     parser.add_argument("--long-prompt-tokens", type=int, default=512, help="the long prompt's length (512)")
-    parser.add_argument("--workloads", default="load,short,long,json",
-                        help="comma-separated, from: load, short, long, json (structured output) (default: all)")
+    parser.add_argument("--chat-tokens", type=int, default=200, help="tokens per answer in the chat (200)")
+    parser.add_argument("--workloads", default="load,short,long,json,chat",
+                        help="comma-separated, from: load, short, long, json (structured output), chat (a whole "
+                             "conversation at the page's sampling) (default: all)")
     args = parser.parse_args()
     engines = make_engines(args.engines.split(","), args.models)
     tokenizer = args.models / catalog_entry(args.models)["path"] / "tokenizer.json"
     chosen = args.workloads.split(",")
-    plan = [w for w in workloads(tokenizer, args.decode_tokens, args.long_prompt_tokens)
+    plan = [w for w in workloads(tokenizer, args.decode_tokens, args.long_prompt_tokens,
+                              chat_tokens=args.chat_tokens)
             if w.name.split("_")[0] in chosen]
     failures: dict[str, str] = {}
     runs = []

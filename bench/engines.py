@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")  # the runtime library, as the
 from router.engine import Engine  # noqa: E402
 from router.grammar import parse_response_format  # noqa: E402
 from router.sampling import Sampling  # noqa: E402
+from bench.workloads import run_chat  # noqa: E402
 
 VARIANT = "SmolLM2-135M-Instruct-q4f32_1"  # the variant both engines can run here (SwiftShader lacks f16)
 FIRST_TOKEN = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "temperature": 0}
@@ -46,6 +48,7 @@ class ServerEngine:
 
     def __init__(self, models: Path):
         self.models = models
+        self.conversations = itertools.count(1)
 
     def start(self) -> None:
         self.entry = catalog_entry(self.models)
@@ -57,22 +60,28 @@ class ServerEngine:
             started = time.perf_counter()
             self.engine = Engine(self.models / self.entry["path"], self.entry)
             loaded = time.perf_counter()
-            return {"warm_load_s": loaded - started + self.generate(workload)["ttft_s"]}
-        return self.generate(workload)
+            return {"warm_load_s": loaded - started + self.answer(workload.request())["ttft_s"]}
+        if workload.kind == "chat":
+            return run_chat(self.answer, workload, tag=next(self.conversations))
+        return self.answer(workload.request())
 
-    def generate(self, workload) -> dict:
-        prompt = self.engine.prompt_ids(workload.messages)
-        fmt = parse_response_format(workload.response_format)
+    def answer(self, request: dict) -> dict:
+        prompt = self.engine.prompt_ids(request["messages"])
+        fmt = parse_response_format(request.get("response_format"))
         constraint = self.engine.constraint(fmt) if fmt else None
+        sampling = Sampling(max_tokens=request["max_tokens"], temperature=request["temperature"],
+                            top_p=request.get("top_p", 1.0), seed=request.get("seed"))
         started = time.perf_counter()
         first = last = None
-        for chunk in self.engine.generate(prompt, Sampling(max_tokens=workload.max_tokens, temperature=0),
-                                          constraint=constraint):
+        text = []
+        for chunk in self.engine.generate(prompt, sampling, constraint=constraint):
             now = time.perf_counter()
             first = first or now
             last = chunk
+            text.append(chunk.text)
         ended = time.perf_counter()
         result = timings(len(prompt), last.completion_tokens, started, first, ended)
+        result.update(text="".join(text), cached_tokens=last.cached_tokens)
         if constraint:
             result["grammar_ms_per_token"] = 1000 * constraint.seconds / max(1, last.completion_tokens)
         return result
@@ -94,6 +103,7 @@ RUN = """async (request) => {
   const s = r.seam.stats;
   return { prompt_tokens: r.usage.prompt_tokens, completion_tokens: r.usage.completion_tokens, ttft_s: s.ttft_s,
            prefill_tokens_per_s: s.prefill_tokens_per_s, decode_tokens_per_s: s.decode_tokens_per_s,
+           cached_tokens: s.cached_tokens ?? 0, text: r.choices[0].message.content,
            ...(s.grammar_ms_per_token === undefined ? {} : { grammar_ms_per_token: s.grammar_ms_per_token }) };
 }"""
 # The roofline's denominator: a read-bandwidth kernel (the page's own probe) over 64 MiB, more than any
@@ -168,6 +178,7 @@ class BrowserEngine:
         self.feature_level = feature_level
         self.name = ("browser" if feature_level == "core" else "browser (compat)") + f" · {kernels}"
         self.on_cpu = kernels == "cpu"
+        self.conversations = itertools.count(1)
         self.query = f"?kernels={kernels}" + ("&webgpu=compatibility" if feature_level == "compatibility" else "")
 
     def start(self) -> None:
@@ -208,6 +219,8 @@ class BrowserEngine:
     def run(self, workload) -> dict:
         if workload.kind == "load":
             return cold_and_warm(self.browser, self.url, LOAD, {"modelId": VARIANT, "request": workload.request()})
+        if workload.kind == "chat":
+            return run_chat(lambda request: self.page.evaluate(RUN, request), workload, tag=next(self.conversations))
         return self.page.evaluate(RUN, workload.request())
 
     def close(self) -> None:

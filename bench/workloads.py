@@ -7,6 +7,10 @@
   (time to first token, prefill speed).
 - json_text, json_schema: one prompt answered as free text and constrained to a JSON schema (Seam's
   engines only; the peers have no such mode here): the cost of constraining.
+- chat: a conversation of CHAT_TURNS turns at the chat page's default sampling, ~200-token answers, each
+  turn sent with the whole history as a user's page sends it (Seam's engines: whether a conversation
+  keeps its cache, TTFT at the last turn against the first), and a greedy answer to the first turn (the
+  sampler's cost: sampled decode against greedy decode at the same context).
 """
 from __future__ import annotations
 
@@ -18,6 +22,15 @@ from tokenizers import Tokenizer
 LICENSE = Path("/usr/share/common-licenses/Apache-2.0")
 SYSTEM = {"role": "system", "content": "Answer in JSON."}
 SHOPPING = [SYSTEM, {"role": "user", "content": "A shopping list with apples and bread, as JSON."}]
+PAGE_SAMPLING = {"temperature": 0.7, "top_p": 0.95}  # the chat page's defaults (webapp/templates/index.html)
+CHAT_TURNS = ["What is a good first programming language to learn, and why?",
+              "What would a first small project in it look like?",
+              "How should I organize the code of that project?",
+              "What mistakes do beginners make with it?",
+              "How do I test that my program works?",
+              "Which tools would help me write it faster?",
+              "How would I share it with friends?",
+              "What should I learn after that?"]
 SHOPPING_SCHEMA = {"type": "object", "required": ["items"], "properties": {
     "items": {"type": "array", "minItems": 3, "maxItems": 3, "items": {
         "type": "object", "required": ["name", "qty"], "properties": {
@@ -31,8 +44,9 @@ class Workload:
     messages: list
     max_tokens: int
     response_format: dict | None = None
-    kind: str = "generate"  # or "load"
+    kind: str = "generate"  # or "load", "chat"
     seam_only: bool = False
+    turns: tuple[str, ...] = ()  # a chat's user messages, one per turn
 
     def request(self) -> dict:
         body = {"messages": self.messages, "max_tokens": self.max_tokens, "temperature": 0}
@@ -42,7 +56,7 @@ class Workload:
 
 
 def workloads(tokenizer_json: Path, decode_tokens: int = 128, long_prompt_tokens: int = 512,
-              schema_tokens: int = 40) -> list[Workload]:
+              schema_tokens: int = 40, chat_tokens: int = 200) -> list[Workload]:
     # 31 tokens with the chat template; greedy, the default model writes past 128 tokens (a "be brief"
     # prompt stopped at 49, and decode speed would be over fewer tokens than asked for).
     short = [{"role": "system", "content": "Be thorough."},
@@ -56,7 +70,31 @@ def workloads(tokenizer_json: Path, decode_tokens: int = 128, long_prompt_tokens
         Workload("json_schema", SHOPPING, schema_tokens,
                  {"type": "json_schema", "json_schema": {"name": "shopping", "schema": SHOPPING_SCHEMA}},
                  seam_only=True),
+        Workload("chat", [], chat_tokens, kind="chat", seam_only=True, turns=tuple(CHAT_TURNS)),
     ]
+
+
+def run_chat(answer, workload: Workload, tag: int) -> dict:
+    """One conversation through `answer(request) -> {ttft_s, decode_tokens_per_s, text, ...}`, then a greedy
+    answer to its first turn. `tag` makes each repeat's conversation new to the engine (a kept cache of the
+    last repeat's would make its first turn a later one)."""
+    messages = [{"role": "system", "content": f"You are a helpful assistant (session {tag})."}]
+    turns = []
+    for question in workload.turns:
+        messages.append({"role": "user", "content": question})
+        turns.append(answer({"messages": list(messages), "max_tokens": workload.max_tokens, **PAGE_SAMPLING,
+                             "seed": tag}))
+        messages.append({"role": "assistant", "content": turns[-1]["text"]})
+    greedy = answer({"messages": messages[:2], "max_tokens": workload.max_tokens, "temperature": 0})
+    first, last = turns[0], turns[-1]
+    return {"turns": len(turns), "prompt_tokens": last["prompt_tokens"],
+            "completion_tokens": sum(t["completion_tokens"] for t in turns),
+            "ttft_first_turn_s": first["ttft_s"], "ttft_last_turn_s": last["ttft_s"],
+            "ttft_last_over_first": last["ttft_s"] / first["ttft_s"],
+            "decode_tokens_per_s": sum(t["decode_tokens_per_s"] for t in turns) / len(turns),
+            "sampled_decode_tokens_per_s": first["decode_tokens_per_s"],
+            "greedy_decode_tokens_per_s": greedy["decode_tokens_per_s"],
+            "sampled_over_greedy": first["decode_tokens_per_s"] / greedy["decode_tokens_per_s"]}
 
 
 def leading_tokens(tokenizer_json: Path, text: str, count: int) -> str:

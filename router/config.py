@@ -27,6 +27,8 @@ def defaults() -> dict:
         "CONNECTION_LIMIT": 500,            # open connections the server holds (idle or slow ones included)
         "IDLE_TIMEOUT_S": 30,               # a connection that sends nothing this long, between requests, is closed
         "SCHEMA_TIMEOUT_S": 10.0,           # a response_format schema that compiles longer is refused (400)
+        "KV_CACHE_TOKENS": 0,               # tokens of KV cache the server's engine holds for them (0: 2 context windows; at least 1)
+        "KV_CACHE_CONVERSATIONS": 8,        # conversations whose KV cache it keeps between turns, least recent given up first (0: none)
         "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks
         "ALLOWED_ORIGINS": "",              # comma-separated origins whose pages may use the API and artifacts (CORS)

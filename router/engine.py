@@ -3,14 +3,17 @@
 It loads only what `make build-model` wrote (the `.so`, the tensor cache, tokenizer.json and
 mlc-chat-config.json) through TVM's runtime API; the server's entry points set TVM_USE_RUNTIME_LIB=1
 so that a serving process loads TVM's runtime library, not the compiler. One model has one KV cache,
-so answers are generated one at a time; a lock queues concurrent requests.
+so answers are generated one at a time; a lock queues concurrent requests. The cache keeps recent
+conversations (ConversationCaches), so a conversation's next turn prefills only what is new.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +25,7 @@ from tvm.runtime.vm import VirtualMachine
 
 from modelbuild.chat import ChatTemplate, TemplateRefusal
 from router.grammar import COMPILE_TIMEOUT_S, Constraint, Grammars
-from router.sampling import Sampling, first_stop, held_back, sample, seed_of
+from router.sampling import Detokenizer, Sampling, first_stop, held_back, sample, seed_of
 
 PAGE_SIZE_DEFAULT = 16
 
@@ -45,10 +48,83 @@ class Chunk:
     token_ids: list[int] = field(default_factory=list)  # the tokens drawn since the previous chunk
     ttft_s: float = 0.0    # on the last chunk: from the engine taking the answer (not the queue) to its first token
     engine_s: float = 0.0  # and how long the answer held the engine
+    cached_tokens: int = 0  # and how many of its prompt's tokens a kept conversation's cache already held
+
+
+class ConversationCaches:
+    """The KV caches of recent conversations, kept between answers: one paged KV cache with room for
+    `capacity_tokens` tokens, a sequence in it per conversation (at most `conversations`), each known by the
+    tokens it holds. An answer takes the sequence that shares the longest beginning with its prompt, cut
+    back to that beginning (at least one prompt token is left to prefill, whose logits start the answer),
+    or a new one; sequences least recently used give their pages up when room is short. Memory is
+    bounded by the capacity, whatever the traffic."""
+
+    def __init__(self, create, kv, capacity_tokens: int, conversations: int, page_size: int):
+        shape = tvm.runtime.ShapeTuple
+        self.kv, self.page_size, self.capacity_tokens = kv, page_size, capacity_tokens
+        self.conversations = max(0, conversations)  # 0: none kept, every answer prefills its whole prompt
+        self.cache = create(shape([max(1, conversations)]), shape([capacity_tokens]), page_size)
+        self.held: OrderedDict[int, list[int]] = OrderedDict()  # sequence id -> its tokens, least recent first
+        self.ids = itertools.count()
+
+    def take(self, prompt: list[int], room: int) -> tuple[int, list[int]]:
+        """A sequence for an answer to `prompt` that adds up to `room` tokens after it, and the tokens it
+        already holds (the caller extends the list as it feeds tokens)."""
+        best, shared = None, 0
+        for seq, held in self.held.items():
+            n = common_prefix(held, prompt, len(prompt) - 1)
+            if n > shared:
+                best, shared = seq, n
+        if best is None:
+            best = next(self.ids)
+            self.make_room(keep=None, sequences=1)
+            self.kv("add_sequence")(self.cache, best)
+            self.held[best] = []
+        held = self.held.pop(best)  # in use: not given up for room, and gone if the answer fails
+        if len(held) > shared:
+            self.kv("popn")(self.cache, best, len(held) - shared)
+            del held[shared:]
+        self.make_room(keep=best, tokens=len(prompt) - shared + room)
+        return best, held
+
+    def keep(self, seq: int, held: list[int]) -> None:
+        """The answer is whole: its sequence is kept for the conversation's next turn, most recent (unless
+        no conversation is to be kept)."""
+        if self.conversations == 0:
+            self.drop(seq)
+        else:
+            self.held[seq] = held
+
+    def drop(self, seq: int) -> None:
+        """An answer that failed or was cancelled: its sequence is given up."""
+        self.held.pop(seq, None)
+        self.kv("remove_sequence")(self.cache, seq)
+
+    def make_room(self, keep: int | None, sequences: int = 0, tokens: int = 0) -> None:
+        """Gives up least recent sequences until `sequences` more fit and `tokens` more have pages."""
+        pages = -(-tokens // self.page_size) + 1  # (+1: a partly filled last page)
+        while self.held and (len(self.held) + (keep is not None) + sequences > self.conversations
+                             or self.free_pages() < pages):
+            oldest, _ = self.held.popitem(last=False)
+            self.kv("remove_sequence")(self.cache, oldest)
+
+    def free_pages(self) -> int:
+        return tvm.get_global_func("vm.builtin.attention_kv_cache_get_num_available_pages")(self.cache)
+
+    def kept(self) -> int:
+        return len(self.held)
+
+
+def common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    n = 0
+    while n < min(len(a), len(b), limit) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 class Engine:
-    def __init__(self, model_dir: Path, entry: dict, schema_timeout_s: float = COMPILE_TIMEOUT_S):
+    def __init__(self, model_dir: Path, entry: dict, schema_timeout_s: float = COMPILE_TIMEOUT_S,
+                 cache_tokens: int = 0, cache_conversations: int = 8):
         self.id = entry["id"]
         self.entry = entry
         files = entry["files"]
@@ -66,6 +142,12 @@ class Engine:
         self._grammars: Grammars | None = None
         self.schema_timeout_s = schema_timeout_s
         self._kv = lambda name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
+        self.caches = ConversationCaches(
+            lambda sequences, capacity, page: self.vm["create_tir_paged_kv_cache"](
+                sequences, capacity, tvm.runtime.ShapeTuple([self.config["prefill_chunk_size"]]),
+                tvm.runtime.ShapeTuple([page]), tvm.runtime.ShapeTuple([0])),
+            self._kv, max(cache_tokens or 2 * self.context_window, self.context_window), cache_conversations,
+            self.config.get("kv_cache_page_size", PAGE_SIZE_DEFAULT))
 
     # --- prompt -----------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], continue_final: bool = False,
@@ -119,61 +201,70 @@ class Engine:
         with self.lock:
             if cancelled():  # the client left while this answer waited for the engine
                 return
-            started, first = time.perf_counter(), None
-            cache = self._new_cache()
-            logits = self._prefill(cache, prompt)
-            generated: list[int] = []
-            shown, text, sent = "", "", 0
-            finish = "length"
-            while len(generated) < sampling.max_tokens and not cancelled():
-                token = sample(constraint.mask(logits) if constraint else logits, sampling.temperature, sampling.top_p,
-                               seed, sampling.seed_position + len(generated))
-                if constraint:
-                    constraint.accept(token)
-                if token in self.stop_ids:
-                    finish = "stop"
-                    break
-                generated.append(token)
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                stop_at = first_stop(text, sampling.stop)
-                if stop_at is not None:
-                    text, finish = text[:stop_at], "stop"
-                # Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
-                ready = text if finish == "stop" else text[:len(text) - held_back(text, sampling.stop)]
-                first = first or time.perf_counter()
-                if not ready.endswith("\ufffd") and len(ready) > len(shown):
-                    yield Chunk(ready[len(shown):], completion_tokens=len(generated), token_ids=generated[sent:])
-                    shown, sent = ready, len(generated)
-                if finish == "stop":
-                    break
-                logits = self._step(cache, "decode", [token])
-            if len(text) > len(shown):  # a held-back tail that never became a stop string
-                yield Chunk(text[len(shown):].rstrip("\ufffd"), completion_tokens=len(generated),
-                            token_ids=generated[sent:])
-            done = time.perf_counter()
-            yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated),
-                        ttft_s=(first or done) - started, engine_s=done - started)
+            started = time.perf_counter()
+            seq, held = self.caches.take(prompt, sampling.max_tokens)
+            kept = False
+            try:
+                for chunk in self._answer(seq, held, prompt, sampling, seed, cancelled, constraint, started):
+                    if chunk.finish_reason and not cancelled():  # whole: kept before its reader may leave
+                        self.caches.keep(seq, held)
+                        kept = True
+                    yield chunk
+            finally:
+                if not kept:  # failed, or its client left (the other path may go on with it): not kept
+                    self.caches.drop(seq)
 
-    def _new_cache(self):
-        shape = tvm.runtime.ShapeTuple
-        cache = self.vm["create_tir_paged_kv_cache"](
-            shape([1]), shape([self.context_window]), shape([self.config["prefill_chunk_size"]]),
-            shape([self.config.get("kv_cache_page_size", PAGE_SIZE_DEFAULT)]), shape([0]))
-        self._kv("add_sequence")(cache, 0)
-        return cache
+    def _answer(self, seq, held, prompt, sampling, seed, cancelled, constraint, started) -> Iterator[Chunk]:
+        """One answer on sequence `seq`, which holds the tokens `held` (extended as tokens are fed)."""
+        first, cached = None, len(held)
+        logits = self._prefill(seq, held, prompt)
+        generated: list[int] = []
+        detokenizer = Detokenizer(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
+        shown, text, sent = "", "", 0
+        finish = "length"
+        while len(generated) < sampling.max_tokens and not cancelled():
+            token = sample(constraint.mask(logits) if constraint else logits, sampling.temperature, sampling.top_p,
+                           seed, sampling.seed_position + len(generated))
+            if constraint:
+                constraint.accept(token)
+            if token in self.stop_ids:
+                finish = "stop"
+                break
+            generated.append(token)
+            text = detokenizer.push(token) + detokenizer.pending  # the whole answer's decode, a window at a time
+            stop_at = first_stop(text, sampling.stop)
+            if stop_at is not None:
+                text, finish = text[:stop_at], "stop"
+            # Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
+            ready = text if finish == "stop" else text[:len(text) - held_back(text, sampling.stop)]
+            first = first or time.perf_counter()
+            if not ready.endswith("\ufffd") and len(ready) > len(shown):
+                yield Chunk(ready[len(shown):], completion_tokens=len(generated), token_ids=generated[sent:])
+                shown, sent = ready, len(generated)
+            if finish == "stop":
+                break
+            logits = self._step(seq, held, "decode", [token])
+        if len(text) > len(shown):  # a held-back tail that never became a stop string
+            yield Chunk(text[len(shown):].rstrip("\ufffd"), completion_tokens=len(generated),
+                        token_ids=generated[sent:])
+        done = time.perf_counter()
+        yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated),
+                    ttft_s=(first or done) - started, engine_s=done - started, cached_tokens=cached)
 
-    def _prefill(self, cache, prompt: list[int]) -> np.ndarray:
+    def _prefill(self, seq: int, held: list[int], prompt: list[int]) -> np.ndarray:
+        """Feeds the prompt's tokens the sequence does not hold yet, a prefill chunk at a time."""
         chunk = self.config["prefill_chunk_size"]
-        for start in range(0, len(prompt), chunk):
-            logits = self._step(cache, "prefill", prompt[start:start + chunk])
+        for start in range(len(held), len(prompt), chunk):
+            logits = self._step(seq, held, "prefill", prompt[start:start + chunk])
         return logits
 
-    def _step(self, cache, function: str, token_ids: list[int]) -> np.ndarray:
-        shape = tvm.runtime.ShapeTuple
-        self._kv("begin_forward")(cache, shape([0]), shape([len(token_ids)]))
+    def _step(self, seq: int, held: list[int], function: str, token_ids: list[int]) -> np.ndarray:
+        shape, cache = tvm.runtime.ShapeTuple, self.caches.cache
+        self._kv("begin_forward")(cache, shape([seq]), shape([len(token_ids)]))
         embeddings = self.vm["embed"](tvm.runtime.tensor(np.array(token_ids, dtype="int32"), self.device), self.params)
         logits, _ = self.vm[function](embeddings, cache, self.params)
         self._kv("end_forward")(cache)
+        held.extend(token_ids)
         return logits.numpy().reshape(-1)
 
 

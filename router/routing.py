@@ -266,10 +266,17 @@ def predict_cloud(probe: dict, state: ServerState, policy: dict) -> dict | None:
     if not state.cloud_available:
         return None
     c = policy["cloud"]
-    rtt = ((probe.get("network") or {}).get("rtt_ms") or c["default_rtt_ms"]) / 1000
-    return {"ttft_s": round((state.cloud_ttft_s or c["default_ttft_s"]) + state.queue_wait_s + rtt, 3),
-            "tokens_per_s": round(state.cloud_tokens_per_s or c["default_tokens_per_s"], 2),
-            "queue_wait_s": round(state.queue_wait_s, 3)}
+    seen = probe.get("measured_cloud")
+    if seen:  # what this page saw of the cloud's answers, the network included
+        ttft_s, tokens_per_s, source = seen["ttft_s"], seen["decode_tokens_per_s"], "measured_by_browser"
+    else:
+        rtt = ((probe.get("network") or {}).get("rtt_ms") or c["default_rtt_ms"]) / 1000
+        measured = state.cloud_tokens_per_s is not None and state.cloud_ttft_s is not None
+        ttft_s = (state.cloud_ttft_s if measured else c["default_ttft_s"]) + rtt
+        tokens_per_s = state.cloud_tokens_per_s if measured else c["default_tokens_per_s"]
+        source = "measured_by_server" if measured else "assumed"
+    return {"ttft_s": round(ttft_s + state.queue_wait_s, 3), "tokens_per_s": round(tokens_per_s, 2),
+            "queue_wait_s": round(state.queue_wait_s, 3), "source": source}
 
 
 def total_seconds(prediction: dict, tokens: int) -> float:

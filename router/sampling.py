@@ -103,19 +103,64 @@ def uniforms(seed: int, position: int, count: int) -> np.ndarray:
     return (mix(counters).astype(np.float64) + 0.5) / 2**32
 
 
+FIRST_FLOOR, FLOOR_STEP = 2.0**-10, 2.0**-16  # the nucleus is looked for among the tokens over a weight floor first
+OUT_OF_REACH = -26.1  # Gumbel noise lies in [-3.14, 22.88]: a score further under the top one's (0) cannot win
+
+
 def sample(logits: np.ndarray, temperature: float, top_p: float, seed: int, position: int) -> int:
+    """Steps 1-5, without sorting the whole vocabulary and with noise only where it can matter."""
     if temperature <= 0:
         return int(np.argmax(logits))
     logits = logits.astype(np.float64)
     scores = (logits - logits.max()) / temperature
-    if top_p < 1:
-        weights = np.exp(scores)
-        by_weight = np.argsort(-weights, kind="stable")
-        reached = np.searchsorted(np.cumsum(weights[by_weight]), top_p * np.cumsum(weights)[-1])
-        outside = np.ones(len(scores), dtype=bool)
-        outside[by_weight[:int(reached) + 1]] = False
-        scores[outside] = -np.inf
-    return int(np.argmax(scores - np.log(-np.log(uniforms(seed, position, len(scores))))))
+    ids = np.sort(nucleus(scores, top_p)) if top_p < 1 else np.arange(len(scores))
+    ids = ids[scores[ids] >= OUT_OF_REACH]
+    noisy = scores[ids] - np.log(-np.log(uniforms_at(seed, position, ids)))
+    return int(ids[np.argmax(noisy)])  # ids ascending: the lowest id on a tie
+
+
+def nucleus(scores: np.ndarray, top_p: float) -> np.ndarray:
+    """Step 3's tokens (heaviest first). Only the tokens over a weight floor are sorted: every token under it
+    weighs less than any over it, so their walk is the whole vocabulary's as long as it reaches the target
+    among them; when it does not, the floor goes lower (at 0, every token is sorted)."""
+    weights = np.exp(scores)
+    target = top_p * np.cumsum(weights)[-1]
+    floor = FIRST_FLOOR
+    while True:
+        heavy = np.flatnonzero(weights >= floor)
+        heaviest = heavy[np.argsort(-weights[heavy], kind="stable")]
+        reached = int(np.searchsorted(np.cumsum(weights[heaviest]), target))
+        if reached < len(heaviest) or floor == 0:
+            return heaviest[:reached + 1]
+        floor = 0.0 if floor < 1e-300 else floor * FLOOR_STEP
+
+
+def uniforms_at(seed: int, position: int, ids: np.ndarray) -> np.ndarray:
+    """u_i for the tokens `ids` at one position of one seed's stream (uniforms(), for some tokens only)."""
+    key = mix(np.array([(seed + (position + 1) * GOLDEN) & 0xFFFFFFFF], dtype=np.uint32))
+    counters = key + (ids.astype(np.uint32) + np.uint32(1)) * np.uint32(GOLDEN)
+    return (mix(counters).astype(np.float64) + 0.5) / 2**32
+
+
+class Detokenizer:
+    """An answer's text as its tokens arrive, decoded a few tokens at a time (`decode(ids)`: a window's text):
+    the text of the whole answer is the text of its windows one after another. `text` holds only whole
+    characters; `pending` the decoded tail that may still become one (ending in U+FFFD). The browser's
+    twin is sampling.js's Detokenizer."""
+
+    def __init__(self, decode):
+        self.decode, self.ids, self.prefix, self.read, self.text, self.pending = decode, [], 0, 0, "", ""
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        before = self.decode(self.ids[self.prefix:self.read])
+        after = self.decode(self.ids[self.prefix:])
+        self.pending = after[len(before):]
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += self.pending
+            self.pending = ""
+            self.prefix, self.read = self.read, len(self.ids)
+        return self.text
 
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:

@@ -23,7 +23,7 @@ FAMILIES = {
                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 64}}),
     "mistral": ("mistral", {"tie_word_embeddings": False, "sliding_window": 512}),
     "qwen2": ("qwen2", {"tie_word_embeddings": True, "rope_theta": 1000000.0}),   # Qwen2.5 0.5B's shape
-    "qwen3": ("qwen3", {"tie_word_embeddings": True, "head_dim": 32}),            # head_dim x heads != hidden
+    "qwen3": ("qwen3", {"tie_word_embeddings": True, "head_dim": 64}),            # head_dim x heads != hidden
     "phi3": ("phi3", {"tie_word_embeddings": False, "original_max_position_embeddings": 512,  # Phi-3.5 mini's
                       "rope_scaling": {"type": "longrope", "long_factor": [1.0 + i for i in range(8)],
                                        "short_factor": [1.0 + 0.3 * i for i in range(8)]}}),

@@ -16,6 +16,7 @@ from tvm.relax.backend.gpu_generic import pipeline as gpu_generic
 from modelbuild import schedule
 from modelbuild.arch import Architecture
 from modelbuild.cpu_attention import use_cpu_attention
+from modelbuild.gpu_attention import use_gpu_attention
 from modelbuild.quantization import quantize_model
 
 
@@ -46,7 +47,7 @@ def compile_webgpu(mod: tvm.ir.IRModule, target: tvm.target.Target, kernels: str
     """One kernel set (schedule.KERNEL_SETS) of the model: the executable and, per kernel, the name of the
     schedule it got."""
     report: dict[str, str] = {}
-    executable = tvm.compile(mod, target=target,
+    executable = tvm.compile(use_gpu_attention(mod), target=target,
                              relax_pipeline=pipeline(gpu_generic, target, schedule.rules(kernels), report))
     return executable, report
 

@@ -25,13 +25,13 @@ from tests.modelbuild.test_tiny_llama import (DECODE, F16_RTOL, PROMPT, RTOL, as
                                               serve_logits_page)
 from tests.tiny_families import FAMILIES, GGUF_ARCH, PRESETS, TINY, build_family, build_family_gguf
 
-# Found with these tests: TVM 0.27's WebGPU attention over the KV pages an earlier prefill chunk wrote is
+# Found with these tests: TVM 0.27's WebGPU attention over the KV pages an earlier prefill chunk wrote was
 # wrong for head_dim >= 32 (logits off by their own scale, on SwiftShader and llvmpipe, any preset, no GPU
-# error), while one chunk, decode, and the CPU library are right. The browser engine therefore prefills a
-# prompt in one chunk (local_engine.js); the chunked run is kept as a strict xfail, to show when TVM fixes it.
+# error): its merge of the two attention states was; the build replaces it (build/modelbuild/gpu_attention.py).
+# The tiny families cover head_dim 16 (most) and 64 (qwen3), each chunked and over a next turn on the cache.
+NEXT_TURN = [int(i) for i in np.random.default_rng(11).integers(3, 49152, size=20)]  # a turn of two chunks
 CHAT = [{"role": "system", "content": "Answer in 12 words."},
         {"role": "user", "content": "What's 1234 + 5678? Don't explain, café ☕."}]
-CHUNKED_WRONG = "TVM 0.27's WebGPU prefill over earlier chunks' KV pages is wrong for head_dim >= 32"
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
@@ -64,8 +64,9 @@ def hf_weights(params: dict[str, np.ndarray], config: dict, hf_names, norms_plus
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
 
 
-def transformers_steps(model, model_dir) -> list[np.ndarray]:
-    """transformers' logits, on the compiled model's weights, after the prompt and each decode token."""
+def transformers_steps(model, model_dir, next_turn: list[int] = ()) -> list[np.ndarray]:
+    """transformers' logits, on the compiled model's weights, after the prompt and each decode token (and
+    after `next_turn`, fed after them)."""
     config = json.loads((model_dir / "mlc-chat-config.json").read_text())
     params, _ = tvmjs.load_tensor_cache(str(model_dir), tvm.cpu())
     weights = hf_weights({k: v.numpy() for k, v in params.items()}, config["model_config"], model.state_dict(),
@@ -73,8 +74,8 @@ def transformers_steps(model, model_dir) -> list[np.ndarray]:
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected and all("rotary_emb" in m for m in missing), (missing, unexpected)
     with torch.no_grad():
-        logits = model(torch.tensor([PROMPT + DECODE])).logits[0].double().numpy()
-    return [logits[len(PROMPT) - 1 + i] for i in range(len(DECODE) + 1)]
+        logits = model(torch.tensor([PROMPT + DECODE + list(next_turn)])).logits[0].double().numpy()
+    return [logits[len(PROMPT) - 1 + i] for i in range(len(DECODE) + 1)] + ([logits[-1]] if next_turn else [])
 
 
 def built(out, model_id: str) -> tuple[dict, CpuRunner]:
@@ -124,7 +125,7 @@ def test_the_families_configs_are_read_as_their_checkpoints_mean_them(family):
     name, _, out = family
     model_config = json.loads((out / f"{name}-q0f32" / "mlc-chat-config.json").read_text())["model_config"]
     expected = {"llama3": {"rope_scaling": FAMILIES["llama3"][1]["rope_scaling"]}, "qwen2": {"attention_bias": True},
-                "qwen3": {"qk_norm": True, "head_dim": 32}, "mistral": {"context_window_size": 512},
+                "qwen3": {"qk_norm": True, "head_dim": 64}, "mistral": {"context_window_size": 512},
                 "phi3": {"context_window_size": 512},
                 "gemma3": {"context_window_size": 512, "qk_norm": True, "rope_per_layer": [[1e4, 1.0]] * 5 + [[1e6, 8.0]],
                            "query_pre_attn_scalar": 16},
@@ -149,21 +150,21 @@ def test_unsupported_features_are_refused_before_compiling_naming_the_field(tmp_
         pipeline.build(pipeline.BuildOptions(model=folder, presets=["q0f32"], out_dir=tmp_path / "out"))
 
 
-@pytest.mark.parametrize("chunk", ["one", "several"])
-def test_webgpu_logits_in_chromium_match_transformers(family, chunk, launch_page, serve_folder, request):
-    """The f32 preset's WebGPU kernels (the set a software adapter picks) on SwiftShader: the prompt in one
-    prefill, as the browser engine runs it, and in chunks of 16 (head_dim 16 only: CHUNKED_WRONG)."""
+@pytest.mark.parametrize("chunk,kernels", [("one", "software"), ("several", "software"), ("several", "gpu"),
+                                           ("several", "cpu")])
+def test_browser_logits_in_chromium_match_transformers(family, chunk, kernels, launch_page, serve_folder):
+    """The f32 preset in Chromium, its WebGPU kernel sets on SwiftShader and its CPU build: the prompt in one
+    prefill, or in chunks of 16, then decode steps, then (chunked) a next turn prefilled on the same cache,
+    which attends to the pages the earlier chunks and decode steps wrote."""
     name, model, out = family
-    if chunk == "several" and json.loads((out / f"{name}-q0f32" / "mlc-chat-config.json").read_text())[
-            "model_config"]["head_dim"] >= 32:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=CHUNKED_WRONG))
     preset = "q4f32_1"
-    expected = transformers_steps(model, out / f"{name}-{preset}")
+    several = chunk == "several"
+    expected = transformers_steps(model, out / f"{name}-{preset}", NEXT_TURN if several else ())
     page = launch_page()
     page.goto(serve_logits_page(out, serve_folder))
-    result = page.evaluate("runModel", {"modelUrl": f"{name}-{preset}/", "kernels": "software", "featureLevel": "core",
+    result = page.evaluate("runModel", {"modelUrl": f"{name}-{preset}/", "kernels": kernels, "featureLevel": "core",
                                         "promptIds": PROMPT, "decodeIds": DECODE,
-                                        "chunk": len(PROMPT) if chunk == "one" else 16})
+                                        "chunk": 16 if several else len(PROMPT), "nextIds": NEXT_TURN if several else []})
     assert_steps_close(result, expected)
 
 

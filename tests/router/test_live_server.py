@@ -36,6 +36,18 @@ def client(url):
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=300)
 
 
+def test_a_fresh_server_measures_its_engine_before_any_chat(server):
+    """(First in this module: no chat has run on the server yet.) The warm-up answer at startup gives the
+    router a measured cloud; before it, the policy's assumption, said as such."""
+    probe = {"schema_version": 1, "webgpu": {"available": False}, "preference": "auto", "prompt_tokens": 12,
+             "cached_models": []}
+    deadline = time.monotonic() + 120
+    while (cloud := requests.post(server + "/api/route", json=probe, timeout=10).json()["predictions"]["cloud"])[
+            "source"] == "assumed" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert cloud["source"] == "measured_by_server" and cloud["tokens_per_s"] > 1.0, cloud
+
+
 def test_openai_client_non_streaming_and_streaming(server):
     answer = client(server).chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION,
                                                     temperature=0, max_tokens=16)

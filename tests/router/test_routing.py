@@ -37,6 +37,7 @@ CLOUD = routing.ServerState(cloud_available=True, cloud_tokens_per_s=8.0, cloud_
 CALIBRATED_SLOW = routing.ServerState(cloud_available=True, cloud_tokens_per_s=8.0, cloud_ttft_s=1.0, calibration=0.01)
 MEASURED_SLOW = {"id": "Model-q4f16_1", "version": "v1", "kernels": "software", "prefill_tokens_per_s": 3.0,
                  "decode_tokens_per_s": 0.5}
+MEASURED_FAST = {**MEASURED_SLOW, "prefill_tokens_per_s": 300.0, "decode_tokens_per_s": 25.0}
 NO_CLOUD = routing.ServerState(cloud_available=False)
 
 
@@ -97,6 +98,17 @@ CASES = [
     ("too slow but the user wants it local: browser", probe(preference="local_only", measured=[MEASURED_SLOW]),
      CLOUD, "browser", "preference_local", "Model-q4f16_1"),
     # A busy server sends answers to browsers that hold the model, slow or not.
+    # "Whichever is faster" compares measured with measured: the cloud as this page saw it, when it has.
+    ("fastest, the page saw the cloud faster than the server's own guess: cloud",
+     probe(preference="fastest", measured=[MEASURED_FAST], measured_cloud={"ttft_s": 0.4, "decode_tokens_per_s": 60.0}),
+     routing.ServerState(True), "cloud", "cloud_faster", "Model-q4f16_1"),
+    ("fastest, the page saw the cloud slower than itself: browser",
+     probe(preference="fastest", measured=[MEASURED_FAST], measured_cloud={"ttft_s": 2.0, "decode_tokens_per_s": 10.0}),
+     routing.ServerState(True, cloud_tokens_per_s=500.0, cloud_ttft_s=0.1), "browser", "browser_faster", "Model-q4f16_1"),
+    ("fastest, a fresh server measured at its warm-up, faster than a measured browser: cloud",
+     probe(preference="fastest", measured=[MEASURED_FAST]), routing.ServerState(True, cloud_tokens_per_s=40.0,
+                                                                                 cloud_ttft_s=0.2),
+     "cloud", "cloud_faster", "Model-q4f16_1"),
     ("server at its limit: the cached browser", probe(measured=[MEASURED_SLOW]),
      routing.ServerState(True, 8.0, 1.0, cloud_full=True), "browser", "server_busy", "Model-q4f16_1"),
     ("server with a long queue: the cached browser", probe(),
@@ -145,7 +157,7 @@ def test_predictions_follow_the_measurements():
     assert browser["tokens_per_s"] == pytest.approx(50e9 * 0.5 / (80 * MB), rel=1e-3)
     assert browser["download_s"] == pytest.approx(80 * MB * 8 / 10e6, rel=1e-3)
     assert browser["source"] == "predicted"
-    assert cloud == {"ttft_s": 1.1, "tokens_per_s": 8.0, "queue_wait_s": 0.0}
+    assert cloud == {"ttft_s": 1.1, "tokens_per_s": 8.0, "queue_wait_s": 0.0, "source": "measured_by_server"}
     assert decide(probe(), VARIANTS, NO_CLOUD, POLICY).predictions["cloud"] is None
 
 
@@ -186,6 +198,13 @@ def test_measured_speeds_replace_the_prediction_and_the_queue_adds_to_the_cloud(
     assert (browser["tokens_per_s"], browser["source"]) == (40.0, "measured")
     assert browser["ttft_s"] == pytest.approx(POLICY["browser"]["load_seconds"] + 400 / 200.0)
     assert cloud["ttft_s"] == pytest.approx(1.0 + 12.0 + 0.1) and cloud["queue_wait_s"] == 12.0
+    # The cloud as this page saw it (its network included) replaces the server's own measurement and the
+    # round trip; the queue still adds to it. With neither, the policy's assumption says so.
+    seen = decide(probe(measured_cloud={"ttft_s": 0.9, "decode_tokens_per_s": 31.0}), VARIANTS,
+                  routing.ServerState(True, 8.0, 1.0, queue_wait_s=2.0), POLICY).predictions["cloud"]
+    assert seen == {"ttft_s": 2.9, "tokens_per_s": 31.0, "queue_wait_s": 2.0, "source": "measured_by_browser"}
+    assumed = decide(probe(), VARIANTS, routing.ServerState(True), POLICY).predictions["cloud"]
+    assert (assumed["tokens_per_s"], assumed["source"]) == (POLICY["cloud"]["default_tokens_per_s"], "assumed")
     # A measurement of another version does not count for this one.
     stale = decide(probe(measured=[{**fast, "version": "v0"}]), VARIANTS, CLOUD, POLICY)
     assert stale.predictions["browser"]["source"] == "predicted"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from modelbuild.chat import ChatTemplate, TemplateRefusal
-from router.sampling import SEED_MAX, SamplingError, first_stop, held_back, parse_sampling, sample, uniforms
+from router.sampling import (SEED_MAX, Detokenizer, SamplingError, first_stop, held_back, parse_sampling, sample,
+                             uniforms)
 from tests.node import run_js
 
 LOGITS = np.array([0.0, 3.0, 2.9, -1.0, 1.0], dtype=np.float32)
@@ -64,6 +65,71 @@ def test_both_engines_choose_the_same_tokens():
     });""", as_json, timeout_s=300)
     assert js == python
     assert len({t for tokens in python for t in tokens}) > 50  # the cases really draw different tokens
+
+
+def specified(logits: np.ndarray, temperature: float, top_p: float, seed: int, position: int) -> int:
+    """The module docstring's steps 1-5 as plainly as they read: the whole vocabulary sorted by weight, noise
+    for every token. The engines' faster way must give its tokens."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scores = (logits.astype(np.float64) - logits.astype(np.float64).max()) / temperature
+    if top_p < 1:
+        weights = np.exp(scores)
+        by_weight = np.argsort(-weights, kind="stable")
+        reached = np.searchsorted(np.cumsum(weights[by_weight]), top_p * np.cumsum(weights)[-1])
+        outside = np.ones(len(scores), dtype=bool)
+        outside[by_weight[:int(reached) + 1]] = False
+        scores[outside] = -np.inf
+    return int(np.argmax(scores - np.log(-np.log(uniforms(seed, position, len(scores))))))
+
+
+def test_the_fast_sampler_gives_the_specified_tokens():
+    """Nucleus over a weight floor, noise only for tokens within reach: the same tokens as the plain
+    procedure, on flat and peaked distributions, big and small nuclei, masks, ties."""
+    rng = np.random.default_rng(1)
+    for case in range(60):
+        vocab = int(rng.choice([7, 1000, 49_152]))
+        spread = float(rng.choice([0.3, 3, 12]))  # flat to peaked
+        logits = (rng.standard_normal(vocab) * spread).astype(np.float32)
+        if case % 3 == 0:
+            logits[rng.random(vocab) < 0.8] = -np.inf
+            logits[0] = 1.0
+        if case % 5 == 0:
+            logits[: vocab // 2] = logits.max()  # many ties at the top
+        for temperature, top_p in ((0.7, 0.95), (1.0, 1.0), (1.5, 0.5), (0.2, 0.999), (2.0, 0.05)):
+            for position in (0, 9):
+                want = specified(logits, temperature, top_p, case, position)
+                assert sample(logits, temperature, top_p, case, position) == want, (case, temperature, top_p)
+
+
+def decode_bytes(table: dict[int, bytes]):
+    """A byte-level decoder: each id is some bytes, the text their UTF-8 (an unfinished character as U+FFFD)."""
+    return lambda ids: b"".join(table[i] for i in ids).decode("utf-8", errors="replace")
+
+
+def test_the_detokenizer_gives_the_whole_text_a_few_tokens_at_a_time_in_both_languages():
+    """Tokens that split characters (an emoji's four bytes over three tokens), empty ones, plain words: after
+    every token, the text so far and the pending tail are the whole decode's, in Python and in JS."""
+    emoji = "☕🐉é".encode()
+    table = {0: b"Hello", 1: b" w", 2: emoji[:1], 3: emoji[1:3], 4: emoji[3:5], 5: emoji[5:], 6: b"", 7: b"!", 8: b"\n"}
+    rng = np.random.default_rng(3)
+    streams = [[int(t) for t in rng.integers(0, 9, size=40)] for _ in range(30)] + [[0, 2, 3, 4, 5, 7], [2, 3]]
+    decode = decode_bytes(table)
+    python = []
+    for ids in streams:
+        detokenizer, steps = Detokenizer(decode), []
+        for n, token in enumerate(ids, 1):
+            detokenizer.push(token)
+            assert detokenizer.text + detokenizer.pending == decode(ids[:n])
+            steps.append((detokenizer.text, detokenizer.pending))
+        python.append(steps)
+    js = run_js("""const table = Object.fromEntries(Object.entries(data.table).map(([k, v]) => [k, Uint8Array.from(v)]));
+      const utf8 = new TextDecoder();
+      const decode = (ids) => utf8.decode(Uint8Array.from(ids.flatMap((i) => [...table[i]])));
+      return data.streams.map((ids) => { const d = new modules.sampling.Detokenizer(decode);
+                                         return ids.map((t) => { d.push(t); return [d.text, d.pending]; }); });""",
+                {"table": {k: list(v) for k, v in table.items()}, "streams": streams})
+    assert js == [[list(step) for step in stream] for stream in python]
 
 
 def test_greedy_nucleus_and_seed():

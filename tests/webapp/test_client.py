@@ -244,3 +244,36 @@ def test_the_client_answers_in_the_browser_while_its_server_is_down(page, app_se
     print(json.dumps([online, still, revisit], indent=1))
     assert (revisit["target"], revisit["reachable"], revisit["content"]) == ("browser", False, online["content"])
     assert revisit["reasons"] == ["server_unreachable"]
+
+
+CLOUD_TWICE = """async ({ server }) => {
+  const { Seam } = await import(`${server}client/index.js`);
+  const seam = await Seam.connect({ server, preference: "cloud_only" });
+  const seen = [];
+  seam.on("decision", ({ decision }) => seen.push(decision.predictions.cloud));
+  const ask = () => seam.chat.completions.create({ messages: [{ role: "user", content: "Hi" }], temperature: 0, max_tokens: 8 });
+  const first = await ask();
+  const second = await ask();
+  return { seen, first: first.seam, second: second.seam, kept: JSON.parse(localStorage.getItem("seam.cloud-speeds")) };
+}"""
+
+
+def test_the_page_measures_the_cloud_as_it_sees_it_and_the_router_uses_that(page, app_server, tiny_models, site,
+                                                                              serve_folder):
+    """The cloud's TTFT and decode speed as the page saw its own cloud answer (network included) are kept
+    and sent in the next probe report; the router's cloud prediction is then that measurement."""
+    site_url = serve_folder(site)
+    server = app_server(tiny_models, ALLOWED_ORIGINS=site_origin(site_url))
+    page.goto(site_url)
+    shown = page.evaluate(CLOUD_TWICE, {"server": server.url})
+    first, second = shown["first"], shown["second"]
+    assert (first["target"], second["target"]) == ("cloud", "cloud")
+    stats = first["stats"]
+    assert stats["ttft_s"] > 0 and stats["decode_tokens_per_s"] > 0
+    (samples,) = shown["kept"].values()  # one server and model; a sample per cloud answer, the last few
+    assert samples[0] == [stats["ttft_s"], stats["decode_tokens_per_s"]] and len(samples) == 2
+    assert shown["seen"][0]["source"] != "measured_by_browser"  # before any cloud answer of this page's
+    last = shown["seen"][-1]
+    assert last["source"] == "measured_by_browser"
+    assert last["tokens_per_s"] == pytest.approx(stats["decode_tokens_per_s"], abs=0.01)
+    assert last["ttft_s"] == pytest.approx(stats["ttft_s"] + last["queue_wait_s"], abs=0.002)

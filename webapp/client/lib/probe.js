@@ -122,10 +122,11 @@ export function adapterKey(report) {
 // `unreliable`: [{id, version, reason}] the page saw fail here; `clientId`: its random id, for the fleet
 // counts. For the answer about to be asked: `promptTokens` (and whether that is an estimate), `maxTokens`,
 // `structured` (a response_format); `measured(key)`: this browser's own speeds for an adapter key;
+// `measuredCloud`: the cloud's speed as this page saw it ({ttft_s, decode_tokens_per_s, answers}), if it has;
 // `kernels`: the kernel set the page URL forces, if it does.
 export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, promptTokensEstimated,
                                            maxTokens, structured, model, unreliable = [], clientId,
-                                           measured = () => [], kernels }) {
+                                           measured = () => [], measuredCloud, kernels }) {
   devicePart ??= probeDevice();
   const { gpu, benchmark } = await devicePart;
   const report = {
@@ -150,5 +151,6 @@ export async function collectProbeReport({ models, preference = "auto", promptTo
   if (model) report.model = model;
   if (clientId) report.client_id = clientId;
   if (kernels) report.kernels = kernels;
+  if (measuredCloud) report.measured_cloud = measuredCloud;
   return report;
 }

@@ -1,6 +1,6 @@
 // What the client remembers about this device across visits, in localStorage (under "seam."): a random
 // client id (for the server's fleet counts), which model versions passed their self-check on which adapter,
-// which failed it, how fast each ran here, the last model that was ready, and each server's client config
+// which failed it, how fast each ran here and how fast the cloud answered, the last model that was ready, and each server's client config
 // (so a page can still answer in the browser while its server is unreachable). Where storage is off
 // (private windows), it is remembered for this page only.
 const memory = new Map();
@@ -49,6 +49,22 @@ export const remembered = {
       id: s.id, version: s.version, kernels: s.kernels, answers: s.samples.length,
       prefill_tokens_per_s: median(s.samples.map((x) => x[0])), decode_tokens_per_s: median(s.samples.map((x) => x[1])),
     }));
+  },
+  // The cloud's speed as this page saw it, per server and model: time to first token and decode speed of
+  // its own cloud answers (the network included), the median of the last few, sent to the router so that
+  // "whichever is faster" compares measured with measured.
+  recordCloudSpeed(server, model, stats) {
+    if (!(stats?.decode_tokens_per_s > 0) || !(stats.ttft_s > 0)) return;
+    const key = `${server}|${model}`;
+    const all = read("cloud-speeds", {});
+    const samples = [...(all[key] ?? []), [stats.ttft_s, stats.decode_tokens_per_s]].slice(-SPEED_SAMPLES);
+    delete all[key];
+    write("cloud-speeds", Object.fromEntries([...Object.entries(all), [key, samples]].slice(-8)));
+  },
+  cloudSpeed(server, model) {
+    const samples = read("cloud-speeds", {})[`${server}|${model}`];
+    return samples?.length ? { ttft_s: median(samples.map((x) => x[0])), decode_tokens_per_s: median(samples.map((x) => x[1])),
+                               answers: samples.length } : null;
   },
   unreliable() { return read("unreliable", []); },
   // The model version that was last ready here, per server and model name: {id, version, kernels}.

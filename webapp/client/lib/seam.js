@@ -206,6 +206,7 @@ export class Seam {
     const report = await collectProbeReport({
       models: this.catalog, model: this.modelOption, preference: this.preference, unreliable: this.unreliable(),
       clientId: remembered.clientId(), measured: (key) => remembered.measuredSpeeds(key), kernels: this.kernels,
+      measuredCloud: remembered.cloudSpeed(this.server, this.modelName()),
       ...(numbers ?? {}) });
     const decision = await askRouter(this.config.endpoints.route, report);
     this.report = report;
@@ -310,6 +311,7 @@ export class Seam {
   // the router, and the prediction's error goes to the server's metrics (numbers only, never the text).
   learnFrom(path, engine, stats, decision) {
     if (path === "browser" && engine) this.recordSpeed(this.modelAt(engine.id, engine.version), engine.kernels, stats);
+    if (path === "cloud") remembered.recordCloudSpeed(this.server, this.modelName(), stats);
     const predicted = decision?.predictions?.[path];
     if (!predicted || !(stats.ttft_s > 0) || !(stats.decode_tokens_per_s > 0)) return;
     report(this.config.endpoints.outcome, {

@@ -6,7 +6,7 @@ import { EngineError, ErrorKind } from "./errors.js";
 import { Grammars, parseResponseFormat } from "./grammar.js";
 import { adapterLabel, chooseKernels, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
-import { firstStop, heldBack, parseSampling, sample } from "./sampling.js";
+import { Detokenizer, firstStop, heldBack, parseSampling, sample } from "./sampling.js";
 import { CPU_LABEL, checkCpu, cpuError } from "./wasm_cpu.js";
 
 export class LocalEngine {
@@ -118,6 +118,7 @@ export class LocalEngine {
   // so that the device's end is not reported as a loss.
   dispose() {
     try {
+      this.kept?.cache.dispose();
       this.tvm?.dispose();
     } catch (error) { /* already gone with a lost device */ }
     this.gpuDevice?.destroy();
@@ -179,6 +180,30 @@ export class LocalEngine {
     }
   }
 
+  // The KV cache for an answer to `prompt`, and the tokens it holds: the cache of the conversation answered
+  // last, cut back to the tokens the prompt begins with (the next turn of that conversation keeps all of
+  // them and prefills only what is new; an edited earlier turn keeps what comes before the edit; another
+  // conversation keeps nothing), always leaving at least one token to prefill, whose logits start the
+  // answer. The caller keeps it again (this.kept) once the answer is whole.
+  cacheFor(prompt) {
+    const kept = this.kept;
+    this.kept = null;
+    if (!kept) return { cache: this.newCache(), held: [] };
+    let shared = 0;
+    while (shared < kept.held.length && shared < prompt.length - 1 && kept.held[shared] === prompt[shared]) shared++;
+    if (shared < kept.held.length) {
+      this.tvm.beginScope();
+      try {
+        this.tvm.getGlobalFunc("vm.builtin.kv_state_popn")(kept.cache, new tvmjs.Scalar(0, "int64"),
+                                                           new tvmjs.Scalar(kept.held.length - shared, "int64"));
+      } finally {
+        this.tvm.endScope();
+      }
+    }
+    kept.held.length = shared;
+    return kept;
+  }
+
   // One forward pass ("prefill" or "decode") over `ids`: the logits of the last position, on the host.
   async forward(cache, name, ids) {
     const tvm = this.tvm;
@@ -228,15 +253,17 @@ export class LocalEngine {
     const format = parseResponseFormat(options.response_format, this.grammarRules);
     const constraint = format && await this.constraint(format, messages, options.continue_final_message, notify);
     const stopIds = new Set(this.config.stop_token_ids);
-    // The whole prompt is one prefill, never several chunks: TVM 0.27's WebGPU attention over the pages an
-    // earlier chunk wrote is wrong for head_dim >= 32 (tests/modelbuild/test_families.py shows it), and every
-    // answer starts from an empty cache, so one chunk never reads any.
-    const cache = this.newCache(Math.max(prompt.length, this.config.prefill_chunk_size));
-    const step = (name, ids) => this.forward(cache, name, ids);
+    const { cache, held } = this.cacheFor(prompt);
+    const step = async (name, ids) => { const logits = await this.forward(cache, name, ids); held.push(...ids); return logits; };
     const generated = [];
+    const detokenizer = new Detokenizer((ids) => this.tokenizer.decode(Int32Array.from(ids)));
     let shown = "", text = "", sent = 0, finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
+    const cached = held.length;
+    let kept = false;
     try {
-      let logits = await step("prefill", prompt);
+      let logits;
+      for (let start = held.length, chunk = this.config.prefill_chunk_size; start < prompt.length; start += chunk)
+        logits = await step("prefill", prompt.slice(start, start + chunk));
       prefillDone = performance.now();
       while (generated.length < maxTokens) {
         if (shouldStop()) { finish = "abort"; break; }
@@ -246,7 +273,7 @@ export class LocalEngine {
         firstTokenAt = firstTokenAt ?? performance.now();
         if (stopIds.has(token)) { finish = "stop"; stopToken = token; break; }
         generated.push(token);
-        text = this.tokenizer.decode(Int32Array.from(generated));
+        text = detokenizer.push(token) + detokenizer.pending;  // the whole answer's decode, a window at a time
         const stopAt = firstStop(text, stops);
         if (stopAt !== null) { text = text.slice(0, stopAt); finish = "stop"; }
         // Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
@@ -262,8 +289,10 @@ export class LocalEngine {
       }
       if (text.length > shown.length)  // a held-back tail that never became a stop string
         yield { text: text.slice(shown.length).replace(/\ufffd+$/, ""), tokens: generated.length, ids: generated.slice(sent) };
+      this.kept = { cache, held };  // for the next turn of this conversation
+      kept = true;
     } finally {
-      cache.dispose();
+      if (!kept) cache.dispose();  // an answer that failed (or whose reader left) leaves no cache behind
       constraint?.dispose();
     }
     const now = performance.now();
@@ -274,9 +303,9 @@ export class LocalEngine {
       stop_token_id: stopToken,
       usage: { prompt_tokens: prompt.length, completion_tokens: generated.length, total_tokens: prompt.length + generated.length },
       stats: {
-        where: "browser", adapter: this.adapter, kernels: this.kernels,
+        where: "browser", adapter: this.adapter, kernels: this.kernels, cached_tokens: cached,
         ttft_s: ((firstTokenAt ?? now) - started) / 1000,
-        prefill_tokens_per_s: prompt.length / (((prefillDone ?? now) - started) / 1000 || 1e-9),
+        prefill_tokens_per_s: (prompt.length - cached) / (((prefillDone ?? now) - started) / 1000 || 1e-9),
         decode_tokens_per_s: generated.length / decodeSeconds,
         ...(constraint ? { grammar_ms_per_token: constraint.ms / Math.max(1, generated.length) } : {}),
       },

@@ -63,26 +63,98 @@ export function argmax(logits) {
   return best;
 }
 
-// The token at `position` of an answer: router/sampling.py's steps 1-5.
+// Reused from token to token (one vocabulary's worth each): a step allocates nothing.
+const scratch = { size: 0 };
+function buffers(n) {
+  if (scratch.size !== n)
+    Object.assign(scratch, { size: n, scores: new Float64Array(n), weights: new Float64Array(n), ids: new Uint32Array(n) });
+  return scratch;
+}
+
+// The weight below which the nucleus is looked for first, and how much lower each next try goes.
+const FIRST_FLOOR = 2 ** -10, FLOOR_STEP = 2 ** -16;
+// Gumbel noise -log(-log(u)) lies in [-3.14, 22.88] for the u of step 4, so a token whose score is more
+// than 26.1 under the top token's (0) can never have the highest noisy score: it gets no noise.
+const OUT_OF_REACH = -26.1;
+
+// The token at `position` of an answer: router/sampling.py's steps 1-5, in the same float64 operations,
+// without sorting the whole vocabulary and with noise drawn only where it can matter.
 export function sample(logits, { temperature, top_p, seed }, position) {
   if (temperature <= 0) return argmax(logits);
+  const n = logits.length;
+  const { scores } = buffers(n);
   const max = logits[argmax(logits)];
-  const scores = Float64Array.from(logits, (logit) => (logit - max) / temperature);
-  if (top_p < 1) {
-    const weights = scores.map(Math.exp);
-    const byWeight = Uint32Array.from(weights.keys()).sort((a, b) => (weights[b] - weights[a]) || (a - b));
-    const target = top_p * weights.reduce((sum, w) => sum + w, 0);
-    let running = 0, count = 0;
-    while (count < byWeight.length) { running += weights[byWeight[count++]]; if (running >= target) break; }
-    for (const i of byWeight.subarray(count)) scores[i] = -Infinity;
+  for (let i = 0; i < n; i++) scores[i] = (logits[i] - max) / temperature;
+  const [ids, count] = top_p < 1 ? nucleus(scores, top_p) : [null, n];
+  return gumbelMax(scores, ids, count, seed, position);
+}
+
+// Step 3: the nucleus's ids (heaviest first) and how many. The heaviest tokens are sorted only down to a
+// weight floor: every token under it weighs less than every token over it, so the walk over the sorted
+// tokens over the floor is the walk over the whole vocabulary sorted, as long as it reaches the target
+// there; when it does not, the floor goes lower (at 0, every token is sorted).
+function nucleus(scores, top_p) {
+  const n = scores.length;
+  const { weights, ids } = buffers(n);
+  let total = 0, count = 0;
+  for (let i = 0; i < n; i++) {
+    const weight = Math.exp(scores[i]);
+    weights[i] = weight;
+    total += weight;
+    if (weight >= FIRST_FLOOR) ids[count++] = i;
   }
-  const u = uniforms(seed, position, scores.length);
-  let best = 0, bestScore = -Infinity;
-  for (let i = 0; i < scores.length; i++) {
-    const noisy = scores[i] - Math.log(-Math.log(u[i]));
-    if (noisy > bestScore) { best = i; bestScore = noisy; }
+  const target = top_p * total;
+  for (let floor = FIRST_FLOOR; ;) {
+    const heaviest = ids.subarray(0, count).sort((a, b) => (weights[b] - weights[a]) || (a - b));
+    let running = 0;
+    for (let k = 0; k < count; k++) {
+      running += weights[heaviest[k]];
+      if (running >= target) return [heaviest, k + 1];
+    }
+    if (floor === 0) return [heaviest, count];
+    floor = floor < 1e-300 ? 0 : floor * FLOOR_STEP;
+    count = 0;
+    for (let i = 0; i < n; i++) if (weights[i] >= floor) ids[count++] = i;
+  }
+}
+
+// Steps 4 and 5 over the nucleus (`ids`, or every token): the highest score plus Gumbel noise, the lowest
+// id on a tie.
+function gumbelMax(scores, ids, count, seed, position) {
+  const key = mix((seed + Math.imul(position + 1, GOLDEN)) >>> 0);
+  let best = -1, bestScore = -Infinity;
+  for (let k = 0; k < count; k++) {
+    const i = ids ? ids[k] : k;
+    if (!(scores[i] >= OUT_OF_REACH)) continue;
+    const u = (mix((key + Math.imul(i + 1, GOLDEN)) >>> 0) + 0.5) / 4294967296;
+    const noisy = scores[i] - Math.log(-Math.log(u));
+    if (noisy > bestScore || (noisy === bestScore && i < best)) { best = i; bestScore = noisy; }
   }
   return best;
+}
+
+// An answer's text as its tokens arrive, decoded a few tokens at a time: `decode(ids)` turns a window of
+// tokens into text, and the text of the whole answer is the text of its windows one after another
+// (router/sampling.py's Detokenizer, step for step). `text` holds only whole characters; `pending` the
+// decoded tail that may still become one (ending in U+FFFD).
+export class Detokenizer {
+  constructor(decode) {
+    Object.assign(this, { decode, ids: [], prefix: 0, read: 0, text: "", pending: "" });
+  }
+
+  push(id) {
+    this.ids.push(id);
+    const before = this.decode(this.ids.slice(this.prefix, this.read));
+    const after = this.decode(this.ids.slice(this.prefix));
+    this.pending = after.slice(before.length);
+    if (after.length > before.length && !after.endsWith("\ufffd")) {
+      this.text += this.pending;
+      this.pending = "";
+      this.prefix = this.read;
+      this.read = this.ids.length;
+    }
+    return this.text;
+  }
 }
 
 // Where the first stop string in `text` begins, or null.
