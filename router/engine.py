@@ -54,10 +54,13 @@ class Chunk:
 class ConversationCaches:
     """The KV caches of recent conversations, kept between answers: one paged KV cache with room for
     `capacity_tokens` tokens, a sequence in it per conversation (at most `conversations`), each known by the
-    tokens it holds. An answer takes the sequence that shares the longest beginning with its prompt, cut
-    back to that beginning (at least one prompt token is left to prefill, whose logits start the answer),
-    or a new one; sequences least recently used give their pages up when room is short. Memory is
-    bounded by the capacity, whatever the traffic."""
+    tokens it holds and the length of the prompt it last answered. An answer whose prompt is the next turn
+    of a kept conversation (it begins with that conversation's last prompt and goes on) takes its sequence,
+    cut back to the tokens the prompt repeats (at least one prompt token is left to prefill, whose logits
+    start the answer); any other prompt gets a new sequence, so a new conversation's answer never depends
+    on what was asked before (the browser engine's cacheFor follows the same rule). Sequences least
+    recently used give their pages up when room is short. Memory is bounded by the capacity, whatever the
+    traffic."""
 
     def __init__(self, create, kv, capacity_tokens: int, conversations: int, page_size: int):
         shape = tvm.runtime.ShapeTuple
@@ -65,6 +68,7 @@ class ConversationCaches:
         self.conversations = max(0, conversations)  # 0: none kept, every answer prefills its whole prompt
         self.cache = create(shape([max(1, conversations)]), shape([capacity_tokens]), page_size)
         self.held: OrderedDict[int, list[int]] = OrderedDict()  # sequence id -> its tokens, least recent first
+        self.asked: dict[int, int] = {}  # sequence id -> the length of the prompt it last answered
         self.ids = itertools.count()
 
     def take(self, prompt: list[int], room: int) -> tuple[int, list[int]]:
@@ -72,9 +76,11 @@ class ConversationCaches:
         already holds (the caller extends the list as it feeds tokens)."""
         best, shared = None, 0
         for seq, held in self.held.items():
-            n = common_prefix(held, prompt, len(prompt) - 1)
-            if n > shared:
-                best, shared = seq, n
+            asked = self.asked[seq]
+            if len(prompt) > asked and common_prefix(held, prompt, asked) == asked:
+                n = common_prefix(held, prompt, len(prompt) - 1)
+                if n > shared:
+                    best, shared = seq, n
         if best is None:
             best = next(self.ids)
             self.make_room(keep=None, sequences=1)
@@ -85,6 +91,7 @@ class ConversationCaches:
             self.kv("popn")(self.cache, best, len(held) - shared)
             del held[shared:]
         self.make_room(keep=best, tokens=len(prompt) - shared + room)
+        self.asked[best] = len(prompt)
         return best, held
 
     def keep(self, seq: int, held: list[int]) -> None:
@@ -98,6 +105,7 @@ class ConversationCaches:
     def drop(self, seq: int) -> None:
         """An answer that failed or was cancelled: its sequence is given up."""
         self.held.pop(seq, None)
+        self.asked.pop(seq, None)
         self.kv("remove_sequence")(self.cache, seq)
 
     def make_room(self, keep: int | None, sequences: int = 0, tokens: int = 0) -> None:
@@ -106,6 +114,7 @@ class ConversationCaches:
         while self.held and (len(self.held) + (keep is not None) + sequences > self.conversations
                              or self.free_pages() < pages):
             oldest, _ = self.held.popitem(last=False)
+            del self.asked[oldest]
             self.kv("remove_sequence")(self.cache, oldest)
 
     def free_pages(self) -> int:

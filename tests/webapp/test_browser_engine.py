@@ -207,7 +207,8 @@ def test_a_conversation_keeps_its_cache_and_answers_as_a_fresh_prefill(family, k
                                                                        expected_console_errors):
     """The browser engine keeps the cache of the conversation it answered last: a next turn prefills only
     its new tokens (several prefill chunks of 16, over the kept pages) and gives the server's greedy tokens;
-    an edited first turn keeps only what comes before the edit and still gives the server's tokens. The tiny
+    a prompt that does not continue it (the first turn after the self-check, an edited first turn) gets a
+    fresh cache. The tiny
     Llama has head_dim 16, the tiny Qwen3 64 (whose WebGPU merge of attention states was TVM's bug)."""
     if family == "llama":
         model, models = TINY, tiny_models
@@ -226,7 +227,7 @@ def test_a_conversation_keeps_its_cache_and_answers_as_a_fresh_prefill(family, k
         assert browser["stats"]["kernels"] == kernels
     cached = [r["stats"]["cached_tokens"] for r in result["results"]]
     prompts = [r["usage"]["prompt_tokens"] for r in result["results"]]
-    assert cached[0] < 8  # the chat template's first tokens, shared with the self-check's prompt answered before
+    assert cached[0] == 0  # the self-check's prompt, answered before, is not this conversation's
     for turn in (1, 2):  # all of the turn before (its prompt and answer) is kept; its new tokens span chunks
         assert cached[turn] >= prompts[turn - 1] and prompts[turn] - cached[turn] > 16, (cached, prompts)
-    assert 0 < cached[3] < prompts[0], (cached, prompts)  # the system prompt, up to the edited question
+    assert cached[3] == 0, (cached, prompts)  # the first turn edited: another conversation

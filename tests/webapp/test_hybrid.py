@@ -184,8 +184,10 @@ def test_a_new_version_is_fetched_and_checked_beside_the_old_one_and_taken_betwe
     page.wait_for_function(f"() => window.seam.status().engine?.version === '{v2}'", timeout=LOAD_TIMEOUT_MS)
     engines = {e["version"]: e["state"] for e in page.evaluate("window.seam.status().engines")}
     assert engines == {v1: "retired", v2: "ready"}, engines
-    urls = cached_urls(page)
-    assert not any(f"/{v1}/" in u for u in urls) and any(f"/{v2}/" in u for u in urls)
+    # The old version's files go once the new one is ready (deleting them takes a moment after the switch).
+    page.wait_for_function("""async (v1) => !(await (await caches.open("seam-models")).keys())
+                                                 .some((r) => r.url.includes(`/${v1}/`))""", arg=v1, timeout=10_000)
+    assert any(f"/{v2}/" in u for u in cached_urls(page))
     expect(chat.route).to_have_attribute("data-target", "browser", timeout=60_000)
     after = chat.ask("And of Spain?")
     assert after["where"] == "browser"

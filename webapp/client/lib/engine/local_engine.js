@@ -180,17 +180,20 @@ export class LocalEngine {
     }
   }
 
-  // The KV cache for an answer to `prompt`, and the tokens it holds: the cache of the conversation answered
-  // last, cut back to the tokens the prompt begins with (the next turn of that conversation keeps all of
-  // them and prefills only what is new; an edited earlier turn keeps what comes before the edit; another
-  // conversation keeps nothing), always leaving at least one token to prefill, whose logits start the
-  // answer. The caller keeps it again (this.kept) once the answer is whole.
+  // The KV cache for an answer to `prompt`, and the tokens it holds: the cache of the answer given last when
+  // the prompt is the next turn of that conversation (it begins with that answer's whole prompt), cut back
+  // to the tokens the prompt repeats (all of them when the answer was re-tokenized the same way), always
+  // leaving at least one token to prefill, whose logits start the answer; any other prompt gets a fresh
+  // cache, so a new conversation's answer never depends on what was asked before. The caller keeps it
+  // again (this.kept) once the answer is whole. The server's ConversationCaches follows the same rule.
   cacheFor(prompt) {
     const kept = this.kept;
     this.kept = null;
-    if (!kept) return { cache: this.newCache(), held: [] };
-    let shared = 0;
-    while (shared < kept.held.length && shared < prompt.length - 1 && kept.held[shared] === prompt[shared]) shared++;
+    if (!kept || !continues(prompt, kept)) {
+      kept?.cache.dispose();
+      return { cache: this.newCache(), held: [] };
+    }
+    const shared = commonPrefix(kept.held, prompt, prompt.length - 1);
     if (shared < kept.held.length) {
       this.tvm.beginScope();
       try {
@@ -289,7 +292,7 @@ export class LocalEngine {
       }
       if (text.length > shown.length)  // a held-back tail that never became a stop string
         yield { text: text.slice(shown.length).replace(/\ufffd+$/, ""), tokens: generated.length, ids: generated.slice(sent) };
-      this.kept = { cache, held };  // for the next turn of this conversation
+      this.kept = { cache, held, promptLength: prompt.length };  // for the next turn of this conversation
       kept = true;
     } finally {
       if (!kept) cache.dispose();  // an answer that failed (or whose reader left) leaves no cache behind
@@ -320,4 +323,17 @@ function continueIds({ continue_token_ids: ids, continue_final_message: continue
     throw new EngineError(ErrorKind.InvalidRequest, `continue_token_ids must be a list of at most ${max_tokens_limit} ` +
                           "token ids, sent with continue_final_message");
   return ids;
+}
+
+// Whether `prompt` is the next turn of the conversation whose answer left `kept`: it begins with all of that
+// answer's prompt (and goes on past it).
+function continues(prompt, kept) {
+  return prompt.length > kept.promptLength && commonPrefix(kept.held, prompt, kept.promptLength) === kept.promptLength;
+}
+
+// How many tokens `a` and `b` begin with in common, counting at most `limit`.
+function commonPrefix(a, b, limit) {
+  let n = 0;
+  while (n < Math.min(a.length, b.length, limit) && a[n] === b[n]) n++;
+  return n;
 }
