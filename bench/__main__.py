@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import report
+from bench import host, report
 from bench.chart import write_chart
 from bench.engines import (BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, WllamaEngine,
                            catalog_entry, stop_playwright)
@@ -28,9 +28,10 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=128, help="tokens generated for decode speed (128)")
     parser.add_argument("--long-prompt-tokens", type=int, default=512, help="the long prompt's length (512)")
     parser.add_argument("--chat-tokens", type=int, default=200, help="tokens per answer in the chat (200)")
-    parser.add_argument("--workloads", default="load,short,long,json,chat",
+    parser.add_argument("--workloads", default="load,short,long,json,chat,host",
                         help="comma-separated, from: load, short, long, json (structured output), chat (a whole "
-                             "conversation at the page's sampling) (default: all)")
+                             "conversation at the page's sampling), host (sampling and detokenizing per token, "
+                             "without a forward pass) (default: all)")
     args = parser.parse_args()
     engines = make_engines(args.engines.split(","), args.models)
     tokenizer = args.models / catalog_entry(args.models)["path"] / "tokenizer.json"
@@ -40,6 +41,9 @@ def main() -> None:
             if w.name.split("_")[0] in chosen]
     failures: dict[str, str] = {}
     runs = []
+    host_costs = host.measure(args.models) if "host" in chosen else {}
+    if host_costs:
+        say(f"host work per token: {host_costs}")
     try:
         for engine in engines:
             say(f"{engine.name}: starting")
@@ -71,8 +75,9 @@ def main() -> None:
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "repeats": args.repeats,
                "command": " ".join(["python -m bench", *sys.argv[1:]]),
                "machine": report.machine(), "adapters": {e.name: e.device for e in engines}, "runs": runs,
-               "failures": failures, "rooflines": rooflines(engines, runs, failures), "summary": report.summarize(runs)}
-    results["targets"] = report.targets(results["summary"], results["rooflines"])
+               "failures": failures, "rooflines": rooflines(engines, runs, failures), "summary": report.summarize(runs),
+               "host": host_costs}
+    results["targets"] = report.targets(results["summary"], results["rooflines"], host_costs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=2))
     table = report.markdown(results)

@@ -1,7 +1,8 @@
 """The CPU kernels the model's CPU builds (the server's library, the browser's wasm) are made of, each
 compiled alone for this machine's CPU and checked against numpy: decode's factored matrix-vector
 product (4- and 8-bit, with a fused epilogue), prefill's matmul over a row count its row tiles do not
-divide, and the prefill attention that replaces TVM's. The whole models are checked in
+divide, and the attention kernels that replace TVM's (prefill over a chunk, prefill over the cache's pages,
+decode over the pages). The whole models are checked in
 test_tiny_llama.py and test_families.py; these name the kernel when one is wrong.
 """
 import numpy as np
@@ -10,7 +11,7 @@ import tvm
 from tvm import te
 
 from modelbuild import schedule
-from modelbuild.cpu_attention import ragged_prefill
+from modelbuild.cpu_attention import EMPTY_LSE, paged_decode, paged_prefill, ragged_prefill
 from modelbuild.quantization.group_quant import WeightFormat, dequantize_gemv_te, dequantize_matmul_te, unpack
 from modelbuild.toolchain import targets
 
@@ -117,3 +118,68 @@ def test_cpu_prefill_attention_refuses_inline_rotary_embedding():
                                                         np.zeros(1, np.int32), one.copy(), np.zeros((1, 1), np.float32))]
     with pytest.raises(Exception, match="applies no rotary embedding"):
         library["main"](*args, 1, 1, 1.0, 10000.0, 0.5)
+
+
+def paged(k_seqs, v_seqs, page_size: int):
+    """The KV cache's pages [page, k|v, head, slot, d] holding each sequence's keys and values, its pages in
+    a shuffled order (page_indptr, page_values), and each sequence's last page's length."""
+    counts = [-(-len(k) // page_size) for k in k_seqs]
+    order = RNG.permutation(sum(counts) + 2).astype(np.int32)  # (two pages that no sequence uses)
+    pages = RNG.standard_normal((len(order), 2, *k_seqs[0].shape[1:2], page_size, k_seqs[0].shape[2]))
+    pages = pages.astype(np.float32)
+    page_indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    for b, (k, v) in enumerate(zip(k_seqs, v_seqs)):
+        for j in range(len(k)):
+            page = order[page_indptr[b] + j // page_size]
+            pages[page, 0, :, j % page_size], pages[page, 1, :, j % page_size] = k[j], v[j]
+    last_page_len = np.array([len(k) - (n - 1) * page_size for k, n in zip(k_seqs, counts)], np.int32)
+    return pages, page_indptr, order[:sum(counts)].copy(), last_page_len
+
+
+def run_kernel(func, args, scalars):
+    library = tvm.tirx.build(func.with_attr("global_symbol", "main"), target=targets.cpu())
+    tensors = [tvm.runtime.tensor(a, tvm.cpu()) for a in args]
+    library["main"](*tensors, *scalars)
+    return [t.numpy() for t in tensors]
+
+
+@pytest.mark.parametrize("causal", [1, 0])
+def test_cpu_paged_prefill_attention_matches_numpy(causal):
+    """A next turn's queries over the kept pages: three sequences (5 queries over 37 keys in pages of 16, 3
+    over 3, and 6 over 4, whose first two queries may see no key when causal)."""
+    h_kv, h_q, d, page_size = 2, 6, 32, 16
+    q_lens, kv_lens = [5, 3, 6], [37, 3, 4]
+    q = RNG.standard_normal((sum(q_lens), h_q, d)).astype(np.float32)
+    ks, vs = ([RNG.standard_normal((n, h_kv, d)).astype(np.float32) for n in kv_lens] for _ in range(2))
+    pages, page_indptr, page_values, last_page_len = paged(ks, vs, page_size)
+    q_indptr = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+    scale = 1 / np.sqrt(d)
+    out, lse = run_kernel(paged_prefill(h_kv, h_q, d, page_size, "float32"),
+                          [q, q_indptr, pages, page_indptr, page_values, last_page_len, np.zeros(3, np.int32),
+                           np.zeros(len(q), np.int32), np.zeros_like(q), np.zeros((len(q), h_q), np.float32)],
+                          [causal, 0, 1.0, 10000.0, scale])[8:]
+    for b in range(3):
+        rows = slice(q_indptr[b], q_indptr[b + 1])
+        blind = max(0, q_lens[b] - kv_lens[b]) if causal else 0  # queries before every key
+        want_out, want_lse = attention_reference(q[rows][blind:], ks[b], vs[b], bool(causal), scale)
+        np.testing.assert_allclose(out[rows][blind:], want_out, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(lse[rows][blind:], want_lse, rtol=0, atol=1e-4)
+        assert (out[rows][:blind] == 0).all() and (lse[rows][:blind] == EMPTY_LSE).all()
+
+
+def test_cpu_paged_decode_attention_matches_numpy():
+    """One query per sequence over all of its pages: sequences of 1, 16, 17 and 100 keys."""
+    h_kv, h_q, d, page_size = 3, 9, 64, 16
+    kv_lens = [1, 16, 17, 100]
+    q = RNG.standard_normal((len(kv_lens), h_q, d)).astype(np.float32)
+    ks, vs = ([RNG.standard_normal((n, h_kv, d)).astype(np.float32) for n in kv_lens] for _ in range(2))
+    pages, page_indptr, page_values, last_page_len = paged(ks, vs, page_size)
+    scale = 1 / np.sqrt(d)
+    out, lse = run_kernel(paged_decode(h_kv, h_q, d, page_size, "float32"),
+                          [q, pages, page_indptr, page_values, last_page_len, np.zeros(4, np.int32),
+                           np.zeros(4, np.int32), np.zeros_like(q), np.zeros((4, h_q), np.float32)],
+                          [0, 1.0, 10000.0, scale])[7:]
+    for b in range(len(kv_lens)):
+        want_out, want_lse = attention_reference(q[b:b + 1], ks[b], vs[b], False, scale)
+        np.testing.assert_allclose(out[b:b + 1], want_out, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(lse[b:b + 1], want_lse, rtol=0, atol=1e-4)

@@ -58,8 +58,8 @@ export function uniforms(seed, position, count) {
 }
 
 export function argmax(logits) {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  let best = 0, top = logits[0];
+  for (let i = 1; i < logits.length; i++) if (logits[i] > top) { best = i; top = logits[i]; }
   return best;
 }
 
@@ -67,7 +67,8 @@ export function argmax(logits) {
 const scratch = { size: 0 };
 function buffers(n) {
   if (scratch.size !== n)
-    Object.assign(scratch, { size: n, scores: new Float64Array(n), weights: new Float64Array(n), ids: new Uint32Array(n) });
+    Object.assign(scratch, { size: n, scores: new Float64Array(n), weights: new Float64Array(n), ids: new Uint32Array(n),
+                             values: new Float64Array(n), octaves: new Float64Array(OCTAVES) });
   return scratch;
 }
 
@@ -84,21 +85,29 @@ export function sample(logits, { temperature, top_p, seed }, position) {
   const n = logits.length;
   const { scores } = buffers(n);
   const max = logits[argmax(logits)];
-  for (let i = 0; i < n; i++) scores[i] = (logits[i] - max) / temperature;
-  const [ids, count] = top_p < 1 ? nucleus(scores, top_p) : [null, n];
+  if (top_p >= 1) {
+    for (let i = 0; i < n; i++) scores[i] = (logits[i] - max) / temperature;
+    return gumbelMax(scores, null, n, seed, position);
+  }
+  const [ids, count] = roughNucleus(logits, max, temperature, top_p) ?? exactNucleus(logits, max, temperature, top_p);
   return gumbelMax(scores, ids, count, seed, position);
 }
 
-// Step 3: the nucleus's ids (heaviest first) and how many. The heaviest tokens are sorted only down to a
-// weight floor: every token under it weighs less than every token over it, so the walk over the sorted
-// tokens over the floor is the walk over the whole vocabulary sorted, as long as it reaches the target
-// there; when it does not, the floor goes lower (at 0, every token is sorted).
-function nucleus(scores, top_p) {
-  const n = scores.length;
-  const { weights, ids } = buffers(n);
+// Step 3: the nucleus's ids and how many, with the scores (step 2) of at least those tokens. The cut needs
+// the whole vocabulary's total weight, a float64 sum of 49k exponentials in index order: first a rough
+// total (an exponential cheaper than Math.exp, within a stated error) tells where the cut is
+// (roughNucleus), and the exact total is summed (exactNucleus) only when the cut lies so close to the rough
+// target that the exact one could move it. The heaviest tokens are sorted only down to a weight floor:
+// every token under it weighs less than every token over it, so the walk over the sorted tokens over the
+// floor is the walk over the whole vocabulary sorted, as long as it reaches the target there; when it
+// does not, the floor goes lower (at 0, every token is sorted).
+function exactNucleus(logits, max, temperature, top_p) {
+  const n = logits.length;
+  const { scores, weights, ids } = buffers(n);
   let total = 0, count = 0;
   for (let i = 0; i < n; i++) {
-    const weight = Math.exp(scores[i]);
+    const score = (logits[i] - max) / temperature, weight = Math.exp(score);
+    scores[i] = score;
     weights[i] = weight;
     total += weight;
     if (weight >= FIRST_FLOOR) ids[count++] = i;
@@ -116,6 +125,79 @@ function nucleus(scores, top_p) {
     count = 0;
     for (let i = 0; i < n; i++) if (weights[i] >= floor) ids[count++] = i;
   }
+}
+
+// The rough weight: e^score = 2^y for y = score * log2(e) <= 0, y = k + f with k an integer and |f| <= 1/2,
+// 2^k from a table and 2^f = e^(f ln 2) by its Taylor series to degree 6 (|f ln 2| <= 0.347: the
+// remainder is under 0.347^7 / 7! * e^0.347 = 1.7e-7 of a value of at least e^-0.347), so within a
+// relative 3e-7 with the rounding (y itself is computed with a multiplication: off by under 1e-12). Two
+// float64 sums of n terms in index order differ from their exact values by under n * 2^-53 of the total
+// each; terms that underflow (under 2^-1022) are lost in that, as the total is at least 1 (the top token's).
+const HALVINGS = Float64Array.from({ length: 1076 }, (_, k) => 2 ** -k);  // 2^-k, exact (2^-1075 is 0)
+const ROUNDING = 1.5 * 2 ** 52;  // (y + ROUNDING) - ROUNDING is y rounded to an integer, for |y| < 2^51
+const roughSlack = (n) => 1e-6 + 2 * n * 2 ** -53;
+const OCTAVES = 64;  // the rough weights' histogram: octave b holds the weights nearest 2^-b (by exponent)
+const NEAR = -24;  // the rough pass gathers the tokens of weight over 2^-24, where the floor usually is
+
+// exactNucleus's result when a rough total decides it, else null. The rough pass also makes a histogram of
+// the rough weights by octave, from which the floor is the lowest octave whose tokens, with all heavier
+// ones, surely weigh more than the target. Over it, the exact weights' values are sorted (natively: the
+// walk's running sums depend on the values only) and walked to the first that reaches every target the
+// exact total may give (the first reaching the lowest reaches the highest too). The nucleus is then every
+// token heavier than the cut's weight and, of those of exactly its weight, the lowest ids (the order a
+// sort by weight, then id, puts them in).
+function roughNucleus(logits, max, temperature, top_p) {
+  const n = logits.length;
+  const { scores, weights, ids, octaves, values } = buffers(n);
+  const toExponent = Math.LOG2E / temperature;
+  octaves.fill(0);
+  let rough = 0, near = 0;  // near: how many tokens of exponent over NEAR, gathered in ids
+  for (let i = 0; i < n; i++) {
+    const y = (logits[i] - max) * toExponent;
+    if (!(y > -1075)) continue;  // (a weight that underflows to 0)
+    const k = (y + ROUNDING) - ROUNDING, f = (y - k) * Math.LN2;
+    const weight = (1 + f * (1 + f * (1 / 2 + f * (1 / 6 + f * (1 / 24 + f * (1 / 120 + f / 720)))))) * HALVINGS[-k | 0];
+    rough += weight;
+    octaves[Math.min(OCTAVES - 1, -k | 0)] += weight;
+    if (y >= NEAR) ids[near++] = i;
+  }
+  const slack = rough * roughSlack(n);
+  const lowest = top_p * (rough - slack), highest = top_p * (rough + slack);
+  let octave = 0;
+  for (let heavier = octaves[0]; heavier < highest + slack && octave < OCTAVES - 1;) heavier += octaves[++octave];
+  // Exact scores and weights for the tokens that may weigh over the floor (those gathered, unless the floor
+  // is lower still); the floor itself an exact weight, so the tokens under it (exponents at least 1e-3
+  // lower, or weighing less) weigh less than every token over it.
+  const lowestExponent = -(octave + 0.5), floor = Math.exp(lowestExponent / Math.LOG2E);
+  const gathered = lowestExponent - 1e-3 >= NEAR;
+  let count = 0;
+  for (let k = 0, end = gathered ? near : n; k < end; k++) {
+    const i = gathered ? ids[k] : k;
+    if (!((logits[i] - max) * toExponent >= lowestExponent - 1e-3)) continue;
+    const score = (logits[i] - max) / temperature, weight = Math.exp(score);
+    if (weight < floor) continue;
+    scores[i] = score;
+    weights[i] = weight;
+    values[count] = weight;
+    ids[count++] = i;  // (never ahead of k: ids is read and rewritten in the same order)
+  }
+  const sorted = values.subarray(0, count).sort();  // ascending: the walk goes from the end
+  let running = 0, cut = -1;
+  for (let k = count - 1; k >= 0 && cut < 0; k--) {
+    running += sorted[k];
+    if (running >= lowest) cut = k;
+  }
+  if (cut < 0 || running < highest) return null;
+  const threshold = sorted[cut];
+  let heavier = cut + 1;
+  while (heavier < count && sorted[heavier] === threshold) heavier++;
+  let ties = heavier - cut;  // the nucleus's tokens of exactly the cut's weight
+  let size = 0;
+  for (let k = 0; k < count; k++) {
+    const i = ids[k], weight = weights[i];
+    if (weight > threshold || (weight === threshold && ties-- > 0)) ids[size++] = i;
+  }
+  return [ids, size];
 }
 
 // Steps 4 and 5 over the nucleus (`ids`, or every token): the highest score plus Gumbel noise, the lowest
