@@ -22,6 +22,8 @@ TSC = REPO / "webapp" / "node_modules" / ".bin" / "tsc"
 GREEDY = {"temperature": 0, "max_tokens": 8}
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 CROSS_ORIGIN_ERRORS = ["blocked by CORS policy", "net::ERR_FAILED", "net::ERR_CONNECTION_REFUSED"]
+# A server that went away: a new connection is refused, a kept-alive one it closed is no longer connected.
+SERVER_GONE_ERRORS = ["net::ERR_CONNECTION_REFUSED", "net::ERR_SOCKET_NOT_CONNECTED"]
 BLANK_PAGE = '<!doctype html><link rel="icon" href="data:,"><title>a third-party site</title><body>'
 
 
@@ -230,7 +232,7 @@ def test_the_client_answers_in_the_browser_while_its_server_is_down(page, app_se
     from the site; the engine's libraries from the browser's HTTP cache, where the server put them as immutable)."""
     site_url = serve_folder(site)
     server = app_server(tiny_models, ALLOWED_ORIGINS=site_origin(site_url))
-    expected_console_errors.extend(CROSS_ORIGIN_ERRORS)
+    expected_console_errors.extend(CROSS_ORIGIN_ERRORS + SERVER_GONE_ERRORS)
     variant = f"{TINY}-q4f32_1"
     page.goto(site_url)
     online = page.evaluate(OFFLINE_TURN, {"server": server.url, "variant": variant, "connect": True})
