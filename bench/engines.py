@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import platform
 import subprocess
 import tempfile
 import threading
@@ -26,6 +25,7 @@ os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")  # the runtime library, as the
 from router.engine import Engine  # noqa: E402
 from router.grammar import parse_response_format  # noqa: E402
 from router.sampling import Sampling  # noqa: E402
+from router.threads import available_cores, use_threads  # noqa: E402
 from bench.workloads import run_chat  # noqa: E402
 
 VARIANT = "SmolLM2-135M-Instruct-q4f32_1"  # the variant both engines can run here (SwiftShader lacks f16)
@@ -52,8 +52,9 @@ class ServerEngine:
 
     def start(self) -> None:
         self.entry = catalog_entry(self.models)
+        threads = use_threads(0)  # as the server does: every core this process may use
         self.engine = Engine(self.models / self.entry["path"], self.entry)
-        self.device = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        self.device = f"CPU ({threads} thread{'s' if threads > 1 else ''})"
 
     def run(self, workload) -> dict:
         if workload.kind == "load":  # a new engine (library, weights) to its first token; no cache to be cold
@@ -389,7 +390,8 @@ class LlamaCppEngine:
 
     def __init__(self, peer, gguf: Path):
         self.peer, self.gguf = peer, gguf
-        self.device = f"CPU ({os.cpu_count()} threads)"
+        self.threads = available_cores()[0]  # the server's count, so the two compare at the same one
+        self.device = f"CPU ({self.threads} threads)"
 
     def start(self) -> None:
         if not self.peer.ready:
@@ -397,7 +399,7 @@ class LlamaCppEngine:
 
     def run(self, workload) -> dict:
         result = subprocess.run([str(self.peer.paths["python"]), str(self.peer.paths["runner"]), str(self.gguf),
-                                 json.dumps(workload.request())], capture_output=True, text=True, timeout=900)
+                                 json.dumps({**workload.request(), "threads": self.threads})], capture_output=True, text=True, timeout=900)
         if result.returncode != 0:
             raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output")
         measured = json.loads(result.stdout.strip().splitlines()[-1])

@@ -120,8 +120,8 @@ def positive(body: dict, part: str, measure: str) -> float | None:
     if not isinstance(section, dict):
         raise ApiError(400, f"{part} must be an object with ttft_s and tokens_per_s", part)
     value = section.get(measure)
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < 1e6):
-        raise ApiError(400, f"{part}.{measure} must be a number above 0 and below 1e6", f"{part}.{measure}")
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not 1e-6 < value < 1e6):
+        raise ApiError(400, f"{part}.{measure} must be a number between 1e-6 and 1e6", f"{part}.{measure}")
     return value
 
 
@@ -235,7 +235,9 @@ def sse_events(chunks, completion_id, created, model, include_usage, backend_nam
     try:
         yield event(frame({"role": "assistant", "content": ""}))
         for chunk in chunks:
-            if chunk.text:  # with its tokens, which a page hands to the other path if this one fails mid-answer
+            # with its tokens, which a page hands to the other path if this one fails mid-answer; a last chunk
+            # may have tokens and no text (an answer that ends inside a UTF-8 character), and still carries them
+            if chunk.text or chunk.token_ids:
                 extra = {"seam": {"completion_tokens": chunk.completion_tokens, "token_ids": chunk.token_ids}} \
                     if chunk.token_ids else {}
                 yield event({**frame({"content": chunk.text}), **extra})

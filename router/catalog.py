@@ -30,7 +30,8 @@ class Catalog:
 
     @property
     def problem(self) -> str | None:
-        """Why the catalog on disk cannot be served (None when it can, or when there is none yet)."""
+        """Why the catalog on disk cannot be served (None when it can, or when there is none yet), in words a
+        client may read: the server's paths stay in its log."""
         self.models  # noqa: B018 -- re-reads the file if it changed
         return self._problem
 
@@ -50,18 +51,19 @@ class Catalog:
                 self._models, self._problem = self._read() if stamp else ((), None)
                 self._stamp = stamp
                 if self._problem:
-                    log.error("the model catalog cannot be served: %s", self._problem)
+                    log.error("the model catalog %s cannot be served: %s", self._path, self._problem)
             return self._models
 
     def _read(self) -> tuple[tuple[dict, ...], str | None]:
         try:
             catalog = json.loads(self._path.read_text())
         except (OSError, ValueError) as error:
-            return (), f"{self._path} is not readable JSON ({error}); rebuild it with `make build-model`"
+            detail = error.strerror if isinstance(error, OSError) else error  # an OSError's names the path
+            return (), f"manifest.json is not readable JSON ({detail}); rebuild it with `make build-model`"
         error = jsonschema.exceptions.best_match(VALIDATOR.iter_errors(catalog))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "the top level"
-            return (), (f"{self._path} does not follow models/manifest.schema.json at {where}: {error.message}; "
+            return (), (f"manifest.json does not follow models/manifest.schema.json at {where}: {error.message}; "
                         "rebuild it with `make build-model`")
         return tuple(catalog["models"]), None
 

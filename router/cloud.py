@@ -7,6 +7,7 @@ engine, unreachable upstream) before the first byte of a response is sent.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -17,10 +18,13 @@ from typing import Iterator
 import requests
 
 from router.catalog import Catalog
-from router.engine import Chunk, Engine, EngineError
+from router.engine import Chunk, Engine, EngineError, ModelFilesError
 from router.errors import ApiError
 from router.grammar import SchemaBusy, SchemaError
 from router.sampling import Sampling
+from router.threads import use_threads
+
+log = logging.getLogger("seam")
 
 UPSTREAM_KEY_ENV = "SEAM_UPSTREAM_API_KEY"
 # Bearer tokens, and the shapes of common API keys (sk-..., hf_..., long opaque tokens).
@@ -57,6 +61,7 @@ class EmbeddedBackend:
         self.tokens_per_s: float | None = None  # the latest answer's, as the router predicts the next one
         self.ttft_s: float | None = None
         self.answer_s: float | None = None      # a running average of how long an answer holds the engine
+        self.threads: int | None = None         # what router/threads.py chose
 
     @property
     def available(self) -> bool:
@@ -73,10 +78,20 @@ class EmbeddedBackend:
         with self._load_lock:
             engine = self._engines.get(entry["id"])
             if engine is None or engine.entry["version"] != entry["version"]:  # a rebuild replaced it
-                engine = self._engines[entry["id"]] = Engine(self.catalog.folder / entry["path"], entry,
-                                                            self.schema_timeout_s, self.cache_tokens,
-                                                            self.cache_conversations)
+                engine = self._engines[entry["id"]] = self._load(entry)
             return engine
+
+    def _load(self, entry: dict) -> Engine:
+        """A variant's engine; files missing or not as the catalog recorded them are a 503 that says so (the
+        path only in the log), and the next request tries again, so a rebuild mends it without a restart."""
+        try:
+            return Engine(self.catalog.folder / entry["path"], entry, self.schema_timeout_s, self.cache_tokens,
+                          self.cache_conversations)
+        except Exception as error:  # noqa: BLE001 -- whatever a broken folder raises, the client gets the same 503
+            log.error("the variant %s cannot be loaded from %s: %s", entry["id"], self.catalog.folder / entry["path"], error)
+            reason = str(error) if isinstance(error, ModelFilesError) else "its files are missing or unreadable"
+            raise ApiError(503, f"the model {entry['id']} cannot be loaded on the server ({reason}): rebuild it with "
+                           "`make build-model`", "model", "model_unavailable") from None
 
     def start(self, req: ChatRequest, cancelled) -> Iterator[Chunk]:
         engine = self.engine(req.model)
@@ -85,7 +100,7 @@ class EmbeddedBackend:
             prompt = engine.prompt_ids(req.messages, req.continue_final, req.continue_ids)
             engine.check_fits(prompt, req.sampling.max_tokens)
         except EngineError as error:
-            raise ApiError(error.status, str(error), error.param, "context_length_exceeded") from None
+            raise ApiError(error.status, str(error), error.param, error.code) from None
         constraint = self.constraint(engine, req)
         return self._run(engine, prompt, req.sampling, cancelled, constraint)
 
@@ -236,6 +251,8 @@ def make_backend(config: dict, catalog: Catalog):
     if config["UPSTREAM_BASE_URL"]:
         return UpstreamBackend(config["UPSTREAM_BASE_URL"], config["UPSTREAM_MODEL"], config["UPSTREAM_TIMEOUT_S"])
     if config["EMBEDDED_ENGINE"]:
-        return EmbeddedBackend(catalog, config["SCHEMA_TIMEOUT_S"], config["KV_CACHE_TOKENS"],
-                               config["KV_CACHE_CONVERSATIONS"])
+        backend = EmbeddedBackend(catalog, config["SCHEMA_TIMEOUT_S"], config["KV_CACHE_TOKENS"],
+                                  config["KV_CACHE_CONVERSATIONS"])
+        backend.threads = use_threads(config["THREADS"])  # before any engine runs a parallel loop
+        return backend
     return None

@@ -28,6 +28,7 @@ def defaults() -> dict:
         "IDLE_TIMEOUT_S": 30,               # a connection that sends nothing this long, between requests, is closed
         "SCHEMA_TIMEOUT_S": 10.0,           # a response_format schema that compiles longer is refused (400)
         "KV_CACHE_TOKENS": 0,               # tokens of KV cache the server's engine holds for them (0: 2 context windows; at least 1)
+        "THREADS": 0,                       # threads the server's engine runs on (0: every core this process may use)
         "KV_CACHE_CONVERSATIONS": 8,        # conversations whose KV cache it keeps between turns, least recent given up first (0: none)
         "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks

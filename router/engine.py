@@ -30,12 +30,19 @@ from router.sampling import Detokenizer, Sampling, first_stop, held_back, sample
 PAGE_SIZE_DEFAULT = 16
 
 
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's code: an OpenAI client reads it as "prompt too long"
+
+
 class EngineError(Exception):
     """A request the engine cannot serve; `status` is the HTTP status it maps to."""
 
-    def __init__(self, message: str, status: int = 400, param: str | None = None):
+    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None):
         super().__init__(message)
-        self.status, self.param = status, param
+        self.status, self.param, self.code = status, param, code
+
+
+class ModelFilesError(RuntimeError):
+    """A variant's files are not the ones its catalog entry recorded (a partial copy, a corrupted disk)."""
 
 
 @dataclass
@@ -169,7 +176,8 @@ class Engine:
         try:
             text = self.template.render(head)
         except TemplateRefusal as refusal:
-            raise EngineError(f"{refusal}: send the conversation in an order this model takes", param="messages") from None
+            raise EngineError(f"{refusal}: send the conversation in an order this model takes", param="messages",
+                              code="chat_template_refused") from None
         if continue_ids is not None and self.spells(continue_ids, tail):
             return self.tokenizer.encode(text, add_special_tokens=False).ids + list(continue_ids)
         return self.tokenizer.encode(text + tail, add_special_tokens=False).ids
@@ -187,13 +195,14 @@ class Engine:
         if at_least + max_tokens > self.context_window:
             raise EngineError(f"the conversation is {size} bytes, at least {at_least} tokens, and max_tokens is "
                               f"{max_tokens}, but the context window of {self.id} is {self.context_window} tokens: "
-                              "shorten the conversation or lower max_tokens", param="messages")
+                              "shorten the conversation or lower max_tokens", param="messages",
+                              code=CONTEXT_LENGTH_EXCEEDED)
 
     def check_fits(self, prompt: list[int], max_tokens: int) -> None:
         if len(prompt) + max_tokens > self.context_window:
             raise EngineError(f"the prompt is {len(prompt)} tokens and max_tokens is {max_tokens}, but the context "
                               f"window of {self.id} is {self.context_window} tokens: shorten the conversation or "
-                              "lower max_tokens", param="messages")
+                              "lower max_tokens", param="messages", code=CONTEXT_LENGTH_EXCEEDED)
 
     def constraint(self, response_format: dict) -> Constraint:
         """The token mask for one structured answer (raises grammar.SchemaError)."""
@@ -226,7 +235,9 @@ class Engine:
     def _answer(self, seq, held, prompt, sampling, seed, cancelled, constraint, started) -> Iterator[Chunk]:
         """One answer on sequence `seq`, which holds the tokens `held` (extended as tokens are fed)."""
         first, cached = None, len(held)
-        logits = self._prefill(seq, held, prompt)
+        logits = self._prefill(seq, held, prompt, cancelled)
+        if logits is None:  # the client left during the prefill: the engine is free for the next answer
+            return
         generated: list[int] = []
         detokenizer = Detokenizer(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         shown, text, sent = "", "", 0
@@ -253,17 +264,20 @@ class Engine:
             if finish == "stop":
                 break
             logits = self._step(seq, held, "decode", [token])
-        if len(text) > len(shown):  # a held-back tail that never became a stop string
+        if len(text) > len(shown) or sent < len(generated):  # a held-back tail, or tokens that showed no text
             yield Chunk(text[len(shown):].rstrip("\ufffd"), completion_tokens=len(generated),
                         token_ids=generated[sent:])
         done = time.perf_counter()
         yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated),
                     ttft_s=(first or done) - started, engine_s=done - started, cached_tokens=cached)
 
-    def _prefill(self, seq: int, held: list[int], prompt: list[int]) -> np.ndarray:
-        """Feeds the prompt's tokens the sequence does not hold yet, a prefill chunk at a time."""
-        chunk = self.config["prefill_chunk_size"]
-        for start in range(len(held), len(prompt), chunk):
+    def _prefill(self, seq: int, held: list[int], prompt: list[int], cancelled=lambda: False) -> np.ndarray | None:
+        """Feeds the prompt's tokens the sequence does not hold yet, a prefill chunk at a time; None when
+        `cancelled()` turns true between chunks (a long prompt whose client left would hold the engine)."""
+        chunk, first = self.config["prefill_chunk_size"], len(held)
+        for start in range(first, len(prompt), chunk):
+            if start > first and cancelled():
+                return None
             logits = self._step(seq, held, "prefill", prompt[start:start + chunk])
         return logits
 
@@ -284,8 +298,7 @@ def load_tensor_cache(index_path: Path, device) -> dict:
     for shard in index["records"]:
         data = (index_path.parent / shard["dataPath"]).read_bytes()
         if len(data) != shard["nbytes"] or hashlib.sha256(data).hexdigest() != shard["sha256"]:
-            raise RuntimeError(f"{shard['dataPath']} does not match its recorded size and sha256; "
-                               "rebuild with `make build-model`")
+            raise ModelFilesError(f"{shard['dataPath']} does not match its recorded size and sha256")
         for record in shard["records"]:
             raw = data[record["byteOffset"]: record["byteOffset"] + record["nbytes"]]
             array = np.frombuffer(raw, dtype=record["dtype"]).reshape(record["shape"])

@@ -12,9 +12,9 @@ invent ids: the numbers are a view of the fleet, not evidence about any one clie
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from statistics import median
-from contextlib import closing
 from pathlib import Path
 
 ACTIVE_DAYS = 30      # a client not seen for this long no longer counts
@@ -28,7 +28,8 @@ class Fleet:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._db()) as db, db:
+        self._local = threading.local()  # one connection per server thread, kept open (see _db)
+        with self._db() as db:
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # counts are soft: start over
                 db.executescript("DROP TABLE IF EXISTS cached; DROP TABLE IF EXISTS self_checks;"
                                  "DROP TABLE IF EXISTS clients; DROP TABLE IF EXISTS calibration;")
@@ -46,8 +47,12 @@ class Fleet:
                 PRAGMA user_version = {SCHEMA_VERSION};""")
 
     def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA synchronous = NORMAL")  # with the WAL journal: no disk flush per report, still consistent
+        """This thread's connection, opened once: closing the last connection to a WAL database checkpoints
+        and deletes the WAL (disk flushes), which made every report cost ~17 ms instead of ~0.2."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, timeout=10)
+            db.execute("PRAGMA synchronous = NORMAL")  # with the WAL journal: no disk flush per report, still consistent
         return db
 
     def report_probe(self, client: str, cached: list[tuple[str, str]], adapter_class: str | None,
@@ -55,7 +60,7 @@ class Fleet:
         """A client's whole list of (catalog id, version), so versions it dropped stop counting; and, when it
         measured, its measured/predicted decode speed on its adapter class (clipped by the caller), the
         latest per class replacing the earlier one."""
-        with closing(self._db()) as db, db:
+        with self._db() as db:
             self._seen(db, client)
             db.execute("DELETE FROM cached WHERE client = ?", (client,))
             db.executemany("INSERT OR IGNORE INTO cached VALUES (?, ?, ?)", [(client, m, v) for m, v in cached])
@@ -67,7 +72,7 @@ class Fleet:
     def report_self_check(self, client: str, model: str, version: str, adapter: str, passed: bool,
                           detail: str) -> None:
         """A client's latest result for one variant version on one adapter replaces its earlier one."""
-        with closing(self._db()) as db, db:
+        with self._db() as db:
             self._seen(db, client)
             db.execute("INSERT OR REPLACE INTO self_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (client, model, version, adapter, int(passed), detail, time.time()))
@@ -75,14 +80,14 @@ class Fleet:
 
     def calibration(self, adapter_class: str, min_clients: int) -> float | None:
         """The median ratio of the class's clients, once at least `min_clients` have measured."""
-        with closing(self._db()) as db:
+        with self._db() as db:
             ratios = [r for (r,) in db.execute("SELECT ratio FROM calibration WHERE adapter_class = ? ORDER BY ratio",
                                                (adapter_class,))]
         return median(ratios) if len(ratios) >= min_clients else None
 
     def calibrations(self, min_clients: int) -> list[dict]:
         """For operators: each adapter class's factor and how many clients it rests on."""
-        with closing(self._db()) as db:
+        with self._db() as db:
             rows = db.execute("SELECT adapter_class, ratio FROM calibration").fetchall()
         by_class: dict[str, list[float]] = {}
         for adapter_class, ratio in rows:
@@ -107,7 +112,7 @@ class Fleet:
     def versions(self) -> list[dict]:
         """How many active clients hold each model version."""
         since = time.time() - ACTIVE_DAYS * 86400
-        with closing(self._db()) as db:
+        with self._db() as db:
             rows = db.execute("SELECT model, version, COUNT(*) FROM cached JOIN clients USING (client) "
                               "WHERE seen > ? GROUP BY model, version ORDER BY model, version", (since,)).fetchall()
         return [{"id": m, "version": v, "clients": n} for m, v, n in rows]
@@ -115,7 +120,7 @@ class Fleet:
     def self_checks(self) -> list[dict]:
         """Per model version and adapter, how many distinct clients' self-checks passed and failed: where a
         build computes wrong answers."""
-        with closing(self._db()) as db:
+        with self._db() as db:
             rows = db.execute("SELECT model, version, adapter, SUM(passed), SUM(1 - passed) FROM self_checks "
                               "GROUP BY model, version, adapter ORDER BY COUNT(*) DESC, model, version, adapter "
                               "LIMIT ?", (MAX_ROWS_SHOWN,)).fetchall()

@@ -28,7 +28,7 @@ def health():
     state = current_app.extensions["seam"]
     backend = state["cloud"]
     return jsonify({"status": "ok", "models": len(state["catalog"].models),
-                    "cloud": backend.name if backend else None})
+                    "cloud": backend.name if backend else None, "engine_threads": getattr(backend, "threads", None)})
 
 
 @bp.get("/metrics")

@@ -1,5 +1,5 @@
 """One measurement of llama.cpp (llama-cpp-python) on the CPU, run in the bench's llama.cpp venv:
-`python llama_cpp_runner.py MODEL.gguf REQUEST_JSON` prints a JSON result.
+`python llama_cpp_runner.py MODEL.gguf REQUEST_JSON` prints a JSON result (REQUEST_JSON may name `threads`).
 
 The request is the bench workload's: chat messages, max_tokens, greedy. The chat template is the GGUF's
 own (llama.cpp applies it), so the prompt tokens are the ones Seam's engines see. Prefill and decode are
@@ -17,7 +17,7 @@ def main(gguf: str, request: dict) -> dict:
     from llama_cpp import Llama
 
     started = time.perf_counter()
-    threads = os.cpu_count()
+    threads = request.get("threads") or os.cpu_count()
     llm = Llama(model_path=gguf, n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
     load_s = time.perf_counter() - started
     formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(

@@ -150,6 +150,29 @@ def test_unsupported_features_are_refused_before_compiling_naming_the_field(tmp_
         pipeline.build(pipeline.BuildOptions(model=folder, presets=["q0f32"], out_dir=tmp_path / "out"))
 
 
+@pytest.mark.parametrize("keys", [
+    {"rope_parameters": {"rope_type": "default", "rope_theta": 5e5}},
+    {"rope_parameters": {"rope_type": "default", "rope_theta": 5e5}, "rope_theta": 1e4},
+    {"rope_scaling": FAMILIES["llama3"][1]["rope_scaling"], "rope_parameters": {"rope_type": "default"},
+     "rope_theta": 5e5},
+    {"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256},
+     "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}},
+])
+def test_rope_is_read_as_transformers_reads_it(keys):
+    """Old and new RoPE keys side by side: transformers lets rope_scaling replace rope_parameters; a RoPE
+    type we do not compute (yarn) is refused, never built as the default."""
+    import transformers
+    from modelbuild.arch.families import rope
+    theirs = transformers.LlamaConfig(**TINY, **json.loads(json.dumps(keys))).rope_parameters
+    if theirs["rope_type"] == "yarn":
+        with pytest.raises(BuildError, match="rope_scaling.rope_type = 'yarn'"):
+            rope({**TINY, **keys})
+        return
+    ours = rope({**TINY, **keys})
+    assert ours["rope_theta"] == theirs["rope_theta"]
+    assert (ours["rope_scaling"] or {"rope_type": "default"})["rope_type"] == theirs["rope_type"]
+
+
 @pytest.mark.parametrize("chunk,kernels", [("one", "software"), ("several", "software"), ("several", "gpu"),
                                            ("several", "cpu")])
 def test_browser_logits_in_chromium_match_transformers(family, chunk, kernels, launch_page, serve_folder):

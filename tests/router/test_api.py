@@ -1,10 +1,12 @@
 """The server's HTTP surface through Flask's test client, with the real default model built in models/."""
+import itertools
 import json
 import time
 
 import pytest
 
 from router import create_app
+from router.threads import available_cores
 from tests.conftest import catalog_of
 from tests.router.conftest import UPSTREAM_SECRET, assert_error
 
@@ -211,6 +213,21 @@ def test_an_answer_goes_on_from_its_own_tokens_not_its_text_tokenized_again(tiny
     assert_error(refused, 400, param="continue_token_ids")
 
 
+def test_a_stream_carries_every_token_id_even_when_the_answer_ends_inside_a_character(tiny_models, tmp_path):
+    """The tiny random model draws byte tokens: an answer may end on a token that starts a UTF-8 character,
+    whose chunk has no text but still its token id (a page hands those ids to the other path)."""
+    app = create_app({"MODELS_DIR": str(tiny_models), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
+    client, textless_tails = app.test_client(), 0
+    for seed, max_tokens in itertools.product(range(200), range(3, 9)):  # about 1 in 150 ends so, here
+        events = parse_sse(client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "Hi"}], "max_tokens": max_tokens, "temperature": 1.0,
+            "seed": seed, "stream": True, "stream_options": {"include_usage": True}}).get_data(as_text=True))
+        carrying = [e for e in events if e.get("seam", {}).get("token_ids")]
+        assert sum(len(e["seam"]["token_ids"]) for e in carrying) == events[-1]["usage"]["completion_tokens"], seed
+        textless_tails += carrying[-1]["choices"][0]["delta"]["content"] == ""
+    assert textless_tails, "no answer ended inside a character: the case this test is for never ran"
+
+
 def test_a_chat_templates_refusal_is_a_400(tiny_models, tmp_path):
     """A template's raise_exception (here: roles must alternate) is the request's fault, not the server's."""
     from tests.webapp.helpers import models_subset
@@ -225,11 +242,37 @@ def test_a_chat_templates_refusal_is_a_400(tiny_models, tmp_path):
     app = create_app({"MODELS_DIR": str(models), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
     body = {"messages": [{"role": "assistant", "content": "I go first"}], "max_tokens": 2}
     response = app.test_client().post("/v1/chat/completions", json=body)
-    assert_error(response, 400, param="messages")
+    assert_error(response, 400, param="messages", code="chat_template_refused")  # not "context_length_exceeded"
     assert response.get_json()["error"]["message"] == ("the chat template refused the messages: roles must alternate "
                                                         "user/assistant: send the conversation in an order this model takes")
     assert app.test_client().post("/v1/chat/completions", json={**body, "messages": [
         {"role": "user", "content": "hi"}]}).status_code == 200
+
+
+def test_a_variant_whose_files_are_broken_is_a_503_that_says_so_until_rebuilt(tiny_models, tmp_path, caplog):
+    """A valid catalog over a corrupted shard, then over a missing folder: each chat is a 503 that names the
+    variant and what to do (the server's paths only in its log); restored files are served, no restart."""
+    import shutil
+    from tests.webapp.helpers import models_subset
+    entry = next(m for m in catalog_of(tiny_models)["models"] if m["quantization"] == "q4f32_1")
+    shard = next(f for f in (tiny_models / entry["id"]).iterdir() if f.name.startswith("params_shard"))
+    models = models_subset(tiny_models, tmp_path / "models", entry["id"], corrupt=shard.name)
+    app = create_app({"MODELS_DIR": str(models), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
+    client = app.test_client()
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    with caplog.at_level("ERROR", logger="seam"):
+        corrupted = client.post("/v1/chat/completions", json=body)
+        shutil.rmtree(models / entry["id"])
+        missing = client.post("/v1/chat/completions", json=body)
+    for response, says in ((corrupted, f"{shard.name} does not match its recorded size and sha256"),
+                           (missing, "its files are missing or unreadable")):
+        assert_error(response, 503, param="model", code="model_unavailable")
+        message = response.get_json()["error"]["message"]
+        assert entry["id"] in message and says in message and "make build-model" in message
+        assert str(tmp_path) not in response.get_data(as_text=True)
+    assert str(models / entry["id"]) in caplog.text
+    shutil.copytree(tiny_models / entry["id"], models / entry["id"])
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
 
 
 # --- artifacts -------------------------------------------------------------------------------------
@@ -292,7 +335,8 @@ def test_the_client_and_its_libraries_are_served_and_nothing_else(client):
 
 
 def test_health_and_metrics(client):
-    assert client.get("/healthz").get_json() == {"status": "ok", "models": 2, "cloud": "embedded"}
+    assert client.get("/healthz").get_json() == {"status": "ok", "models": 2, "cloud": "embedded",
+                                                 "engine_threads": available_cores()[0]}
     client.post("/api/route", json=PROBE)
     text = client.get("/metrics").get_data(as_text=True)
     assert 'seam_route_decisions_total{reason="not_downloaded",target="cloud"}' in text
@@ -469,6 +513,8 @@ def test_a_broken_catalog_is_a_503_with_the_reason_until_it_is_rebuilt(tmp_path,
                      client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}]})):
         assert_error(response, 503, code="catalog_invalid")
         assert "make build-model" in response.get_json()["error"]["message"]
+        assert str(tmp_path) not in response.get_data(as_text=True)  # the server's paths stay in its log
+    assert str(tmp_path) in caplog.text
     assert client.get("/metrics").status_code == 200
     (tmp_path / "manifest.json").write_text("{not json")
     assert "not readable JSON" in client.get("/api/catalog").get_json()["error"]["message"]

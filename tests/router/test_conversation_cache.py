@@ -99,6 +99,25 @@ def test_a_cancelled_answer_keeps_no_cache(entry):
     assert again.cached_tokens == 0 and engine.caches.kept() == 1
 
 
+def test_a_client_that_leaves_during_the_prefill_frees_the_engine_within_one_chunk(entry):
+    """A long prompt (many prefill chunks of 16 tokens here) whose client leaves after its first chunk:
+    the prefill stops at the next chunk, nothing is answered or kept, and the engine answers the next."""
+    engine = engine_of(entry)
+    prompt = engine.prompt_ids([{"role": "user", "content": "Tell me about rivers. " * 40}])
+    chunk = entry[1]["prefill_chunk_size"]
+    assert len(prompt) > 8 * chunk
+    fed, step = [], engine._step
+    engine._step = lambda seq, held, function, ids: (fed.append(len(ids)), step(seq, held, function, ids))[1]
+    left = {"after": 2}  # the check before taking the engine, then the one before the second chunk
+    def cancelled():
+        left["after"] -= 1
+        return left["after"] < 0
+    assert list(engine.generate(prompt, GREEDY, cancelled)) == []
+    assert fed == [chunk, chunk] and engine.caches.kept() == 0
+    _, ids, last = answer(engine, FIRST)
+    assert last.finish_reason and ids and last.cached_tokens == 0
+
+
 def test_twenty_conversations_stay_within_the_stated_bound(entry):
     """KV_CACHE_TOKENS of one context window (1,024 tokens) and KV_CACHE_CONVERSATIONS 8: conversations of
     about 170 tokens each, so the tokens run short before the count does."""

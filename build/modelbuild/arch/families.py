@@ -21,8 +21,9 @@ def refuse(field: str, value, why: str) -> BuildError:
 
 def rope(hf: dict[str, Any]) -> dict[str, Any]:
     """RoPE's base and scaling, from the keys of older configs (rope_theta, rope_scaling) or of
-    transformers 5's (rope_parameters)."""
-    parameters = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    transformers 5's (rope_parameters), in transformers' order: a config's rope_scaling replaces its
+    rope_parameters, and the parameters' own rope_theta comes before the config's."""
+    parameters = hf.get("rope_scaling") or hf.get("rope_parameters") or {}
     kind = parameters.get("rope_type", parameters.get("type", "default"))
     kind = "longrope" if kind == "su" else kind  # Phi-3's first name for it
     partial = parameters.get("partial_rotary_factor") or hf.get("partial_rotary_factor") or 1.0
@@ -35,7 +36,7 @@ def rope(hf: dict[str, Any]) -> dict[str, Any]:
         {**{k: v for k, v in parameters.items() if k not in ("rope_theta", "type")}, "rope_type": kind}
     if kind == "longrope":
         scaling = longrope(hf, scaling)
-    return {"rope_theta": hf.get("rope_theta") or parameters.get("rope_theta", 10000.0), "rope_scaling": scaling}
+    return {"rope_theta": parameters.get("rope_theta") or hf.get("rope_theta") or 10000.0, "rope_scaling": scaling}
 
 
 def longrope(hf: dict[str, Any], scaling: dict[str, Any]) -> dict[str, Any]:

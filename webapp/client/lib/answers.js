@@ -109,10 +109,11 @@ export class Answer {
       try {
         for await (const chunk of this.source) {
           const choice = chunk.choices[0];
-          if (choice?.delta?.content) {
+          if (choice?.delta?.content || chunk.seam?.token_ids?.length) {  // tokens may come without text
             this.firstAt ??= performance.now();
-            this.take(choice.delta.content, chunk.seam);
-            yield this.chunk({ content: choice.delta.content }, null, { seam: { completion_tokens: this.so.tokens,
+            const content = choice.delta?.content ?? "";
+            this.take(content, chunk.seam);
+            yield this.chunk({ content }, null, { seam: { completion_tokens: this.so.tokens,
                                                                                 token_ids: chunk.seam?.token_ids } });
           }
           if (choice?.finish_reason) end.finish = choice.finish_reason;

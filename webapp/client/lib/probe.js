@@ -86,7 +86,7 @@ function probeNetwork() {
   if (typeof c.saveData === "boolean") network.save_data = c.saveData;
   if (["slow-2g", "2g", "3g", "4g"].includes(c.effectiveType)) network.effective_type = c.effectiveType;
   if (typeof c.rtt === "number") network.rtt_ms = c.rtt;
-  if (typeof c.downlink === "number") network.downlink_mbps = c.downlink;
+  if (typeof c.downlink === "number" && c.downlink > 0) network.downlink_mbps = c.downlink;  // 0: unknown (offline)
   return network;
 }
 
