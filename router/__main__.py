@@ -42,4 +42,7 @@ waitress.serve(
     max_request_body_size=limits["MAX_CONTENT_LENGTH"],
     channel_request_lookahead=1,  # keeps reading the socket during a request: a client that left is noticed
     asyncore_use_poll=True,  # select() stops at 1024 descriptors
+    # Behind a reverse proxy every client has its address: the fleet counts sources by the forwarded one.
+    **({"trusted_proxy": limits["TRUSTED_PROXY"], "trusted_proxy_count": 1, "trusted_proxy_headers": {"x-forwarded-for"},
+        "clear_untrusted_proxy_headers": True} if limits["TRUSTED_PROXY"] else {}),
 )

@@ -81,8 +81,9 @@ def route():
         metrics.CLIENT_VERSIONS.labels(model_id, version).inc()
     if probe.get("client_id"):  # what it holds, and how fast it really ran (which calibrates the fleet)
         ratios = [r for v in variants if (r := routing.calibration_ratio(probe, v, policy)) is not None]
-        fleet.report_probe(probe["client_id"], sorted(cached), adapter_class, ratios[0] if ratios else None)
-    calibration = fleet.calibration(adapter_class, policy["calibration"]["min_clients"]) if adapter_class else None
+        fleet.report_probe(probe["client_id"], fleet.source_of(request.remote_addr), sorted(cached), adapter_class,
+                           ratios[0] if ratios else None)
+    calibration = fleet.calibration(adapter_class, policy["calibration"]["min_sources"]) if adapter_class else None
     decision = routing.decide(probe, variants, server_state(calibration), policy)
     metrics.ROUTE_DECISIONS.labels(decision.target, decision.reasons[0]["code"]).inc()
     return jsonify(decision.to_json())
@@ -145,15 +146,19 @@ def self_check():
     client = body.get("client_id")
     if not isinstance(client, str) or not CLIENT_ID.fullmatch(client):
         raise ApiError(400, "client_id must be the page's random id (8 to 64 letters, digits or '-')", "client_id")
-    tokens = body.get("token_ids", [])
-    if not isinstance(tokens, list) or len(tokens) > 256 or not all(isinstance(t, int) for t in tokens):
-        raise ApiError(400, "token_ids must be a list of at most 256 integers", "token_ids")
+    tokens = body.get("token_ids", [])  # checked, not stored: the result is what counts
+    if not isinstance(tokens, list) or len(tokens) > 256 or \
+            not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in tokens):
+        raise ApiError(400, "token_ids must be a list of at most 256 token ids (integers from 0 to 2^31 - 1)",
+                       "token_ids")
     adapter = body.get("adapter", "")
     if not isinstance(adapter, str) or len(adapter) > 200:
         raise ApiError(400, "adapter must be the adapter's name, at most 200 characters", "adapter")
     version = catalog.version_label(entry["id"], body["version"])
-    seam()["fleet"].report_self_check(client, entry["id"], version, adapter, body["passed"], json.dumps(tokens))
-    metrics.SELF_CHECKS.labels(entry["id"], version, "passed" if body["passed"] else "failed").inc()
+    fleet = seam()["fleet"]
+    if fleet.report_self_check(client, fleet.source_of(request.remote_addr), entry["id"], version, adapter,
+                               body["passed"]):
+        metrics.SELF_CHECKS.labels(entry["id"], version, "passed" if body["passed"] else "failed").inc()
     return jsonify({"recorded": True})
 
 
@@ -163,7 +168,7 @@ def fleet():
     store = seam()["fleet"]
     latest = {m["id"]: m["version"] for m in seam()["catalog"].models}
     return jsonify({"catalog": latest, "cached": store.versions(), "self_checks": store.self_checks(),
-                    "calibration": store.calibrations(seam()["policy"]["calibration"]["min_clients"])})
+                    "calibration": store.calibrations(seam()["policy"]["calibration"]["min_sources"])})
 
 
 # --- OpenAI-compatible API ----------------------------------------------------------------------------

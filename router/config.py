@@ -32,6 +32,7 @@ def defaults() -> dict:
         "KV_CACHE_CONVERSATIONS": 8,        # conversations whose KV cache it keeps between turns, least recent given up first (0: none)
         "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks
+        "TRUSTED_PROXY": "",                # the reverse proxy's address, whose X-Forwarded-For names the client (fleet sources)
         "ALLOWED_ORIGINS": "",              # comma-separated origins whose pages may use the API and artifacts (CORS)
         "TEST_HOOKS": False,                # the page's test-only fault injection (device loss); never in production
     }

@@ -4,13 +4,19 @@ first-load self-checks went, and how fast their browsers really ran against the 
 
 Anyone can post to the endpoints that feed it, so it is built to be bounded and hard to skew, not to
 be trusted: the API stores only the catalog's own ids and versions (any other version as "other"), a
-client is the random id its page keeps (nothing else about it), each client has one row per variant
-and at most MAX_ADAPTERS adapters, the store keeps the MAX_CLIENTS most recently seen clients, and
-self-checks count distinct clients, so one client repeating a failure counts once. A client can still
-invent ids: the numbers are a view of the fleet, not evidence about any one client.
+client is the random id its page keeps, each client has one row per variant and at most MAX_ADAPTERS
+adapters. Ids are free to invent, so what would let invented ids buy influence counts sources instead:
+a client's source is a keyed hash of its network address (the address itself is never stored; an IPv6
+/64 is one source). The calibration is the median over sources (each source's own median first), and
+self-checks count distinct sources, so a thousand ids from one address weigh as one client; one source
+keeps at most MAX_CLIENTS_PER_SOURCE ids (its least recently seen go first), so its new ids push out
+only its own, and the store keeps the MAX_CLIENTS most recently seen clients in all.
 """
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import os
 import sqlite3
 import threading
 import time
@@ -19,9 +25,11 @@ from pathlib import Path
 
 ACTIVE_DAYS = 30      # a client not seen for this long no longer counts
 MAX_CLIENTS = 10_000  # clients kept; the least recently seen go first
+MAX_CLIENTS_PER_SOURCE = 256  # client ids kept per network address (a household or office behind one NAT)
 MAX_ADAPTERS = 4      # adapters kept per client (a browser has one or two)
 MAX_ROWS_SHOWN = 200  # self-check groups in the operator's view, most clients first
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
+TABLES = ("cached", "self_checks", "calibration", "clients")
 
 
 class Fleet:
@@ -31,20 +39,33 @@ class Fleet:
         self._local = threading.local()  # one connection per server thread, kept open (see _db)
         with self._db() as db:
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # counts are soft: start over
-                db.executescript("DROP TABLE IF EXISTS cached; DROP TABLE IF EXISTS self_checks;"
-                                 "DROP TABLE IF EXISTS clients; DROP TABLE IF EXISTS calibration;")
+                db.executescript("".join(f"DROP TABLE IF EXISTS {table};" for table in TABLES + ("secret",)))
             db.execute("PRAGMA journal_mode = WAL")  # readers (/metrics, /api/fleet) never wait for writers
             db.executescript(f"""
-                CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, seen REAL);
+                CREATE TABLE IF NOT EXISTS secret (key BLOB);
+                CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, source TEXT, seen REAL);
                 CREATE INDEX IF NOT EXISTS clients_seen ON clients (seen);
+                CREATE INDEX IF NOT EXISTS clients_source ON clients (source, seen);
                 CREATE TABLE IF NOT EXISTS cached (client TEXT, model TEXT, version TEXT,
                                                    PRIMARY KEY (client, model, version));
                 CREATE TABLE IF NOT EXISTS calibration (client TEXT, adapter_class TEXT, ratio REAL, at REAL,
                                                         PRIMARY KEY (client, adapter_class));
                 CREATE TABLE IF NOT EXISTS self_checks (client TEXT, model TEXT, version TEXT, adapter TEXT,
-                                                        passed INTEGER, detail TEXT, at REAL,
+                                                        passed INTEGER, at REAL,
                                                         PRIMARY KEY (client, model, version, adapter));
                 PRAGMA user_version = {SCHEMA_VERSION};""")
+            if db.execute("SELECT key FROM secret").fetchone() is None:
+                db.execute("INSERT INTO secret VALUES (?)", (os.urandom(32),))
+            self._key = db.execute("SELECT key FROM secret").fetchone()[0]
+
+    def source_of(self, address: str | None) -> str:
+        """A client's source: a keyed hash of its address (an IPv6 address's /64), never the address."""
+        try:
+            ip = ipaddress.ip_address(address or "")
+            network = ipaddress.ip_network(f"{ip}/64", strict=False) if ip.version == 6 else ip
+        except ValueError:
+            network = address or "unknown"
+        return hashlib.blake2b(str(network).encode(), key=self._key, digest_size=12).hexdigest()
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection, opened once: closing the last connection to a WAL database checkpoints
@@ -55,13 +76,13 @@ class Fleet:
             db.execute("PRAGMA synchronous = NORMAL")  # with the WAL journal: no disk flush per report, still consistent
         return db
 
-    def report_probe(self, client: str, cached: list[tuple[str, str]], adapter_class: str | None,
+    def report_probe(self, client: str, source: str, cached: list[tuple[str, str]], adapter_class: str | None,
                      ratio: float | None) -> None:
         """A client's whole list of (catalog id, version), so versions it dropped stop counting; and, when it
         measured, its measured/predicted decode speed on its adapter class (clipped by the caller), the
         latest per class replacing the earlier one."""
         with self._db() as db:
-            self._seen(db, client)
+            self._seen(db, client, source)
             db.execute("DELETE FROM cached WHERE client = ?", (client,))
             db.executemany("INSERT OR IGNORE INTO cached VALUES (?, ?, ?)", [(client, m, v) for m, v in cached])
             if adapter_class and ratio is not None:
@@ -69,32 +90,43 @@ class Fleet:
                            (client, adapter_class, ratio, time.time()))
                 self._keep_latest_adapters(db, "calibration", "adapter_class", client)
 
-    def report_self_check(self, client: str, model: str, version: str, adapter: str, passed: bool,
-                          detail: str) -> None:
-        """A client's latest result for one variant version on one adapter replaces its earlier one."""
+    def report_self_check(self, client: str, source: str, model: str, version: str, adapter: str,
+                          passed: bool) -> bool:
+        """A client's latest result for one variant version on one adapter replaces its earlier one; whether
+        the result is new for its source (so that one source repeating it, under any ids, counts once)."""
         with self._db() as db:
-            self._seen(db, client)
-            db.execute("INSERT OR REPLACE INTO self_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (client, model, version, adapter, int(passed), detail, time.time()))
+            self._seen(db, client, source)
+            known = db.execute("SELECT 1 FROM self_checks JOIN clients USING (client) WHERE source = ? AND model = ? "
+                               "AND version = ? AND adapter = ? AND passed = ? LIMIT 1",
+                               (source, model, version, adapter, int(passed))).fetchone()
+            db.execute("INSERT OR REPLACE INTO self_checks VALUES (?, ?, ?, ?, ?, ?)",
+                       (client, model, version, adapter, int(passed), time.time()))
             self._keep_latest_adapters(db, "self_checks", "adapter", client)
+        return known is None
 
-    def calibration(self, adapter_class: str, min_clients: int) -> float | None:
-        """The median ratio of the class's clients, once at least `min_clients` have measured."""
-        with self._db() as db:
-            ratios = [r for (r,) in db.execute("SELECT ratio FROM calibration WHERE adapter_class = ? ORDER BY ratio",
-                                               (adapter_class,))]
-        return median(ratios) if len(ratios) >= min_clients else None
+    def calibration(self, adapter_class: str, min_sources: int) -> float | None:
+        """The median over the class's sources (each source's median first), once at least `min_sources`
+        sources have measured."""
+        by_source = self._ratios_by_source(adapter_class).get(adapter_class, {})
+        medians = [median(ratios) for ratios in by_source.values()]
+        return median(medians) if len(medians) >= min_sources else None
 
-    def calibrations(self, min_clients: int) -> list[dict]:
-        """For operators: each adapter class's factor and how many clients it rests on."""
+    def calibrations(self, min_sources: int) -> list[dict]:
+        """For operators: each adapter class's factor, and how many sources and client ids it rests on."""
+        by_class = self._ratios_by_source()
+        shown = sorted((c for c, s in by_class.items() if len(s) >= min_sources), key=lambda c: -len(by_class[c]))
+        return [{"adapter_class": c, "sources": len(by_class[c]), "clients": sum(map(len, by_class[c].values())),
+                 "factor": round(median(median(r) for r in by_class[c].values()), 4)} for c in shown[:MAX_ROWS_SHOWN]]
+
+    def _ratios_by_source(self, adapter_class: str | None = None) -> dict[str, dict[str, list[float]]]:
+        query = "SELECT adapter_class, source, ratio FROM calibration JOIN clients USING (client)"
         with self._db() as db:
-            rows = db.execute("SELECT adapter_class, ratio FROM calibration").fetchall()
-        by_class: dict[str, list[float]] = {}
-        for adapter_class, ratio in rows:
-            by_class.setdefault(adapter_class, []).append(ratio)
-        shown = sorted((c for c, r in by_class.items() if len(r) >= min_clients), key=lambda c: -len(by_class[c]))
-        return [{"adapter_class": c, "clients": len(by_class[c]), "factor": round(median(by_class[c]), 4)}
-                for c in shown[:MAX_ROWS_SHOWN]]
+            rows = db.execute(query + " WHERE adapter_class = ?", (adapter_class,)).fetchall() if adapter_class \
+                else db.execute(query).fetchall()
+        by_class: dict[str, dict[str, list[float]]] = {}
+        for adapter, source, ratio in rows:
+            by_class.setdefault(adapter, {}).setdefault(source, []).append(ratio)
+        return by_class
 
     @staticmethod
     def _keep_latest_adapters(db, table: str, column: str, client: str) -> None:
@@ -103,11 +135,13 @@ class Fleet:
                    f"WHERE client = ? GROUP BY {column} ORDER BY MAX(at) DESC LIMIT ?)", (client, client, MAX_ADAPTERS))
 
     @staticmethod
-    def _seen(db, client: str) -> None:
-        db.execute("INSERT OR REPLACE INTO clients VALUES (?, ?)", (client, time.time()))
-        stale = "SELECT client FROM clients ORDER BY seen DESC LIMIT -1 OFFSET ?"
-        for table in ("cached", "self_checks", "calibration", "clients"):
-            db.execute(f"DELETE FROM {table} WHERE client IN ({stale})", (MAX_CLIENTS,))
+    def _seen(db, client: str, source: str) -> None:
+        db.execute("INSERT OR REPLACE INTO clients VALUES (?, ?, ?)", (client, source, time.time()))
+        stale = db.execute("SELECT client FROM clients WHERE source = ? ORDER BY seen DESC LIMIT -1 OFFSET ?",
+                           (source, MAX_CLIENTS_PER_SOURCE)).fetchall()
+        stale += db.execute("SELECT client FROM clients ORDER BY seen DESC LIMIT -1 OFFSET ?", (MAX_CLIENTS,)).fetchall()
+        for table in TABLES:
+            db.executemany(f"DELETE FROM {table} WHERE client = ?", stale)
 
     def versions(self) -> list[dict]:
         """How many active clients hold each model version."""
@@ -118,10 +152,12 @@ class Fleet:
         return [{"id": m, "version": v, "clients": n} for m, v, n in rows]
 
     def self_checks(self) -> list[dict]:
-        """Per model version and adapter, how many distinct clients' self-checks passed and failed: where a
+        """Per model version and adapter, how many distinct sources' self-checks passed and failed: where a
         build computes wrong answers."""
         with self._db() as db:
-            rows = db.execute("SELECT model, version, adapter, SUM(passed), SUM(1 - passed) FROM self_checks "
-                              "GROUP BY model, version, adapter ORDER BY COUNT(*) DESC, model, version, adapter "
-                              "LIMIT ?", (MAX_ROWS_SHOWN,)).fetchall()
+            rows = db.execute("SELECT model, version, adapter, COUNT(DISTINCT CASE WHEN passed THEN source END), "
+                              "COUNT(DISTINCT CASE WHEN passed THEN NULL ELSE source END) FROM self_checks "
+                              "JOIN clients USING (client) GROUP BY model, version, adapter "
+                              "ORDER BY COUNT(DISTINCT source) DESC, model, version, adapter LIMIT ?",
+                              (MAX_ROWS_SHOWN,)).fetchall()
         return [{"id": m, "version": v, "adapter": a, "passed": p, "failed": f} for m, v, a, p, f in rows]

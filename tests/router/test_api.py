@@ -390,17 +390,25 @@ def test_fleet_counts_each_clients_versions_and_self_checks(app, catalog):
     # Self-checks count clients: a client's latest result per version and adapter replaces its earlier one.
     report = {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": False,
               "token_ids": [1, 2, 3], "client_id": "client-aaaaaaaa"}
+    def counted():  # the metric's counts are process-wide: compared before and after
+        text = client.get("/metrics").get_data(as_text=True)
+        lines = {result: f'seam_self_checks_total{{model="{entry["id"]}",result="{result}",version="{entry["version"]}"}} '
+                 for result in ("passed", "failed")}
+        return {r: float(text.split(line)[1].split()[0]) if line in text else 0.0 for r, line in lines.items()}
+    before = counted()
+    a, b = {"REMOTE_ADDR": "192.0.2.10"}, {"REMOTE_ADDR": "192.0.2.11"}
     for _ in range(3):
-        assert client.post("/api/self-check", json=report).get_json() == {"recorded": True}
-    client.post("/api/self-check", json={**report, "client_id": "client-bbbbbbbb", "passed": True})
+        assert client.post("/api/self-check", json=report, environ_base=a).get_json() == {"recorded": True}
+    client.post("/api/self-check", json={**report, "client_id": "client-bbbbbbbb", "passed": True}, environ_base=b)
     checks = client.get("/api/fleet").get_json()["self_checks"]
     assert {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": 1, "failed": 1} in checks
-    client.post("/api/self-check", json={**report, "passed": True})
+    client.post("/api/self-check", json={**report, "passed": True}, environ_base=a)
     checks = client.get("/api/fleet").get_json()["self_checks"]
     assert {"id": entry["id"], "version": entry["version"], "adapter": "SwiftShader", "passed": 2, "failed": 0} in checks
     metrics = client.get("/metrics").get_data(as_text=True)
     assert f'seam_client_model_versions{{model="{entry["id"]}",version="{entry["version"]}"}} 3.0' in metrics
-    assert f'seam_self_checks_total{{model="{entry["id"]}",result="failed",version="{entry["version"]}"}}' in metrics
+    after = counted()  # a's failure once (not three times), b's pass, a's pass when its result changed
+    assert {r: after[r] - before[r] for r in after} == {"passed": 2, "failed": 1}
 
 
 @pytest.mark.parametrize("body,status,param", [
@@ -409,6 +417,10 @@ def test_fleet_counts_each_clients_versions_and_self_checks(app, catalog):
     ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
       "token_ids": ["a"]}, 400, "token_ids"),
     ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True}, 400, "client_id"),
+    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+      "token_ids": [10 ** 300]}, 400, "token_ids"),
+    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+      "token_ids": [-1]}, 400, "token_ids"),
     ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
       "adapter": "a" * 201}, 400, "adapter"),
 ])
@@ -450,17 +462,19 @@ def test_the_fleet_calibrates_devices_that_have_not_measured_and_one_client_cann
     predicted = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
     assert predicted["source"] == "predicted"
     honest = [0.30, 0.34, 0.40]  # decode tokens/s that three SwiftShader clients measured
-    for i, decode in enumerate(honest):
-        assert client.post("/api/route", json=measuring_probe(entry, f"client-honest-{i}", decode)).status_code == 200
+    for i, decode in enumerate(honest):  # each from its own address: one address's ids count once
+        assert client.post("/api/route", json=measuring_probe(entry, f"client-honest-{i}", decode),
+                           environ_base={"REMOTE_ADDR": f"192.0.2.{i + 1}"}).status_code == 200
     calibrated = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
     assert calibrated["source"] == "calibrated"
     assert min(honest) <= calibrated["tokens_per_s"] <= max(honest)
     # One client claiming a thousand times the speed moves the median at most to a neighbouring honest value.
-    client.post("/api/route", json=measuring_probe(entry, "client-liar-000", 400.0))
+    client.post("/api/route", json=measuring_probe(entry, "client-liar-000", 400.0),
+                environ_base={"REMOTE_ADDR": "198.51.100.1"})
     skewed = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
     assert min(honest) <= skewed["tokens_per_s"] <= max(honest)
     view = client.get("/api/fleet").get_json()["calibration"]
-    assert [(row["adapter_class"], row["clients"]) for row in view] == [("google/swiftshader/fallback", 4)]
+    assert [(row["adapter_class"], row["sources"]) for row in view] == [("google/swiftshader/fallback", 4)]
 
 
 def test_a_device_that_measured_is_predicted_by_its_measurement(client, catalog):

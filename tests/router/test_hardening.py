@@ -150,11 +150,37 @@ def test_the_fleet_keeps_the_most_recent_clients(tmp_path, monkeypatch):
     monkeypatch.setattr(fleet_module, "MAX_CLIENTS", 5)
     store = fleet_module.Fleet(tmp_path / "fleet.sqlite3")
     for i in range(12):
-        store.report_probe(f"client-{i:04d}", [("m", "v1")], "class", 0.5)
-        store.report_self_check(f"client-{i:04d}", "m", "v1", "adapter", i % 2 == 0, "[]")
+        source = store.source_of(f"10.0.0.{i}")
+        store.report_probe(f"client-{i:04d}", source, [("m", "v1")], "class", 0.5)
+        store.report_self_check(f"client-{i:04d}", source, "m", "v1", "adapter", i % 2 == 0)
     assert store.versions() == [{"id": "m", "version": "v1", "clients": 5}]
     assert [(r["passed"], r["failed"]) for r in store.self_checks()] == [(2, 3)]  # clients 7..11
-    assert store.calibrations(min_clients=1) == [{"adapter_class": "class", "clients": 5, "factor": 0.5}]
+    assert store.calibrations(min_sources=1) == [{"adapter_class": "class", "sources": 5, "clients": 5, "factor": 0.5}]
+
+
+def test_ids_invented_at_one_address_neither_buy_the_calibration_nor_push_out_other_clients(tmp_path, monkeypatch):
+    """Fresh ids were free: 6 moved a class's factor to the top of its range, 46 more to the bottom, and
+    10,100 pruned every real client. Ids from one address are one source, and push out only their own."""
+    from router import fleet as fleet_module
+    monkeypatch.setattr(fleet_module, "MAX_CLIENTS_PER_SOURCE", 20)
+    store = fleet_module.Fleet(tmp_path / "fleet.sqlite3")
+    honest = [0.8, 0.9, 1.0, 1.1, 1.2]
+    for i, ratio in enumerate(honest):
+        source = store.source_of(f"2001:db8:{i}::1")
+        store.report_probe(f"honest-{i:04d}", source, [("m", "v1")], "class", ratio)
+        store.report_self_check(f"honest-{i:04d}", source, "m", "v1", "adapter", True)
+    attacker = store.source_of("203.0.113.7")
+    assert attacker == store.source_of("203.0.113.7") != store.source_of("203.0.113.8")
+    assert store.source_of("2001:db8:0::1") == store.source_of("2001:db8:0::ffff")  # an IPv6 /64 is one source
+    for i in range(300):
+        store.report_probe(f"attacker-{i:04d}", attacker, [("m", "v1")], "class", 4.0 if i < 6 else 0.02)
+        store.report_self_check(f"attacker-{i:04d}", attacker, "m", "v1", "adapter", False)
+    assert 0.8 <= store.calibration("class", min_sources=3) <= 1.2
+    assert store.calibrations(min_sources=3) == [{"adapter_class": "class", "sources": 6, "clients": 25, "factor": 0.95}]
+    assert [(r["passed"], r["failed"]) for r in store.self_checks()] == [(5, 1)]
+    assert store.versions() == [{"id": "m", "version": "v1", "clients": 25}]  # 5 honest, the attacker's last 20
+    with store._db() as db:
+        assert "203.0.113.7" not in str(db.execute("SELECT * FROM clients").fetchall())  # never the address
 
 
 def test_a_report_keeps_the_stores_connection_and_its_write_ahead_log(tmp_path):
@@ -163,14 +189,32 @@ def test_a_report_keeps_the_stores_connection_and_its_write_ahead_log(tmp_path):
     import threading
     from router.fleet import Fleet
     store = Fleet(tmp_path / "fleet.sqlite3")
-    store.report_probe("client-1", [("m", "v1")], "class", 0.5)
+    store.report_probe("client-1", "source-1", [("m", "v1")], "class", 0.5)
     wal = tmp_path / "fleet.sqlite3-wal"
     assert wal.exists(), "the write-ahead log was checkpointed away: the connection was closed"
     seen = []
-    other = threading.Thread(target=lambda: (store.report_probe("client-2", [("m", "v1")], None, None),
+    other = threading.Thread(target=lambda: (store.report_probe("client-2", "source-2", [("m", "v1")], None, None),
                                              seen.append(store.versions())))
     other.start(), other.join()  # another server thread has its own connection and sees the same store
     assert seen == [[{"id": "m", "version": "v1", "clients": 2}]] and wal.exists()
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_source_and_otherwise_ignored(server, tiny_models,
+                                                                                          tmp_path):
+    """Three clients measuring, each with its own X-Forwarded-For: from the trusted proxy, three sources (the
+    class is calibrated); sent straight to a server without one, the header is anyone's to write: one source."""
+    from tests.router.test_api import measuring_probe
+    entry = catalog_of(tiny_models)["models"][1]
+
+    def calibrated_sources(url):
+        for i, decode in enumerate([0.30, 0.34, 0.40]):
+            assert requests.post(url + "/api/route", json=measuring_probe(entry, f"client-proxied-{i}", decode),
+                                 headers={"X-Forwarded-For": f"192.0.2.{i + 1}"}, timeout=30).ok
+        return [row["sources"] for row in requests.get(url + "/api/fleet", timeout=10).json()["calibration"]]
+
+    with seam_server(tiny_models, SEAM_TRUSTED_PROXY="127.0.0.1", SEAM_FLEET_DB=str(tmp_path / "f.sqlite3")) as url:
+        assert calibrated_sources(url) == [3]
+    assert calibrated_sources(server) == []  # one source: below the 3 a class needs
 
 
 # --- 5, 7, 9. schemas and other bad input ---------------------------------------------------------------
