@@ -8,7 +8,7 @@ import pytest
 from router import create_app
 from router.threads import available_cores
 from tests.conftest import catalog_of
-from tests.router.conftest import UPSTREAM_SECRET, assert_error
+from tests.router.conftest import PROBE, SWIFTSHADER, UPSTREAM_SECRET, assert_error, measuring_probe
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +16,6 @@ def catalog(default_built):
     return json.loads((default_built / "manifest.json").read_text())
 
 
-PROBE = {"schema_version": 1, "webgpu": {"available": True, "features": [],
-                                         "limits": {"maxStorageBufferBindingSize": 134217728, "maxBufferSize": 268435456}},
-         "preference": "auto", "prompt_tokens": 12, "cached_models": [], "benchmark": {"bandwidth_gbps": 2.0}}
 
 
 # --- /api/route ------------------------------------------------------------------------------------
@@ -442,18 +439,6 @@ def test_the_catalog_follows_a_rebuild(tmp_path, catalog):
 
 
 # --- routing from measurements ----------------------------------------------------------------------
-
-SWIFTSHADER = {"available": True, "features": [], "adapter": {"vendor": "google", "architecture": "swiftshader",
-                                                              "is_fallback_adapter": True},
-               "limits": {"maxStorageBufferBindingSize": 134217728, "maxBufferSize": 268435456}}
-
-
-def measuring_probe(entry, client_id, decode):
-    return {**PROBE, "webgpu": SWIFTSHADER, "client_id": client_id, "benchmark": {"bandwidth_gbps": 2.0},
-            "cached_models": [{"id": entry["id"], "version": entry["version"]}],
-            "measured": [{"id": entry["id"], "version": entry["version"], "kernels": "software",
-                          "prefill_tokens_per_s": 4 * decode, "decode_tokens_per_s": decode}]}
-
 
 def test_the_fleet_calibrates_devices_that_have_not_measured_and_one_client_cannot_skew_it(app, catalog):
     client = app.test_client()

@@ -16,6 +16,7 @@ from router.config import defaults
 from router.grammar import SCHEMA_LIMITS
 from tests.conftest import catalog_of
 from tests.harness import connect, raw_post, reset, seam_server
+from tests.router.conftest import measuring_probe
 
 CAPACITY = defaults()["MAX_QUEUE"]
 IDLE_TIMEOUT_S = 2
@@ -203,7 +204,6 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_source_and_otherwis
                                                                                           tmp_path):
     """Three clients measuring, each with its own X-Forwarded-For: from the trusted proxy, three sources (the
     class is calibrated); sent straight to a server without one, the header is anyone's to write: one source."""
-    from tests.router.test_api import measuring_probe
     entry = catalog_of(tiny_models)["models"][1]
 
     def calibrated_sources(url):
