@@ -31,7 +31,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     catalog = Catalog.load(Path(app.config["MODELS_DIR"]))
     app.extensions["seam"] = {"catalog": catalog, "policy": settings.load_policy(app.config["POLICY_FILE"]),
                               "cloud": cloud.make_backend(app.config, catalog), "fleet": Fleet(app.config["FLEET_DB"]),
-                              "slots": ChatSlots(app.config["MAX_QUEUE"])}
+                              "slots": ChatSlots(app.config["MAX_QUEUE"], app.config["MAX_CHATS_PER_CLIENT"],
+                                                 app.config["CLIENT_CHAT_S_PER_MIN"])}
     for blueprint in (pages.bp, client.bp, artifacts.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     errors.register(app)

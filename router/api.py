@@ -188,7 +188,7 @@ def chat_completions():
         raise ApiError(503, "this server has no cloud engine: build a model or set SEAM_UPSTREAM_BASE_URL",
                        code="no_backend")
     req = parse_chat_request(json_body())
-    slot = seam()["slots"].take()
+    slot = seam()["slots"].take(request.remote_addr or "")
     response = None
     try:
         response = answer(backend, req, slot.release)

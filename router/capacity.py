@@ -2,39 +2,77 @@
 or the upstream) holds one of the server's threads; beyond `limit`, a request gets a prompt 503 with
 Retry-After instead of a thread, so the threads left over keep answering pages, artifacts, /healthz and
 /metrics at any load (router/__main__.py runs `limit` + SPARE_THREADS threads).
+
+One client address may hold only `per_client` of them, and only `client_s_per_min` seconds of chats in
+flight over the last minute (a prompt 429 with Retry-After beyond either): chats that leave, or streams
+no one reads, from one address cannot take every slot and keep everyone else waiting.
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
+from collections import defaultdict, deque
 
 from router import metrics
 from router.errors import ApiError
 
 SPARE_THREADS = 4  # threads never taken by chats
+WINDOW_S = 60.0    # the window a client's seconds of chats are counted over
 
 
 class ChatSlots:
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limit: int, per_client: int = 0, client_s_per_min: float = 0.0):
+        self.limit, self.per_client, self.client_s_per_min = limit, per_client, client_s_per_min
         self.in_flight = 0
         self.answer_s = 2.0  # a running average of how long a chat holds its slot: the Retry-After estimate
+        self._by_client: dict[str, int] = defaultdict(int)
+        self._used: dict[str, deque] = defaultdict(deque)  # per client: (ended at, seconds held) in the window
         self._lock = threading.Lock()
 
-    def take(self) -> "Slot":
+    def take(self, client: str = "") -> "Slot":
         with self._lock:
             if self.in_flight >= self.limit:
                 wait = max(1, math.ceil(self.answer_s * self.in_flight / self.limit))
                 raise ApiError(503, f"the server is answering {self.in_flight} chats, its limit; retry in about "
                                f"{wait} s", code="server_busy", headers={"Retry-After": str(wait)})
+            self._check_client(client)
             self.in_flight += 1
+            self._by_client[client] += 1
             metrics.CHATS_IN_FLIGHT.set(self.in_flight)
-        return Slot(self)
+        return Slot(self, client)
 
-    def _release(self, held_s: float) -> None:
+    def _check_client(self, client: str) -> None:
+        if self.per_client and self._by_client[client] >= self.per_client:
+            wait = max(1, math.ceil(self.answer_s))
+            raise ApiError(429, f"this client has {self._by_client[client]} chats in flight, its limit "
+                           f"(SEAM_MAX_CHATS_PER_CLIENT); retry in about {wait} s when one has ended",
+                           code="too_many_chats", headers={"Retry-After": str(wait)})
+        used = self._used_s(client, time.monotonic())
+        if self.client_s_per_min and used >= self.client_s_per_min:
+            ended_at, _ = self._used[client][0]
+            wait = max(1, math.ceil(ended_at + WINDOW_S - time.monotonic()))
+            raise ApiError(429, f"this client's chats took {used:.0f} s of the last minute, its limit "
+                           f"(SEAM_CLIENT_CHAT_S_PER_MIN); retry in about {wait} s", code="too_many_chats",
+                           headers={"Retry-After": str(wait)})
+
+    def _used_s(self, client: str, now: float) -> float:
+        used = self._used[client]
+        while used and used[0][0] < now - WINDOW_S:
+            used.popleft()
+        if not used:
+            del self._used[client]  # bounded by the clients of the last minute
+            return 0.0
+        return sum(held for _, held in used)
+
+    def _release(self, client: str, held_s: float) -> None:
         with self._lock:
             self.in_flight -= 1
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
+            if self.client_s_per_min:
+                self._used[client].append((time.monotonic(), held_s))
             metrics.CHATS_IN_FLIGHT.set(self.in_flight)
             self.answer_s = 0.8 * self.answer_s + 0.2 * held_s
 
@@ -42,10 +80,10 @@ class ChatSlots:
 class Slot:
     """One chat's place; `release()` is safe to call more than once (every way out of a request calls it)."""
 
-    def __init__(self, slots: ChatSlots):
-        self.slots, self.started, self._released = slots, time.monotonic(), False
+    def __init__(self, slots: ChatSlots, client: str):
+        self.slots, self.client, self.started, self._released = slots, client, time.monotonic(), False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.slots._release(time.monotonic() - self.started)
+            self.slots._release(self.client, time.monotonic() - self.started)

@@ -118,9 +118,28 @@ def seam_server(models_dir, **env):
 
 # --- raw HTTP, for clients that misbehave below what an HTTP library lets one do ---------------------
 
-def connect(url) -> socket.socket:
+def connect(url, source: str | None = None) -> socket.socket:
+    """A connection to the server, from another loopback address where `source` names one (Linux routes all
+    of 127.0.0.0/8 to the loopback device, so each is another client address to the server)."""
     parts = urlsplit(url)
-    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+    return socket.create_connection((parts.hostname, parts.port), timeout=10,
+                                    source_address=(source, 0) if source else None)
+
+
+class _FromAddress(requests.adapters.HTTPAdapter):
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, source_address=(self.source, 0), **kwargs)
+
+
+def session_from(source: str) -> requests.Session:
+    """A requests session whose connections come from the loopback address `source` (see connect)."""
+    session = requests.Session()
+    session.mount("http://", _FromAddress(source))
+    return session
 
 
 def raw_post(url, path, body: bytes) -> bytes:

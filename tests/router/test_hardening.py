@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,7 +15,7 @@ import requests
 from router.config import defaults
 from router.grammar import SCHEMA_LIMITS
 from tests.conftest import catalog_of
-from tests.harness import connect, raw_post, reset, seam_server
+from tests.harness import connect, raw_post, reset, seam_server, session_from
 from tests.router.conftest import measuring_probe
 
 CAPACITY = defaults()["MAX_QUEUE"]
@@ -81,6 +81,58 @@ def test_a_chat_whose_client_left_stops_generating(default_built, tmp_path):
         started = time.monotonic()
         assert chat(url, {**SHORT, "max_tokens": 1}).status_code == 200
         assert time.monotonic() - started < 10, "the engine went on answering a client that had left"
+
+
+def status_of(sock) -> int:
+    """The status code of the response on a raw socket."""
+    head = b""
+    while b"\r\n" not in head:
+        head += sock.recv(64) or b"\r\n"
+    return int(head.split()[1]) if head.startswith(b"HTTP/") else 0
+
+
+def test_one_address_cannot_take_the_chat_api(server):
+    """20 streams no one read (max_tokens 2048) took every slot and kept generating: every other chat got
+    503 for minutes. One address holds at most MAX_CHATS_PER_CLIENT chats (the rest are prompt 429s with
+    Retry-After), so a client at another address is answered while they run, and its own chats end."""
+    per_client = defaults()["MAX_CHATS_PER_CLIENT"]
+    alone = time.monotonic()
+    assert chat(server, LONG).status_code == 200
+    one_long_s = time.monotonic() - alone
+    with ExitStack() as stack:
+        streams = []
+        for i in range(8):  # never read until the end; half stream, half wait for a whole answer
+            sock = stack.enter_context(closing(connect(server, source="127.0.0.2")))
+            sock.sendall(raw_post(server, "/v1/chat/completions", json.dumps({**LONG, "stream": i % 2 == 0}).encode()))
+            streams.append(sock)
+        time.sleep(0.5)
+        started = time.monotonic()
+        answer = session_from("127.0.0.3").post(server + "/v1/chat/completions", json=SHORT, timeout=120)
+        waited = time.monotonic() - started
+        statuses = [status_of(sock) for sock in streams]
+    assert answer.status_code == 200
+    assert sorted(statuses) == [200] * per_client + [429] * (8 - per_client), statuses
+    # Behind at most the address's own chats (before: all eight of them, one after another).
+    assert waited < per_client * one_long_s + 5, (waited, one_long_s)
+
+
+def test_a_client_over_its_seconds_a_minute_waits_and_others_do_not():
+    from router.capacity import ChatSlots
+    from router.errors import ApiError
+    slots = ChatSlots(limit=8, per_client=2, client_s_per_min=0.2)
+    slot = slots.take("192.0.2.1")
+    time.sleep(0.3)
+    slot.release()
+    with pytest.raises(ApiError) as refused:
+        slots.take("192.0.2.1")
+    assert refused.value.status == 429 and refused.value.code == "too_many_chats"
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60 and "SEAM_CLIENT_CHAT_S_PER_MIN" in refused.value.message
+    slots.take("192.0.2.2").release()  # another client is not held back
+    held = [slots.take("192.0.2.3"), slots.take("192.0.2.3")]
+    with pytest.raises(ApiError, match="SEAM_MAX_CHATS_PER_CLIENT"):
+        slots.take("192.0.2.3")
+    held[0].release()
+    slots.take("192.0.2.3")
 
 
 # --- 2. slow clients ---------------------------------------------------------------------------------
@@ -318,9 +370,9 @@ def test_pages_carry_security_headers(server):
 def test_three_times_the_capacity_gets_prompt_503s_and_health_stays_fast(server):
     """With 8 chats in flight /healthz took 7.5 s, and 12 never saw a 503: the limit sat above the threads."""
     with ThreadPoolExecutor(3 * CAPACITY) as pool:
-        def timed_chat(_):
+        def timed_chat(i):  # each client at an address of its own, under the limit one address has
             started = time.monotonic()
-            r = chat(server, LONG)
+            r = session_from(f"127.0.1.{i + 1}").post(server + "/v1/chat/completions", json=LONG, timeout=60)
             return r, time.monotonic() - started
         answers = [pool.submit(timed_chat, i) for i in range(3 * CAPACITY)]
         time.sleep(0.3)

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import catalog_of
-from tests.harness import connect, free_port, raw_post, seam_server
+from tests.harness import connect, free_port, raw_post, seam_server, session_from
 
 SECRET = "sk-upstream-secret-do-not-leak-42"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -70,12 +70,12 @@ def test_openai_client_sees_errors_as_exceptions(server):
 def test_concurrent_requests_queue_and_the_server_keeps_serving(server):
     results = []
 
-    def ask():
-        r = requests.post(server + "/v1/chat/completions", timeout=300,
-                          json={"messages": QUESTION, "temperature": 0, "max_tokens": 4})
+    def ask(source):  # four clients, each at its own address (one address may hold only 2 chats)
+        r = session_from(source).post(server + "/v1/chat/completions", timeout=300,
+                                      json={"messages": QUESTION, "temperature": 0, "max_tokens": 4})
         results.append((r.status_code, r.json()["choices"][0]["message"]["content"]))
 
-    threads = [threading.Thread(target=ask) for _ in range(4)]
+    threads = [threading.Thread(target=ask, args=(f"127.0.2.{i + 1}",)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
