@@ -109,7 +109,9 @@ export class Answer {
       try {
         for await (const chunk of this.source) {
           const choice = chunk.choices[0];
-          if (choice?.delta?.content || chunk.seam?.token_ids?.length) {  // tokens may come without text
+          // A piece of the answer: text, or tokens that show no text yet (the server's last piece may end inside a
+          // UTF-8 character); a final chunk's whole list of token_ids (the worker's) has no completion_tokens.
+          if (choice?.delta?.content || (chunk.seam?.token_ids?.length && chunk.seam.completion_tokens !== undefined)) {
             this.firstAt ??= performance.now();
             const content = choice.delta?.content ?? "";
             this.take(content, chunk.seam);
