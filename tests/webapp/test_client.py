@@ -22,8 +22,9 @@ TSC = REPO / "webapp" / "node_modules" / ".bin" / "tsc"
 GREEDY = {"temperature": 0, "max_tokens": 8}
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 CROSS_ORIGIN_ERRORS = ["blocked by CORS policy", "net::ERR_FAILED", "net::ERR_CONNECTION_REFUSED"]
-# A server that went away: a new connection is refused, a kept-alive one it closed is no longer connected.
-SERVER_GONE_ERRORS = ["net::ERR_CONNECTION_REFUSED", "net::ERR_SOCKET_NOT_CONNECTED"]
+# What the page's requests see once the server is gone: refused, a kept-alive socket closed, or a report in
+# flight (the answer's /api/outcome) reset as the server closes.
+SERVER_GONE_ERRORS = ["net::ERR_CONNECTION_REFUSED", "net::ERR_SOCKET_NOT_CONNECTED", "net::ERR_CONNECTION_RESET"]
 BLANK_PAGE = '<!doctype html><link rel="icon" href="data:,"><title>a third-party site</title><body>'
 
 
