@@ -16,6 +16,7 @@ from router import grammar, metrics, routing
 from router.client import browser_models
 from router.cloud import ChatRequest
 from router.errors import ApiError, error_body
+from router.fleet import client_network
 from router.sampling import SamplingError, parse_sampling
 
 bp = Blueprint("api", __name__)
@@ -188,7 +189,7 @@ def chat_completions():
         raise ApiError(503, "this server has no cloud engine: build a model or set SEAM_UPSTREAM_BASE_URL",
                        code="no_backend")
     req = parse_chat_request(json_body())
-    slot = seam()["slots"].take(request.remote_addr or "")
+    slot = seam()["slots"].take(client_network(request.remote_addr))  # an IPv6 /64 is one client, as in the fleet
     response = None
     try:
         response = answer(backend, req, slot.release)

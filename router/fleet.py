@@ -32,6 +32,15 @@ SCHEMA_VERSION = 5
 TABLES = ("cached", "self_checks", "calibration", "clients")
 
 
+def client_network(address: str | None) -> str:
+    """What counts as one client: its IPv4 address, or its IPv6 address's /64 (one host's share of IPv6)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False) if ip.version == 6 else ip)
+
+
 class Fleet:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -59,13 +68,8 @@ class Fleet:
             self._key = db.execute("SELECT key FROM secret").fetchone()[0]
 
     def source_of(self, address: str | None) -> str:
-        """A client's source: a keyed hash of its address (an IPv6 address's /64), never the address."""
-        try:
-            ip = ipaddress.ip_address(address or "")
-            network = ipaddress.ip_network(f"{ip}/64", strict=False) if ip.version == 6 else ip
-        except ValueError:
-            network = address or "unknown"
-        return hashlib.blake2b(str(network).encode(), key=self._key, digest_size=12).hexdigest()
+        """A client's source: a keyed hash of its network (client_network), never the address."""
+        return hashlib.blake2b(client_network(address).encode(), key=self._key, digest_size=12).hexdigest()
 
     def _db(self) -> sqlite3.Connection:
         """This thread's connection, opened once: closing the last connection to a WAL database checkpoints

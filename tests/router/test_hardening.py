@@ -225,6 +225,7 @@ def test_ids_invented_at_one_address_neither_buy_the_calibration_nor_push_out_ot
     attacker = store.source_of("203.0.113.7")
     assert attacker == store.source_of("203.0.113.7") != store.source_of("203.0.113.8")
     assert store.source_of("2001:db8:0::1") == store.source_of("2001:db8:0::ffff")  # an IPv6 /64 is one source
+    assert fleet_module.client_network("2001:db8::1") == "2001:db8::/64"  # and one client to the chat limits
     for i in range(300):
         store.report_probe(f"attacker-{i:04d}", attacker, [("m", "v1")], "class", 4.0 if i < 6 else 0.02)
         store.report_self_check(f"attacker-{i:04d}", attacker, "m", "v1", "adapter", False)
