@@ -123,10 +123,10 @@ class Fleet:
                  "factor": round(median(median(r) for r in by_class[c].values()), 4)} for c in shown[:MAX_ROWS_SHOWN]]
 
     def _ratios_by_source(self, adapter_class: str | None = None) -> dict[str, dict[str, list[float]]]:
-        query = "SELECT adapter_class, source, ratio FROM calibration JOIN clients USING (client)"
+        """Each adapter class's ratios (only `adapter_class`'s, where given), grouped by source."""
         with self._db() as db:
-            rows = db.execute(query + " WHERE adapter_class = ?", (adapter_class,)).fetchall() if adapter_class \
-                else db.execute(query).fetchall()
+            rows = db.execute("SELECT adapter_class, source, ratio FROM calibration JOIN clients USING (client) "
+                              "WHERE ?1 IS NULL OR adapter_class = ?1", (adapter_class,)).fetchall()
         by_class: dict[str, dict[str, list[float]]] = {}
         for adapter, source, ratio in rows:
             by_class.setdefault(adapter, {}).setdefault(source, []).append(ratio)
