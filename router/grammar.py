@@ -22,9 +22,21 @@ import xgrammar
 # and no free whitespace, which small models otherwise fill until max_tokens.
 JSON_STYLE = {"any_whitespace": False, "separators": [", ", ": "]}
 # Keywords xgrammar 0.2.8 compiles without enforcing (measured: the grammar still admits what they
-# forbid). A schema using them is refused, because output could then break the schema.
+# forbid). A schema using them is refused, because output could then break the schema. multipleOf:
+# web-xgrammar 0.1.27 (the page's) never enforces it, and xgrammar 0.2.8 not on a number, nor beside a
+# range (minimum, maximum...), nor without "type": "integer"; one rule for both paths is to refuse it.
 UNSUPPORTED_KEYWORDS = ("uniqueItems", "contains", "minContains", "maxContains", "if", "then", "else",
-                        "dependentRequired", "dependentSchemas", "not")
+                        "dependentRequired", "dependentSchemas", "not", "multipleOf")
+# In a subschema holding one of these, both xgrammars follow only the first present ($ref before anyOf...)
+# and ignore every other keyword that constrains the value (measured: {"type": "integer", "anyOf":
+# [{"type": "string"}]} admits strings); annotations (title, description, default, $defs...) may stay.
+COMBINATORS = ("$ref", "anyOf", "oneOf", "allOf")
+ASSERTIONS = ("type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+              "maxLength", "minLength", "pattern", "format", "maxItems", "minItems", "uniqueItems", "maxContains",
+              "minContains", "maxProperties", "minProperties", "required", "dependentRequired", "properties",
+              "patternProperties", "additionalProperties", "propertyNames", "items", "prefixItems", "contains",
+              "unevaluatedItems", "unevaluatedProperties", "dependentSchemas", "not", "if", "then", "else",
+              *COMBINATORS)
 JSON_OBJECT_SCHEMA = {"type": "object"}  # OpenAI's json_object: any JSON object
 # What a schema may hold. Compiling costs grow with the square of a literal's length (two 9,000-character
 # enum strings took 21 s), so literals are bounded one by one and in all; the page checks the same limits.
@@ -87,9 +99,12 @@ def check_schema(schema: dict) -> None:
         if keyword == "$ref" and resolve(schema, value) is None:
             raise SchemaError(f"{where}: {json.dumps(value)} does not point into this schema (only \"#/...\" references "
                               "are followed)", where)
+        if keyword in COMBINATORS:
+            check_combinator(schema, path, keyword, value, base)
         if keyword == "$ref" and refers_to_itself(schema, path):
-            raise SchemaError(f"{where}: {json.dumps(value)} leads back to itself through references alone, so no JSON "
-                              "value can ever finish it", where)
+            raise SchemaError(f"{where}: {json.dumps(value)} leads back to itself through references and anyOf/oneOf/"
+                              "allOf alone, before any JSON is read, so the grammar cannot be built: remove that loop",
+                              where)
         if keyword == "required" and isinstance(parent := resolve_path(schema, path), dict):
             missing = [name for name in value if name not in (parent.get("properties") or {})]
             if missing:
@@ -120,6 +135,77 @@ def check_limits(schema: dict, base: str) -> None:
                           base)
 
 
+def check_combinator(root: dict, path, keyword: str, value, base: str) -> None:
+    """What xgrammar makes of $ref, anyOf, oneOf and allOf, where it differs from JSON Schema: keywords beside
+    them are ignored; allOf is enforced with one schema only; oneOf is anyOf (a value may match several)."""
+    node = resolve_path(root, path)
+    # named in the lists' order, not the schema's: the same words whatever order a client sends keys in
+    followed = next(key for key in COMBINATORS if key in node)
+    beside = next((key for key in ASSERTIONS if key in node and key != followed), None)
+    if beside is not None:
+        where = path_of(base, [*path, beside])
+        raise SchemaError(f"{where}: {json.dumps(beside)} beside {json.dumps(followed)} cannot be enforced while "
+                          "generating (the grammar follows only one of them); move it inside, or remove it", where)
+    where = path_of(base, [*path, keyword])
+    if keyword == "allOf" and len(value) > 1:  # xgrammar: "support for allOf with multiple options is ongoing"
+        raise SchemaError(f"{where}: \"allOf\" with more than one schema cannot be enforced while generating; "
+                          "merge them into one schema", where)
+    if keyword == "oneOf" and len(value) > 1 and not exclusive(root, value):
+        raise SchemaError(f"{where}: \"oneOf\" cannot be enforced while generating (a value may match several of its "
+                          "schemas); use \"anyOf\", or make its schemas plainly exclusive: all const or enum with "
+                          "distinct values, or all objects requiring one property with a distinct const", where)
+
+
+def exclusive(root: dict, branches: list) -> bool:
+    """Whether no value can match two of `branches`, in the two forms that are easy to prove (there oneOf
+    is anyOf, which the grammar enforces): all literals, no value in two branches; or all of type object,
+    each requiring one same property with a const of its own (a tagged union)."""
+    literals = [branch_literals(root, branch) for branch in branches]
+    if all(values is not None for values in literals):
+        return len(set().union(*literals)) == sum(map(len, literals))
+    tags = [object_tags(root, branch) for branch in branches]
+    shared = set.intersection(*(set(tag) for tag in tags))
+    return any(len({tag[name] for tag in tags}) == len(tags) for name in shared)
+
+
+def branch_literals(root: dict, branch) -> set | None:
+    """The values a const or enum branch allows (keyed as scalar_key does), or None when it is no such branch."""
+    branch = follow_refs(root, branch)
+    if not isinstance(branch, dict) or not ("const" in branch or isinstance(branch.get("enum"), list)):
+        return None
+    keys = [scalar_key(v) for v in ([branch["const"]] if "const" in branch else branch["enum"])]
+    return None if None in keys else set(keys)
+
+
+def object_tags(root: dict, branch) -> dict:
+    """{property: its const} for the required properties of an object branch that each hold one value."""
+    branch = follow_refs(root, branch)
+    if not isinstance(branch, dict) or branch.get("type") != "object":
+        return {}
+    properties, tags = branch.get("properties") or {}, {}
+    for name in branch.get("required") or []:
+        prop = properties.get(name)
+        values = ([prop["const"]] if "const" in prop else prop.get("enum")) if isinstance(prop, dict) else None
+        if isinstance(values, list) and len(values) == 1 and scalar_key(values[0]) is not None:
+            tags[name] = scalar_key(values[0])
+    return tags
+
+
+def scalar_key(value):
+    """A key equal for equal JSON scalars (1 and 1.0 alike, true and 1 not), or None for a list or object,
+    whose equality is not worth proving."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    return ("number", value) if isinstance(value, (int, float)) else None
+
+
+def follow_refs(root: dict, node, steps: int = 64):
+    """The subschema a chain of $ref ends at (bounded: loops are refused elsewhere, maybe later)."""
+    while steps and isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        node, steps = resolve(root, node["$ref"]), steps - 1
+    return node
+
+
 def literal_strings(keyword: str, value) -> list[str]:
     """The strings a keyword puts into the grammar verbatim."""
     if keyword in ("enum", "const"):
@@ -130,15 +216,31 @@ def literal_strings(keyword: str, value) -> list[str]:
 
 
 def refers_to_itself(root: dict, path) -> bool:
-    """Whether following references from the subschema at `path` comes back to a subschema already passed
-    without anything in between (e.g. {"$ref": "#"}): a grammar rule that only calls itself."""
-    node, seen = resolve_path(root, path), set()
-    while isinstance(node, dict) and "$ref" in node:
-        if id(node) in seen:
+    """Whether the subschema at `path` comes back to itself through $ref, anyOf, oneOf and allOf alone
+    (e.g. {"$ref": "#"}, {"anyOf": [{"$ref": "#"}]}): a grammar rule that calls itself before reading any
+    JSON. Alone, xgrammar makes it a grammar no token may start (a 500 once); beside another branch it only
+    adds nothing. A walk with a stack, each node once, so no schema, however cyclic, makes it recurse."""
+    start = resolve_path(root, path)
+    stack, seen = passes_to(root, start), set()
+    while stack:
+        node = stack.pop()
+        if node is start:
             return True
-        seen.add(id(node))
-        node = resolve(root, node["$ref"])
+        if id(node) not in seen:
+            seen.add(id(node))
+            stack.extend(passes_to(root, node))
     return False
+
+
+def passes_to(root: dict, node) -> list[dict]:
+    """The subschemas a value of `node` must also be a value of, from its first character: what its $ref
+    names and its anyOf, oneOf and allOf branches (not properties or items: those come after a '{' or '[')."""
+    if not isinstance(node, dict):
+        return []
+    targets = [resolve(root, node["$ref"])] if "$ref" in node else []
+    for keyword in ("anyOf", "oneOf", "allOf"):
+        targets += node[keyword] if isinstance(node.get(keyword), list) else []
+    return [target for target in targets if isinstance(target, dict)]
 
 
 def resolve_path(root: dict, path) -> dict | None:
@@ -213,7 +315,10 @@ class Grammars:
             self.free_places.release()
             raise
         self.idle.put(compiler)
-        return Constraint(xgrammar.CompiledGrammar.deserialize_json(serialized, self.info), self.info.vocab_size)
+        constraint = Constraint(xgrammar.CompiledGrammar.deserialize_json(serialized, self.info), self.info.vocab_size)
+        if not constraint.can_start():  # every logit would be -inf, and the sampler would fail with a 500
+            raise SchemaError(NO_FIRST_TOKEN, "response_format.json_schema.schema")
+        return constraint
 
     def _take(self) -> "CompilerProcess":
         deadline = time.monotonic() + self.timeout_s
@@ -229,6 +334,10 @@ class Grammars:
             except queue.Empty:
                 continue
         raise SchemaBusy(f"every schema compiler stayed busy for {self.timeout_s:.0f} s; retry shortly")
+
+
+# A grammar no token may start (a loop of rules that read nothing, should check_schema miss one).
+NO_FIRST_TOKEN = "the schema cannot be compiled to a grammar: no JSON value can start it (does it refer to itself?)"
 
 
 class SchemaBusy(Exception):
@@ -292,7 +401,7 @@ def compiler_main(conn, vocab: dict) -> None:
                                                     any_whitespace=JSON_STYLE["any_whitespace"],
                                                     separators=tuple(JSON_STYLE["separators"]))
             conn.send((True, compiled.serialize_json()))
-        except RuntimeError as error:
+        except Exception as error:  # noqa: BLE001 -- RuntimeError mostly; any other is still the schema's refusal
             conn.send((False, xgrammar_message(error)))
 
 
@@ -303,7 +412,12 @@ class Constraint:
     def __init__(self, compiled, vocab_size: int):
         self.matcher = xgrammar.GrammarMatcher(compiled)
         self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
+        self.vocab_size = vocab_size
         self.seconds = 0.0
+
+    def can_start(self) -> bool:
+        """Whether the grammar allows some first token (the mask is computed again for the first token)."""
+        return bool(self.mask(np.zeros(self.vocab_size, dtype=np.float32)).max() == 0)
 
     def accept_text(self, text: str) -> bool:
         """Replays an answer begun elsewhere (a continuation); False when it already breaks the grammar."""
@@ -327,5 +441,8 @@ class Constraint:
 
 
 def xgrammar_message(error: Exception) -> str:
-    """xgrammar's C++ errors start with a timestamp and a source location; keep the sentence."""
-    return re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", str(error).strip().splitlines()[0])
+    """xgrammar's C++ errors start with a timestamp and a source location, and a failed check with its
+    C++ condition; keep the sentence (as grammar.js does)."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    text = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", lines[0])
+    return re.sub(r"^Check failed: \(.*\) is false: ", "", text)

@@ -12,8 +12,19 @@ const CHILD = ["items", "additionalProperties", "not", "if", "then", "else", "co
                "unevaluatedProperties", "unevaluatedItems"];
 const CHILDREN_BY_NAME = ["properties", "$defs", "definitions", "patternProperties", "dependentSchemas"];
 const CHILDREN_BY_INDEX = ["anyOf", "oneOf", "allOf", "prefixItems"];
+// In a subschema holding one of these, xgrammar follows only the first present and ignores every other
+// keyword that constrains the value; the same lists as router/grammar.py COMBINATORS and ASSERTIONS.
+const COMBINATORS = ["$ref", "anyOf", "oneOf", "allOf"];
+const ASSERTIONS = ["type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+                    "maxLength", "minLength", "pattern", "format", "maxItems", "minItems", "uniqueItems", "maxContains",
+                    "minContains", "maxProperties", "minProperties", "required", "dependentRequired", "properties",
+                    "patternProperties", "additionalProperties", "propertyNames", "items", "prefixItems", "contains",
+                    "unevaluatedItems", "unevaluatedProperties", "dependentSchemas", "not", "if", "then", "else",
+                    ...COMBINATORS];
 
 const schemaError = (message) => new EngineError(ErrorKind.InvalidSchema, message);
+// A grammar no token may start (a loop of rules that read nothing, should checkSchema miss one); the server's words.
+const NO_FIRST_TOKEN = "the schema cannot be compiled to a grammar: no JSON value can start it (does it refer to itself?)";
 
 // null for plain text; otherwise {schema, strict}. Throws InvalidSchemaError naming the offending part.
 export function parseResponseFormat(value, rules) {
@@ -63,16 +74,94 @@ function countLiterals(key, value, where, limits, literals) {
   }
 }
 
-// Whether following references from `node` comes back to a subschema already passed with nothing in between
-// (e.g. {"$ref": "#"}): a grammar rule that only calls itself.
-function refersToItself(root, node) {
-  const seen = new Set();
-  while (node && typeof node === "object" && "$ref" in node) {
-    if (seen.has(node)) return true;
-    seen.add(node);
-    node = resolve(root, node.$ref);
+// Whether `start` comes back to itself through $ref, anyOf, oneOf and allOf alone (e.g. {"$ref": "#"},
+// {"anyOf": [{"$ref": "#"}]}): a grammar rule that calls itself before reading any JSON. Alone, xgrammar
+// makes it a grammar no token may start; beside another branch it only adds nothing. A walk with a stack,
+// each node once: no recursion.
+function refersToItself(root, start) {
+  const stack = passesTo(root, start), seen = new Set();
+  while (stack.length) {
+    const node = stack.pop();
+    if (node === start) return true;
+    if (!seen.has(node)) {
+      seen.add(node);
+      stack.push(...passesTo(root, node));
+    }
   }
   return false;
+}
+
+// The subschemas a value of `node` must also be a value of, from its first character: what its $ref names
+// and its anyOf, oneOf and allOf branches (not properties or items: those come after a '{' or '[').
+function passesTo(root, node) {
+  if (!isSchemaObject(node)) return [];
+  const targets = "$ref" in node ? [resolve(root, node.$ref)] : [];
+  for (const key of ["anyOf", "oneOf", "allOf"]) if (Array.isArray(node[key])) targets.push(...node[key]);
+  return targets.filter(isSchemaObject);
+}
+
+const isSchemaObject = (node) => Boolean(node) && typeof node === "object" && !Array.isArray(node);
+
+// What xgrammar makes of $ref, anyOf, oneOf and allOf, where it differs from JSON Schema: keywords beside
+// them are ignored; allOf is enforced with one schema only; oneOf is anyOf (a value may match several).
+function checkCombinator(root, node, key, value, path) {
+  // named in the lists' order, not the schema's: the same words whatever order a client sends keys in
+  const followed = COMBINATORS.find((name) => Object.hasOwn(node, name));
+  const beside = ASSERTIONS.find((name) => Object.hasOwn(node, name) && name !== followed);
+  if (beside !== undefined)
+    throw schemaError(`${path}.${beside}: "${beside}" beside "${followed}" cannot be enforced while generating ` +
+                      "(the grammar follows only one of them); move it inside, or remove it");
+  if (key === "allOf" && value.length > 1)
+    throw schemaError(`${path}.${key}: "allOf" with more than one schema cannot be enforced while generating; ` +
+                      "merge them into one schema");
+  if (key === "oneOf" && value.length > 1 && !exclusive(root, value))
+    throw schemaError(`${path}.${key}: "oneOf" cannot be enforced while generating (a value may match several of its ` +
+                      'schemas); use "anyOf", or make its schemas plainly exclusive: all const or enum with ' +
+                      "distinct values, or all objects requiring one property with a distinct const");
+}
+
+// Whether no value can match two of `branches`, in the two forms that are easy to prove (there oneOf is
+// anyOf, which the grammar enforces): all literals, no value in two branches; or all of type object, each
+// requiring one same property with a const of its own (a tagged union).
+function exclusive(root, branches) {
+  const literals = branches.map((branch) => branchLiterals(root, branch));
+  if (literals.every((values) => values !== null))
+    return new Set(literals.flatMap((values) => [...values])).size ===
+           literals.reduce((count, values) => count + values.size, 0);
+  const tags = branches.map((branch) => objectTags(root, branch));
+  const shared = Object.keys(tags[0]).filter((name) => tags.every((tag) => Object.hasOwn(tag, name)));
+  return shared.some((name) => new Set(tags.map((tag) => tag[name])).size === tags.length);
+}
+
+// The values a const or enum branch allows (keyed as scalarKey does), or null when it is no such branch.
+function branchLiterals(root, branch) {
+  branch = followRefs(root, branch);
+  if (!isSchemaObject(branch) || !("const" in branch || Array.isArray(branch.enum))) return null;
+  const keys = ("const" in branch ? [branch.const] : branch.enum).map(scalarKey);
+  return keys.includes(null) ? null : new Set(keys);
+}
+
+// {property: its const} for the required properties of an object branch that each hold one value.
+function objectTags(root, branch) {
+  branch = followRefs(root, branch);
+  if (!isSchemaObject(branch) || branch.type !== "object") return {};
+  const properties = branch.properties ?? {}, tags = {};
+  for (const name of Array.isArray(branch.required) ? branch.required : []) {
+    const prop = Object.hasOwn(properties, name) ? properties[name] : undefined;
+    const values = isSchemaObject(prop) ? ("const" in prop ? [prop.const] : prop.enum) : undefined;
+    if (Array.isArray(values) && values.length === 1 && scalarKey(values[0]) !== null)
+      tags[name] = scalarKey(values[0]);
+  }
+  return tags;
+}
+
+// A key equal for equal JSON scalars (1 and 1.0 alike, true and 1 not), or null for a list or object.
+const scalarKey = (value) => (value === null ? "null" : typeof value === "object" ? null : `${typeof value}:${value}`);
+
+// The subschema a chain of $ref ends at (bounded: loops are refused elsewhere, maybe later).
+function followRefs(root, node, steps = 64) {
+  for (; steps && isSchemaObject(node) && typeof node.$ref === "string"; steps--) node = resolve(root, node.$ref);
+  return node;
 }
 
 // web-xgrammar aborts its whole wasm instance on a schema it cannot compile, so what can be checked here
@@ -95,8 +184,11 @@ function checkSchema(node, path, rules, root, literals) {
     if (key === "enum" && !Array.isArray(value)) throw schemaError(`invalid JSON schema at ${where}: must be a list`);
     if (key === "$ref" && resolve(root, value) === undefined)
       throw schemaError(`${where}: ${JSON.stringify(value)} does not point into this schema (only "#/..." references are followed)`);
+    if (COMBINATORS.includes(key) && (key === "$ref" || Array.isArray(value)))  // not a list: refused below
+      checkCombinator(root, node, key, value, path);
     if (key === "$ref" && refersToItself(root, node))
-      throw schemaError(`${where}: ${JSON.stringify(value)} leads back to itself through references alone, so no JSON value can ever finish it`);
+      throw schemaError(`${where}: ${JSON.stringify(value)} leads back to itself through references and anyOf/oneOf/` +
+                        "allOf alone, before any JSON is read, so the grammar cannot be built: remove that loop");
     const missing = key === "required" && Array.isArray(value) ? value.find((name) => !Object.hasOwn(node.properties ?? {}, name)) : undefined;
     if (missing !== undefined)
       throw schemaError(`${where}: ${JSON.stringify(missing)} is required but not in properties, so it could not be ` +
@@ -163,7 +255,12 @@ export class Grammars {
     } finally {
       this.printed = null;
     }
-    return new Constraint(await this.xgr.GrammarMatcher.createGrammarMatcher(compiled));
+    const constraint = new Constraint(await this.xgr.GrammarMatcher.createGrammarMatcher(compiled));
+    if (!(await constraint.canStart())) {  // every logit would be -inf: no token could be sampled
+      constraint.dispose();
+      throw schemaError(NO_FIRST_TOKEN);
+    }
+    return constraint;
   }
 }
 
@@ -171,6 +268,9 @@ export class Grammars {
 // `ms` adds up the time spent on both: the cost of constraining, which the bench reports.
 export class Constraint {
   constructor(matcher) { Object.assign(this, { matcher, ms: 0 }); }
+
+  // Whether the grammar allows some first token (the mask is computed again for the first token).
+  async canStart() { return (await this.matcher.getNextTokenBitmask()).some((word) => word !== 0); }
 
   acceptText(text) { return this.matcher._acceptString(text); }
 
