@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jsonschema
 
+from modelbuild.chat import control_tokens
 from modelbuild.convert import sha256_file
 from modelbuild.toolchain import web_runtime
 
@@ -40,6 +41,7 @@ def chat_config(source, config, preset, param_names: list[str]) -> dict:
         "chat_template": source.chat_template,
         "bos_token_id": source.bos_token_id,
         "special_tokens": source.special_tokens,
+        "control_tokens": control_tokens(source.tokenizer_json),
         "stop_token_ids": source.stop_token_ids,
         "tokenizer_info": tokenizer_info(source.tokenizer_json),
         "param_names": param_names,

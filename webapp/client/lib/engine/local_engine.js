@@ -39,7 +39,8 @@ export class LocalEngine {
     const read = async (url) => (await cache.match(url)).arrayBuffer();
     this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
-    this.template = new ChatTemplate(Template, this.config.chat_template, this.config.special_tokens);
+    this.template = new ChatTemplate(Template, this.config.chat_template, this.config.special_tokens,
+                                     this.config.control_tokens);
     // Step 4. The wasm, the weights on the device, and the compiled functions, created once per load.
     onProgress({ phase: gpu ? "gpu" : "cpu" });
     try {
@@ -137,7 +138,7 @@ export class LocalEngine {
     const tail = continueFinal ? messages[messages.length - 1].content : "";
     const text = this.template.render(head);
     if (continueIds && this.spells(continueIds, tail)) return [...this.tokenizer.encode(text, false), ...continueIds];
-    return Array.from(this.tokenizer.encode(text + tail, false));
+    return Array.from(this.tokenizer.encode(text + this.template.asText(tail), false));
   }
 
   spells(ids, text) {
