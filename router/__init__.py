@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Flask
 
 from router import config as settings
+from router import hosts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,6 +34,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                               "cloud": cloud.make_backend(app.config, catalog), "fleet": Fleet(app.config["FLEET_DB"]),
                               "slots": ChatSlots(app.config["MAX_QUEUE"], app.config["MAX_CHATS_PER_CLIENT"],
                                                  app.config["CLIENT_CHAT_S_PER_MIN"])}
+    hosts.check_hosts(app)  # first: a rebound name gets no further
     for blueprint in (pages.bp, client.bp, artifacts.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     errors.register(app)

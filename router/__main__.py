@@ -11,10 +11,9 @@ import threading
 
 os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")  # a serving process loads TVM's runtime, not its compiler
 
-import waitress  # noqa: E402
-
 from router import create_app  # noqa: E402
 from router.capacity import SPARE_THREADS  # noqa: E402
+from router.serving import bound_the_allocator, serve  # noqa: E402
 
 
 def warm_up(backend) -> None:
@@ -30,11 +29,12 @@ parser = argparse.ArgumentParser(prog="python -m router")
 parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
 parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 args = parser.parse_args()
-app = create_app()
+bound_the_allocator()
+app = create_app({"LISTEN_HOST": args.host})
 limits = app.config
 print(f"Seam is serving on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
 threading.Thread(target=warm_up, args=(app.extensions["seam"]["cloud"],), daemon=True).start()
-waitress.serve(
+serve(
     app, host=args.host, port=args.port, ident="seam",
     threads=limits["MAX_QUEUE"] + SPARE_THREADS,
     connection_limit=limits["CONNECTION_LIMIT"],

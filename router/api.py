@@ -17,7 +17,9 @@ from router.client import browser_models
 from router.cloud import ChatRequest
 from router.errors import ApiError, error_body
 from router.fleet import client_network
+from router.hosts import operator_only
 from router.sampling import SamplingError, parse_sampling
+from router.serving import UNSENT_BYTES
 
 bp = Blueprint("api", __name__)
 PROBE_SCHEMA = json.loads((Path(__file__).with_name("schemas") / "probe-report.v1.json").read_text())
@@ -166,6 +168,7 @@ def self_check():
 @bp.get("/api/fleet")
 def fleet():
     """For operators: which model versions the clients hold, and how their self-checks went per adapter."""
+    operator_only()
     store = seam()["fleet"]
     latest = {m["id"]: m["version"] for m in seam()["catalog"].models}
     return jsonify({"catalog": latest, "cached": store.versions(), "self_checks": store.self_checks(),
@@ -204,14 +207,15 @@ def chat_completions():
 def answer(backend, req: ChatRequest, release) -> Response:
     stop = {"cancelled": False}
     client_left = request.environ.get("waitress.client_disconnected", lambda: False)
-    chunks = backend.start(req, lambda: stop["cancelled"] or client_left())
+    unread = unread_check(request.environ, current_app.config["STREAM_BUFFER_BYTES"]) if req.stream else (lambda: False)
+    chunks = backend.start(req, lambda: stop["cancelled"] or client_left() or unread())
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     model = req.model or (backend.model_ids() or ["default"])[0]
     if req.stream:
         def ended():
             stop["cancelled"] = True  # the client went away, or we are done: free the engine
             release()
-        events = sse_events(chunks, completion_id, created, model, req.include_usage, backend.name, ended)
+        events = sse_events(chunks, completion_id, created, model, req.include_usage, backend.name, ended, unread)
         return Response(stream_with_context(events), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     text, last = [], None
@@ -230,7 +234,23 @@ def answer(backend, req: ChatRequest, release) -> Response:
     })
 
 
-def sse_events(chunks, completion_id, created, model, include_usage, backend_name, ended):
+def unread_check(environ, limit: int):
+    """Whether a stream's client does not read: more of it waits unsent than SEAM_STREAM_BUFFER_BYTES (beyond what
+    the kernel's socket buffers hold). It stops there, so no one holds the engine and a slot by not reading."""
+    unsent = environ.get(UNSENT_BYTES)
+    if unsent is None:  # not under router/serving.py (a test client): nothing is buffered
+        return lambda: False
+    logger, stopped = current_app.logger, []
+
+    def unread() -> bool:
+        if not stopped and unsent() > limit:
+            stopped.append(True)
+            logger.info("stopped a stream its client does not read (%d bytes unsent)", unsent())
+        return bool(stopped)
+    return unread
+
+
+def sse_events(chunks, completion_id, created, model, include_usage, backend_name, ended, unread):
     def event(payload) -> str:
         return f"data: {json.dumps(payload)}\n\n"
 
@@ -252,6 +272,10 @@ def sse_events(chunks, completion_id, created, model, include_usage, backend_nam
                 metrics.TOKENS_SERVED.labels(backend_name).inc(chunk.completion_tokens)
                 if include_usage:
                     yield event({**frame({}), "choices": [], "usage": usage(chunk)})
+        if unread():  # what its client finds if it ever reads on
+            yield event(error_body(408, f"the answer stopped: more than {current_app.config['STREAM_BUFFER_BYTES']} "
+                                        "bytes of it waited unread (SEAM_STREAM_BUFFER_BYTES); read the stream as "
+                                        "it comes", code="stream_not_read"))
     except ApiError as error:  # after the headers went out, errors travel inside the stream
         yield event(error.body())
     except Exception:  # noqa: BLE001 -- the stream still ends as the protocol says, and the trace is logged

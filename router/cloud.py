@@ -21,6 +21,7 @@ from router.catalog import Catalog
 from router.engine import Chunk, Engine, EngineError, ModelFilesError
 from router.errors import ApiError
 from router.grammar import SchemaBusy, SchemaError
+from router.redact import REDACTED, Redactor
 from router.sampling import Sampling
 from router.threads import use_threads
 
@@ -194,6 +195,7 @@ class UpstreamBackend:
 
     def _chunks(self, response, cancelled, started: float) -> Iterator[Chunk]:
         finish, usage, first = None, {}, None
+        redactor = Redactor(os.environ.get(UPSTREAM_KEY_ENV))  # an upstream that echoes the request into the answer
         try:
             for line in response.iter_lines(decode_unicode=True):
                 if cancelled():
@@ -204,15 +206,22 @@ class UpstreamBackend:
                 if data == "[DONE]":
                     break
                 text, finish, usage = read_event(data, finish, usage)
+                text = redactor.push(text)
                 if text:
                     first = first or time.perf_counter()
                     yield Chunk(text)
         except requests.RequestException:
-            raise ApiError(502, "the upstream model server broke off its answer", code="upstream_error") from None
+            broke = ApiError(502, "the upstream model server broke off its answer", code="upstream_error")
         except (ValueError, TypeError, AttributeError):
-            raise ApiError(502, "the upstream model server sent a malformed event stream", code="upstream_error") from None
+            broke = ApiError(502, "the upstream model server sent a malformed event stream", code="upstream_error")
+        else:
+            broke = None
         finally:
             response.close()
+        if tail := redactor.flush():  # the text held back, whole forms of the key redacted, before any error
+            yield Chunk(tail)
+        if broke:
+            raise broke
         tokens = usage.get("completion_tokens", 0)
         if first and tokens > 1:  # the upstream's recent latency and speed, for the router
             self.ttft_s = first - started
@@ -240,10 +249,7 @@ def upstream_message(response) -> str:
         message = str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}"
-    key = os.environ.get(UPSTREAM_KEY_ENV)
-    if key:
-        message = message.replace(key, "[redacted]")
-    message = CREDENTIAL.sub("[redacted]", message)
+    message = CREDENTIAL.sub(REDACTED, Redactor(os.environ.get(UPSTREAM_KEY_ENV)).text(message))
     return message[:200]
 
 

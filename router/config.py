@@ -26,6 +26,7 @@ def defaults() -> dict:
         "MAX_QUEUE": 8,                     # chats in flight (answering or waiting) before 503s; see capacity.py
         "MAX_CHATS_PER_CLIENT": 2,          # chats in flight one client address may hold (0: no limit); beyond, 429s
         "CLIENT_CHAT_S_PER_MIN": 90.0,      # seconds of chats one address may have in flight per minute (0: no limit)
+        "STREAM_BUFFER_BYTES": 256 << 10,   # a chat stream with more than this unsent (its client does not read) stops
         "CONNECTION_LIMIT": 500,            # open connections the server holds (idle or slow ones included)
         "IDLE_TIMEOUT_S": 30,               # a connection that sends nothing this long, between requests, is closed
         "SCHEMA_TIMEOUT_S": 10.0,           # a response_format schema that compiles longer is refused (400)
@@ -35,6 +36,8 @@ def defaults() -> dict:
         "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks
         "TRUSTED_PROXY": "",                # the reverse proxy's address, whose X-Forwarded-For names the client (fleet sources, per-client limits)
+        "LISTEN_HOST": "",                  # the address `python -m router` listens on (it sets this itself)
+        "ALLOWED_HOSTS": "",                # comma-separated Host names the server answers (* any; default: see hosts.py)
         "ALLOWED_ORIGINS": "",              # comma-separated origins whose pages may use the API and artifacts (CORS)
         "TEST_HOOKS": False,                # the page's test-only fault injection (device loss); never in production
     }

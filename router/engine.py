@@ -148,7 +148,10 @@ class Engine:
         self.tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
         self.template = ChatTemplate.of_model(self.config)
         self.device = tvm.cpu()
-        self.vm = VirtualMachine(tvm.runtime.load_module(str(model_dir / files["cpu_library"])), self.device)
+        # The naive allocator: TVM's default pool keeps a buffer of every size it was ever asked for, and a
+        # prefill's sizes follow the prompt's length, so a server's memory grew with each new length.
+        self.vm = VirtualMachine(tvm.runtime.load_module(str(model_dir / files["cpu_library"])), self.device,
+                                 memory_cfg="naive")
         tensors = load_tensor_cache(model_dir / files["tensor_cache"], self.device)
         self.params = [tensors[name] for name in self.config["param_names"]]
         self.context_window = self.config["context_window_size"]
@@ -180,7 +183,7 @@ class Engine:
                               code="chat_template_refused") from None
         if continue_ids is not None and self.spells(continue_ids, tail):
             return self.tokenizer.encode(text, add_special_tokens=False).ids + list(continue_ids)
-        return self.tokenizer.encode(text + tail, add_special_tokens=False).ids
+        return self.tokenizer.encode(text + self.template.as_text(tail), add_special_tokens=False).ids
 
     def spells(self, ids: tuple[int, ...], text: str) -> bool:
         """Whether these token ids are this text (ids from another model's vocabulary would not be)."""
@@ -264,6 +267,8 @@ class Engine:
             if finish == "stop":
                 break
             logits = self._step(seq, held, "decode", [token])
+        if cancelled():  # its reader left, or stopped reading: no end to tell
+            return
         if len(text) > len(shown) or sent < len(generated):  # a held-back tail, or tokens that showed no text
             yield Chunk(text[len(shown):].rstrip("\ufffd"), completion_tokens=len(generated),
                         token_ids=generated[sent:])

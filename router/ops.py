@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from router import metrics
 from router.errors import ApiError
+from router.hosts import operator_only
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger("seam.requests")
@@ -33,6 +34,7 @@ def health():
 
 @bp.get("/metrics")
 def prometheus():
+    operator_only()
     body, content_type = metrics.exposition(current_app.extensions["seam"]["fleet"])
     return Response(body, content_type=content_type)
 
