@@ -244,7 +244,7 @@ export type ErrorKindName =
   | "FeatureMissingError" | "AdapterLimitsError" | "StorageQuotaError" | "DownloadError" | "IntegrityError"
   | "ShaderCompilationError" | "DeviceLostError" | "GPUExecutionError" | "CPUExecutionError" | "ContextWindowError"
   | "EngineNotLoadedError" | "EngineRestartedError" | "SelfCheckError" | "NoEngineError" | "InvalidSchemaError"
-  | "InvalidRequestError" | "InvalidOptionError" | "ServerUnreachableError" | "OriginNotAllowedError" | "ApiVersionError";
+  | "InvalidRequestError" | "ChatTemplateRefusedError" | "InvalidOptionError" | "ServerUnreachableError" | "OriginNotAllowedError" | "ApiVersionError";
 
 export declare const ErrorKind: {
   readonly NoWebGPU: "WebGPUNotAvailableError";
@@ -267,6 +267,7 @@ export declare const ErrorKind: {
   readonly NoEngine: "NoEngineError";
   readonly InvalidSchema: "InvalidSchemaError";
   readonly InvalidRequest: "InvalidRequestError";
+  readonly TemplateRefused: "ChatTemplateRefusedError";
   readonly InvalidOption: "InvalidOptionError";
   readonly ServerUnreachable: "ServerUnreachableError";
   readonly OriginNotAllowed: "OriginNotAllowedError";

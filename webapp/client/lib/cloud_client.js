@@ -14,7 +14,8 @@ export class CloudClient {
       headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     if (!response.ok) {
       const error = await response.json().catch(() => ({}));
-      throw new CloudError(response.status, error.error?.message || `the server answered ${response.status}`);
+      throw new CloudError(response.status, error.error?.message || `the server answered ${response.status}`,
+                           error.error?.code ?? null);
     }
     if (!stream) return response.json();
     const iterator = serverSentEvents(response.body.getReader());
@@ -24,11 +25,13 @@ export class CloudClient {
 }
 
 export class CloudError extends Error {
-  constructor(status, message) {
+  // `code`: the server's error code (e.g. chat_template_refused, context_length_exceeded), where it gave one
+  constructor(status, message, code = null) {
     super(message);
     this.name = "CloudError";
     this.kind = "CloudError";
     this.status = status;
+    this.code = code;
   }
 }
 

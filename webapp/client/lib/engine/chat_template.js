@@ -37,6 +37,6 @@ function escapeRegExp(text) {
 
 function refuse(args) {
   const message = args?.[0]?.value ?? String(args);
-  throw new EngineError(ErrorKind.InvalidRequest,
+  throw new EngineError(ErrorKind.TemplateRefused,  // the server's code: chat_template_refused
     `the chat template refused the messages: ${message}: send the conversation in an order this model takes`);
 }

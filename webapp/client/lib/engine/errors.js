@@ -23,6 +23,7 @@ export const ErrorKind = {
   NoEngine: "NoEngineError",
   InvalidSchema: "InvalidSchemaError",
   InvalidRequest: "InvalidRequestError",
+  TemplateRefused: "ChatTemplateRefusedError",
   InvalidOption: "InvalidOptionError",
   ServerUnreachable: "ServerUnreachableError",
   OriginNotAllowed: "OriginNotAllowedError",
@@ -31,7 +32,8 @@ export const ErrorKind = {
 
 // Errors about the request itself (its schema, its length): the other path would refuse it too, and the
 // engine is fine. Every other error means this browser could not answer, and the server may take over.
-export const REQUEST_ERRORS = new Set([ErrorKind.ContextWindow, ErrorKind.InvalidSchema, ErrorKind.InvalidRequest]);
+export const REQUEST_ERRORS = new Set([ErrorKind.ContextWindow, ErrorKind.InvalidSchema, ErrorKind.InvalidRequest,
+                                       ErrorKind.TemplateRefused]);
 
 export class EngineError extends Error {
   constructor(kind, message) {
