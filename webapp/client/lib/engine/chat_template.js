@@ -15,7 +15,7 @@ export class ChatTemplate {
     this.controls = controlTokens.length ? new RegExp(controlTokens.map(escapeRegExp).join("|"), "g") : null;
   }
 
-  // The prompt for a new assistant message after `messages`; throws InvalidRequestError when refused.
+  // The prompt for a new assistant message after `messages`; throws ChatTemplateRefusedError when refused.
   render(messages) {
     messages = messages.map((m) => typeof m.content === "string" ? { ...m, content: this.asText(m.content) } : m);
     return this.template.render({ messages, add_generation_prompt: true, ...this.specialTokens,
