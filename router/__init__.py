@@ -31,7 +31,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from router.fleet import Fleet
     catalog = Catalog.load(Path(app.config["MODELS_DIR"]))
     app.extensions["seam"] = {"catalog": catalog, "policy": settings.load_policy(app.config["POLICY_FILE"]),
-                              "cloud": cloud.make_backend(app.config, catalog), "fleet": Fleet(app.config["FLEET_DB"]),
+                              "cloud": cloud.make_backend(app.config, catalog),
+                              "fleet": Fleet(app.config["FLEET_DB"], app.config["NEW_CLIENTS_PER_HOUR"]),
                               "slots": ChatSlots(app.config["MAX_QUEUE"], app.config["MAX_CHATS_PER_CLIENT"],
                                                  app.config["CLIENT_CHAT_S_PER_MIN"])}
     hosts.check_hosts(app)  # first: a rebound name gets no further

@@ -35,6 +35,7 @@ def defaults() -> dict:
         "KV_CACHE_CONVERSATIONS": 8,        # conversations whose KV cache it keeps between turns, least recent given up first (0: none)
         "DOWNLOAD_PART_BYTES": 4 << 20,     # a browser stores downloads in parts this size: what a drop keeps
         "FLEET_DB": str(REPO / "var" / "fleet.sqlite3"),  # clients' model versions and self-checks
+        "NEW_CLIENTS_PER_HOUR": 32,         # new client ids one address may bring to the fleet store an hour (0: no limit)
         "TRUSTED_PROXY": "",                # the reverse proxy's address, whose X-Forwarded-For names the client (fleet sources, per-client limits)
         "LISTEN_HOST": "",                  # the address `python -m router` listens on (it sets this itself)
         "ALLOWED_HOSTS": "",                # comma-separated Host names the server answers (* any; default: see hosts.py)

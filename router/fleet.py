@@ -10,7 +10,10 @@ a client's source is a keyed hash of its network address (the address itself is 
 /64 is one source). The calibration is the median over sources (each source's own median first), and
 self-checks count distinct sources, so a thousand ids from one address weigh as one client; one source
 keeps at most MAX_CLIENTS_PER_SOURCE ids (its least recently seen go first), so its new ids push out
-only its own, and the store keeps the MAX_CLIENTS most recently seen clients in all.
+only its own, and it may bring at most `new_clients_per_hour` new ids an hour (the reports of any more
+are dropped; loopback is exempt: it is this machine, or a same-host proxy the operator has not named in
+SEAM_TRUSTED_PROXY, behind which every client shares one address). The store keeps MAX_CLIENTS clients in all; when full, clients that never measured
+nor self-checked go first, the least recently seen of them first.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ MAX_CLIENTS = 10_000  # clients kept; the least recently seen go first
 MAX_CLIENTS_PER_SOURCE = 256  # client ids kept per network address (a household or office behind one NAT)
 MAX_ADAPTERS = 4      # adapters kept per client (a browser has one or two)
 MAX_ROWS_SHOWN = 200  # self-check groups in the operator's view, most clients first
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 TABLES = ("cached", "self_checks", "calibration", "clients")
 
 
@@ -42,8 +45,9 @@ def client_network(address: str | None) -> str:
 
 
 class Fleet:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, new_clients_per_hour: int = 32):
         self.path = Path(path)
+        self.new_clients_per_hour = new_clients_per_hour  # per source (0: no limit)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()  # one connection per server thread, kept open (see _db)
         with self._db() as db:
@@ -52,9 +56,10 @@ class Fleet:
             db.execute("PRAGMA journal_mode = WAL")  # readers (/metrics, /api/fleet) never wait for writers
             db.executescript(f"""
                 CREATE TABLE IF NOT EXISTS secret (key BLOB);
-                CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, source TEXT, seen REAL);
+                CREATE TABLE IF NOT EXISTS clients (client TEXT PRIMARY KEY, source TEXT, seen REAL, first_seen REAL);
                 CREATE INDEX IF NOT EXISTS clients_seen ON clients (seen);
                 CREATE INDEX IF NOT EXISTS clients_source ON clients (source, seen);
+                CREATE INDEX IF NOT EXISTS clients_new ON clients (source, first_seen);
                 CREATE TABLE IF NOT EXISTS cached (client TEXT, model TEXT, version TEXT,
                                                    PRIMARY KEY (client, model, version));
                 CREATE TABLE IF NOT EXISTS calibration (client TEXT, adapter_class TEXT, ratio REAL, at REAL,
@@ -66,6 +71,7 @@ class Fleet:
             if db.execute("SELECT key FROM secret").fetchone() is None:
                 db.execute("INSERT INTO secret VALUES (?)", (os.urandom(32),))
             self._key = db.execute("SELECT key FROM secret").fetchone()[0]
+        self._loopback = {self.source_of("127.0.0.1"), self.source_of("::1")}
 
     def source_of(self, address: str | None) -> str:
         """A client's source: a keyed hash of its network (client_network), never the address."""
@@ -86,7 +92,8 @@ class Fleet:
         measured, its measured/predicted decode speed on its adapter class (clipped by the caller), the
         latest per class replacing the earlier one."""
         with self._db() as db:
-            self._seen(db, client, source)
+            if not self._seen(db, client, source):
+                return
             db.execute("DELETE FROM cached WHERE client = ?", (client,))
             db.executemany("INSERT OR IGNORE INTO cached VALUES (?, ?, ?)", [(client, m, v) for m, v in cached])
             if adapter_class and ratio is not None:
@@ -99,7 +106,8 @@ class Fleet:
         """A client's latest result for one variant version on one adapter replaces its earlier one; whether
         the result is new for its source (so that one source repeating it, under any ids, counts once)."""
         with self._db() as db:
-            self._seen(db, client, source)
+            if not self._seen(db, client, source):
+                return False
             known = db.execute("SELECT 1 FROM self_checks JOIN clients USING (client) WHERE source = ? AND model = ? "
                                "AND version = ? AND adapter = ? AND passed = ? LIMIT 1",
                                (source, model, version, adapter, int(passed))).fetchone()
@@ -138,14 +146,27 @@ class Fleet:
         db.execute(f"DELETE FROM {table} WHERE client = ? AND {column} NOT IN (SELECT {column} FROM {table} "
                    f"WHERE client = ? GROUP BY {column} ORDER BY MAX(at) DESC LIMIT ?)", (client, client, MAX_ADAPTERS))
 
-    @staticmethod
-    def _seen(db, client: str, source: str) -> None:
-        db.execute("INSERT OR REPLACE INTO clients VALUES (?, ?, ?)", (client, source, time.time()))
+    def _seen(self, db, client: str, source: str) -> bool:
+        """Marks the client seen now; False (store nothing) for a new id past its source's hourly allowance.
+        Only a new id can fill the store, so only then is it pruned."""
+        now = time.time()
+        if db.execute("UPDATE clients SET seen = ?, source = ? WHERE client = ?", (now, source, client)).rowcount:
+            return True
+        if self.new_clients_per_hour and source not in self._loopback and db.execute(
+                "SELECT COUNT(*) FROM clients WHERE source = ? AND first_seen > ?",
+                (source, now - 3600)).fetchone()[0] >= self.new_clients_per_hour:
+            return False
+        db.execute("INSERT INTO clients VALUES (?, ?, ?, ?)", (client, source, now, now))
         stale = db.execute("SELECT client FROM clients WHERE source = ? ORDER BY seen DESC LIMIT -1 OFFSET ?",
                            (source, MAX_CLIENTS_PER_SOURCE)).fetchall()
-        stale += db.execute("SELECT client FROM clients ORDER BY seen DESC LIMIT -1 OFFSET ?", (MAX_CLIENTS,)).fetchall()
+        if db.execute("SELECT COUNT(*) FROM clients").fetchone()[0] > MAX_CLIENTS:  # full: the idle go first
+            stale += db.execute(
+                "SELECT client FROM clients ORDER BY EXISTS (SELECT 1 FROM calibration c WHERE c.client = clients.client) "
+                "OR EXISTS (SELECT 1 FROM self_checks s WHERE s.client = clients.client) DESC, seen DESC "
+                "LIMIT -1 OFFSET ?", (MAX_CLIENTS,)).fetchall()
         for table in TABLES:
             db.executemany(f"DELETE FROM {table} WHERE client = ?", stale)
+        return True
 
     def versions(self) -> list[dict]:
         """How many active clients hold each model version."""

@@ -440,26 +440,42 @@ def test_the_catalog_follows_a_rebuild(tmp_path, catalog):
 
 # --- routing from measurements ----------------------------------------------------------------------
 
-def test_the_fleet_calibrates_devices_that_have_not_measured_and_one_client_cannot_skew_it(app, catalog):
+def test_the_fleet_calibrates_devices_that_have_not_measured_and_fake_clients_cannot_skew_it(app, catalog):
     client = app.test_client()
     entry = catalog["models"][1]
     newcomer = {**PROBE, "webgpu": SWIFTSHADER, "benchmark": {"bandwidth_gbps": 2.0}}
     predicted = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
     assert predicted["source"] == "predicted"
-    honest = [0.30, 0.34, 0.40]  # decode tokens/s that three SwiftShader clients measured
+    fixed = predicted["tokens_per_s"]  # the policy's prediction from the bandwidth probe alone
+
+    def report(client_id, decode, address):
+        assert client.post("/api/route", json=measuring_probe(entry, client_id, decode),
+                           environ_base={"REMOTE_ADDR": address}).status_code == 200
+
+    def newcomers_prediction():
+        return client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
+
+    honest = [0.6 * fixed, 0.7 * fixed, 0.8 * fixed]  # decode tokens/s that three SwiftShader clients measured
     for i, decode in enumerate(honest):  # each from its own address: one address's ids count once
-        assert client.post("/api/route", json=measuring_probe(entry, f"client-honest-{i}", decode),
-                           environ_base={"REMOTE_ADDR": f"192.0.2.{i + 1}"}).status_code == 200
-    calibrated = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
+        report(f"client-honest-{i}", decode, f"192.0.2.{i + 1}")
+    calibrated = newcomers_prediction()
     assert calibrated["source"] == "calibrated"
     assert min(honest) <= calibrated["tokens_per_s"] <= max(honest)
     # One client claiming a thousand times the speed moves the median at most to a neighbouring honest value.
-    client.post("/api/route", json=measuring_probe(entry, "client-liar-000", 400.0),
-                environ_base={"REMOTE_ADDR": "198.51.100.1"})
-    skewed = client.post("/api/route", json=newcomer).get_json()["predictions"]["browser"]
-    assert min(honest) <= skewed["tokens_per_s"] <= max(honest)
+    report("client-liar-000", 1000 * fixed, "198.51.100.1")
+    assert min(honest) <= newcomers_prediction()["tokens_per_s"] <= max(honest)
+    # 50 fake clients from 50 addresses, all claiming almost nothing, own the median, but not past the
+    # policy's band: the newcomer's prediction stays at 0.5x the fixed one, and at most 2x from the other side.
+    band = app.extensions["seam"]["policy"]["calibration"]
+    for i in range(50):
+        report(f"client-fake-{i:03d}", fixed / 1000, f"203.0.113.{i + 1}")
+    skewed = newcomers_prediction()["tokens_per_s"]
+    assert skewed == pytest.approx(band["min_ratio"] * fixed, rel=1e-3)
+    for i in range(50, 100):  # and from the other side
+        report(f"client-fake-{i:03d}", 1000 * fixed, f"203.0.113.{i + 1}")
+    assert newcomers_prediction()["tokens_per_s"] <= band["max_ratio"] * fixed * 1.001
     view = client.get("/api/fleet").get_json()["calibration"]
-    assert [(row["adapter_class"], row["sources"]) for row in view] == [("google/swiftshader/fallback", 4)]
+    assert [(row["adapter_class"], row["sources"]) for row in view] == [("google/swiftshader/fallback", 104)]
 
 
 def test_a_device_that_measured_is_predicted_by_its_measurement(client, catalog):

@@ -298,6 +298,40 @@ def test_ids_invented_at_one_address_neither_buy_the_calibration_nor_push_out_ot
         assert "203.0.113.7" not in str(db.execute("SELECT * FROM clients").fetchall())  # never the address
 
 
+def test_new_ids_cost_addresses_and_a_full_store_gives_up_the_idle_first(tmp_path, monkeypatch):
+    """10,100 fresh ids through /api/route pruned every real client. Now one address brings 32 new ids an
+    hour, and when the store is full, ids that never measured nor self-checked go before those that did."""
+    from router import fleet as fleet_module
+    monkeypatch.setattr(fleet_module, "MAX_CLIENTS", 50)
+    store = fleet_module.Fleet(tmp_path / "fleet.sqlite3")
+    one_address = store.source_of("198.51.100.9")
+    for i in range(100):
+        store.report_probe(f"burst-{i:04d}", one_address, [("m", "v1")], "class", 1.0)
+    assert store.versions() == [{"id": "m", "version": "v1", "clients": 32}]
+    store.report_probe("burst-0000", one_address, [("m", "v2")], "class", 1.0)  # a known id still reports
+    assert {"id": "m", "version": "v2", "clients": 1} in store.versions()
+    loopback = store.source_of("127.0.0.1")  # this machine (or an unnamed same-host proxy): no allowance
+    for i in range(40):
+        store.report_probe(f"local-{i:04d}", loopback, [], None, None)
+    honest = []
+    for i in range(5):
+        honest.append(f"honest-{i:04d}")
+        source = store.source_of(f"192.0.2.{i}")
+        store.report_probe(honest[-1], source, [("m", "v1")], "class", 0.9)
+        store.report_self_check(honest[-1], source, "m", "v1", "adapter", True)
+    for i in range(10_100):  # fresh ids from as many addresses, never measuring
+        store.report_probe(f"fake-{i:05d}", store.source_of(f"10.{i // 250}.{i % 250}.1"), [("m", "v1")], None, None)
+    with store._db() as db:
+        kept = {row[0] for row in db.execute("SELECT client FROM clients")}
+    assert len(kept) == 50 and set(honest) <= kept
+    assert [(r["passed"], r["failed"]) for r in store.self_checks()] == [(5, 0)]
+    assert store.calibrations(min_sources=3)[0]["sources"] == 6  # the honest five and the burst's address
+    unlimited = fleet_module.Fleet(tmp_path / "unlimited.sqlite3", new_clients_per_hour=0)
+    for i in range(40):
+        unlimited.report_probe(f"burst-{i:04d}", unlimited.source_of("198.51.100.9"), [("m", "v1")], None, None)
+    assert unlimited.versions() == [{"id": "m", "version": "v1", "clients": 40}]
+
+
 def test_a_report_keeps_the_stores_connection_and_its_write_ahead_log(tmp_path):
     """Routing with a client id writes a report: a connection opened and closed per report checkpointed and
     deleted the WAL each time (disk flushes, 20-30 ms at p95); the thread's connection stays open instead."""
