@@ -136,7 +136,7 @@ def launch(flags=()):
     global _playwright
     from playwright.sync_api import sync_playwright
 
-    from tests.harness import CHROMIUM, CHROMIUM_FLAGS
+    from tests.support.browsers import CHROMIUM, CHROMIUM_FLAGS
 
     _playwright = _playwright or sync_playwright().start()
     extra = os.environ.get("SEAM_BENCH_CHROMIUM_FLAGS", "").split()
@@ -186,7 +186,7 @@ class BrowserEngine:
         from werkzeug.serving import make_server
 
         from router import create_app
-        from tests.harness import COMPATIBILITY_FLAGS
+        from tests.support.browsers import COMPATIBILITY_FLAGS
 
         self.fleet = tempfile.TemporaryDirectory()
         app = create_app({"MODELS_DIR": str(self.models), "FLEET_DB": f"{self.fleet.name}/fleet.sqlite3",
@@ -239,7 +239,7 @@ class StaticSitePeer:
     in the bench's Chromium."""
 
     def open_site(self, links: dict[str, Path], headers: dict[str, str] | None = None) -> str:
-        from tests.harness import StaticServer
+        from tests.support.servers import StaticServer
 
         self.site = tempfile.TemporaryDirectory()
         root = Path(self.site.name)

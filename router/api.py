@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import uuid
 from contextlib import closing
-from pathlib import Path
 
-import jsonschema
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from router import grammar, metrics, routing
@@ -20,12 +17,9 @@ from router.fleet import client_network
 from router.hosts import operator_only
 from router.sampling import SamplingError, parse_sampling
 from router.serving import UNSENT_BYTES
+from router.validation import check_body
 
 bp = Blueprint("api", __name__)
-PROBE_SCHEMA = json.loads((Path(__file__).with_name("schemas") / "probe-report.v1.json").read_text())
-PROBE_VALIDATOR = jsonschema.Draft202012Validator(PROBE_SCHEMA)  # built once: checking the schema itself is slow
-ROLES = ("system", "user", "assistant")
-CLIENT_ID = re.compile(PROBE_SCHEMA["properties"]["client_id"]["pattern"].strip("^$"))
 
 
 def seam():
@@ -70,10 +64,7 @@ def finite_float(text: str) -> float:
 def route():
     """Decide where the next answer runs, from the page's probe report."""
     probe = json_body()
-    error = jsonschema.exceptions.best_match(PROBE_VALIDATOR.iter_errors(probe))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(the report)"
-        raise ApiError(400, f"invalid probe report at {where}: {error.message}", param=where)
+    check_body(probe, "probe-report.v1.json")
     state = seam()
     catalog, fleet, policy = state["catalog"], state["fleet"], state["policy"]
     variants = catalog.variants(probe.get("model"))
@@ -109,24 +100,12 @@ def outcome():
     """After an answer, the page tells how the router's prediction for it compared with what happened (no
     text, only the numbers): /metrics keeps the ratios, per target, as histograms."""
     body = json_body()
-    target = body.get("target")
-    if target not in ("browser", "cloud"):
-        raise ApiError(400, "target must be \"browser\" or \"cloud\"", "target")
+    check_body(body, "outcome-report.v1.json")
     for measure in ("ttft_s", "tokens_per_s"):
-        predicted, actual = (positive(body, part, measure) for part in ("predicted", "actual"))
+        predicted, actual = (body[part].get(measure) for part in ("predicted", "actual"))
         if predicted and actual:
-            metrics.PREDICTION_RATIO.labels(target, measure).observe(actual / predicted)
+            metrics.PREDICTION_RATIO.labels(body["target"], measure).observe(actual / predicted)
     return jsonify({"recorded": True})
-
-
-def positive(body: dict, part: str, measure: str) -> float | None:
-    section = body.get(part)
-    if not isinstance(section, dict):
-        raise ApiError(400, f"{part} must be an object with ttft_s and tokens_per_s", part)
-    value = section.get(measure)
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not 1e-6 < value < 1e6):
-        raise ApiError(400, f"{part}.{measure} must be a number between 1e-6 and 1e6", f"{part}.{measure}")
-    return value
 
 
 @bp.get("/api/catalog")
@@ -141,26 +120,19 @@ def self_check():
     """A page's first-load self-check: did this device's answer equal the catalog's golden tokens?"""
     body = json_body()
     catalog = seam()["catalog"]
+    # first: a report on a variant this server does not know is a 404, whatever else it holds
     entry = catalog.by_id(body.get("id")) if isinstance(body.get("id"), str) else None
     if entry is None:
         raise ApiError(404, "id must name a model variant in the catalog", "id", "model_not_found")
-    if not isinstance(body.get("version"), str) or not isinstance(body.get("passed"), bool):
-        raise ApiError(400, "version (string) and passed (true/false) are required", "passed")
-    client = body.get("client_id")
-    if not isinstance(client, str) or not CLIENT_ID.fullmatch(client):
-        raise ApiError(400, "client_id must be the page's random id (8 to 64 letters, digits or '-')", "client_id")
+    check_body(body, "self-check-report.v1.json")
     tokens = body.get("token_ids", [])  # checked, not stored: the result is what counts
-    if not isinstance(tokens, list) or len(tokens) > 256 or \
-            not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in tokens):
+    if not all(type(t) is int for t in tokens):  # JSON Schema counts 1.0 as an integer; an id is written as one
         raise ApiError(400, "token_ids must be a list of at most 256 token ids (integers from 0 to 2^31 - 1)",
                        "token_ids")
-    adapter = body.get("adapter", "")
-    if not isinstance(adapter, str) or len(adapter) > 200:
-        raise ApiError(400, "adapter must be the adapter's name, at most 200 characters", "adapter")
     version = catalog.version_label(entry["id"], body["version"])
     fleet = seam()["fleet"]
-    if fleet.report_self_check(client, fleet.source_of(request.remote_addr), entry["id"], version, adapter,
-                               body["passed"]):
+    if fleet.report_self_check(body["client_id"], fleet.source_of(request.remote_addr), entry["id"], version,
+                               body.get("adapter", ""), body["passed"]):
         metrics.SELF_CHECKS.labels(entry["id"], version, "passed" if body["passed"] else "failed").inc()
     return jsonify({"recorded": True})
 
@@ -293,38 +265,23 @@ def usage(chunk) -> dict:
 
 
 def parse_chat_request(body: dict) -> ChatRequest:
-    """OpenAI's request shape, checked field by field; each refusal names the field."""
+    """OpenAI's request shape: its schema first, then what a schema cannot say; each refusal names the field."""
     config = current_app.config
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "messages must be a non-empty list of {role, content} objects", "messages")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
-            raise ApiError(400, f"messages[{i}] must have a role ({', '.join(ROLES)}) and a string content",
-                           f"messages[{i}]")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(400, "model must be a string", "model")
-    try:
+    check_body(body, "chat-completions-request.v1.json")
+    messages, model = body["messages"], body.get("model")
+    try:  # in code, in the words of the browser engine's parseSampling (sampling.js)
         sampling = parse_sampling(body, config["DEFAULT_MAX_TOKENS"], config["MAX_TOKENS_LIMIT"])
     except SamplingError as error:
         raise ApiError(400, str(error), error.param) from None
-    if body.get("n", 1) != 1:
-        raise ApiError(400, "n must be 1: this server returns one choice", "n")
     stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ApiError(400, "stream must be true or false", "stream")
     options = body.get("stream_options") or {}
     continue_final = body.get("continue_final_message", False)
-    if not isinstance(continue_final, bool):
-        raise ApiError(400, "continue_final_message must be true or false", "continue_final_message")
     if continue_final and messages[-1]["role"] != "assistant":
         raise ApiError(400, "continue_final_message needs the last message to be the assistant's answer so far",
                        "continue_final_message")
     continue_ids = body.get("continue_token_ids")
-    if continue_ids is not None and not (continue_final and isinstance(continue_ids, list)
-                                         and len(continue_ids) <= config["MAX_TOKENS_LIMIT"]
-                                         and all(type(i) is int and i >= 0 for i in continue_ids)):
+    if continue_ids is not None and not (continue_final and len(continue_ids) <= config["MAX_TOKENS_LIMIT"]
+                                         and all(type(i) is int for i in continue_ids)):  # 1.0 is not an id
         raise ApiError(400, f"continue_token_ids must be a list of at most {config['MAX_TOKENS_LIMIT']} token ids, "
                        "sent with continue_final_message", "continue_token_ids")
     try:

@@ -13,17 +13,20 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import requests
 
+from router.answer import Chunk, EngineError
 from router.catalog import Catalog
-from router.engine import Chunk, Engine, EngineError, ModelFilesError
 from router.errors import ApiError
 from router.grammar import SchemaBusy, SchemaError
 from router.redact import REDACTED, Redactor
 from router.sampling import Sampling
 from router.threads import use_threads
+
+if TYPE_CHECKING:  # the engine loads TVM: imported only by a server that runs one (EmbeddedBackend._load)
+    from router.engine import Engine
 
 log = logging.getLogger("seam")
 
@@ -85,6 +88,8 @@ class EmbeddedBackend:
     def _load(self, entry: dict) -> Engine:
         """A variant's engine; files missing or not as the catalog recorded them are a 503 that says so (the
         path only in the log), and the next request tries again, so a rebuild mends it without a restart."""
+        from modelrun.model import ModelFilesError
+        from router.engine import Engine
         try:
             return Engine(self.catalog.folder / entry["path"], entry, self.schema_timeout_s, self.cache_tokens,
                           self.cache_conversations)

@@ -1,61 +1,29 @@
-"""The embedded cloud engine: a model's CPU library from models/, run in-process with TVM's runtime.
+"""The embedded cloud engine: a model's CPU library from models/, run in-process by modelrun (TVM's runtime).
 
 It loads only what `make build-model` wrote (the `.so`, the tensor cache, tokenizer.json and
-mlc-chat-config.json) through TVM's runtime API; the server's entry points set TVM_USE_RUNTIME_LIB=1
-so that a serving process loads TVM's runtime library, not the compiler. One model has one KV cache,
-so answers are generated one at a time; a lock queues concurrent requests. The cache keeps recent
-conversations (ConversationCaches), so a conversation's next turn prefills only what is new.
+mlc-chat-config.json); the server's entry points set TVM_USE_RUNTIME_LIB=1 so that a serving process loads
+TVM's runtime library, not the compiler. Only a server with no upstream imports this module (cloud.py).
+One model has one KV cache, so answers are generated one at a time; a lock queues concurrent requests. The
+cache keeps recent conversations (ConversationCaches), so a conversation's next turn prefills only what is new.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import tvm
 from tokenizers import Tokenizer
-from tvm.runtime.vm import VirtualMachine
 
-from modelbuild.chat import ChatTemplate, TemplateRefusal
+from modelrun.chat import ChatTemplate, TemplateRefusal
+from modelrun.model import Model, free_pages, kv
+from router.answer import CONTEXT_LENGTH_EXCEEDED, Chunk, EngineError
 from router.grammar import COMPILE_TIMEOUT_S, Constraint, Grammars
-from router.sampling import Detokenizer, Sampling, first_stop, held_back, sample, seed_of
-
-PAGE_SIZE_DEFAULT = 16
-
-
-CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's code: an OpenAI client reads it as "prompt too long"
-
-
-class EngineError(Exception):
-    """A request the engine cannot serve; `status` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.param, self.code = status, param, code
-
-
-class ModelFilesError(RuntimeError):
-    """A variant's files are not the ones its catalog entry recorded (a partial copy, a corrupted disk)."""
-
-
-@dataclass
-class Chunk:
-    """One piece of an answer: new text, and at the end the finish reason and token counts."""
-    text: str
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0  # the answer's tokens so far (its last chunk: all of them)
-    token_ids: list[int] = field(default_factory=list)  # the tokens drawn since the previous chunk
-    ttft_s: float = 0.0    # on the last chunk: from the engine taking the answer (not the queue) to its first token
-    engine_s: float = 0.0  # and how long the answer held the engine
-    cached_tokens: int = 0  # and how many of its prompt's tokens a kept conversation's cache already held
+from router.sampling import Sampling, StreamedText, sample, seed_of
 
 
 class ConversationCaches:
@@ -69,11 +37,10 @@ class ConversationCaches:
     recently used give their pages up when room is short. Memory is bounded by the capacity, whatever the
     traffic."""
 
-    def __init__(self, create, kv, capacity_tokens: int, conversations: int, page_size: int):
-        shape = tvm.runtime.ShapeTuple
-        self.kv, self.page_size, self.capacity_tokens = kv, page_size, capacity_tokens
+    def __init__(self, model: Model, capacity_tokens: int, conversations: int):
+        self.page_size, self.capacity_tokens = model.page_size, capacity_tokens
         self.conversations = max(0, conversations)  # 0: none kept, every answer prefills its whole prompt
-        self.cache = create(shape([max(1, conversations)]), shape([capacity_tokens]), page_size)
+        self.cache = model.kv_cache(max(1, conversations), capacity_tokens)
         self.held: OrderedDict[int, list[int]] = OrderedDict()  # sequence id -> its tokens, least recent first
         self.asked: dict[int, int] = {}  # sequence id -> the length of the prompt it last answered
         self.ids = itertools.count()
@@ -83,19 +50,17 @@ class ConversationCaches:
         already holds (the caller extends the list as it feeds tokens)."""
         best, shared = None, 0
         for seq, held in self.held.items():
-            asked = self.asked[seq]
-            if len(prompt) > asked and common_prefix(held, prompt, asked) == asked:
-                n = common_prefix(held, prompt, len(prompt) - 1)
-                if n > shared:
-                    best, shared = seq, n
+            n = reusable(held, self.asked[seq], prompt)
+            if n is not None and n > shared:
+                best, shared = seq, n
         if best is None:
             best = next(self.ids)
             self.make_room(keep=None, sequences=1)
-            self.kv("add_sequence")(self.cache, best)
+            kv("add_sequence")(self.cache, best)
             self.held[best] = []
         held = self.held.pop(best)  # in use: not given up for room, and gone if the answer fails
         if len(held) > shared:
-            self.kv("popn")(self.cache, best, len(held) - shared)
+            kv("popn")(self.cache, best, len(held) - shared)
             del held[shared:]
         self.make_room(keep=best, tokens=len(prompt) - shared + room)
         self.asked[best] = len(prompt)
@@ -113,7 +78,7 @@ class ConversationCaches:
         """An answer that failed or was cancelled: its sequence is given up."""
         self.held.pop(seq, None)
         self.asked.pop(seq, None)
-        self.kv("remove_sequence")(self.cache, seq)
+        kv("remove_sequence")(self.cache, seq)
 
     def make_room(self, keep: int | None, sequences: int = 0, tokens: int = 0) -> None:
         """Gives up least recent sequences until `sequences` more fit and `tokens` more have pages."""
@@ -122,13 +87,23 @@ class ConversationCaches:
                              or self.free_pages() < pages):
             oldest, _ = self.held.popitem(last=False)
             del self.asked[oldest]
-            self.kv("remove_sequence")(self.cache, oldest)
+            kv("remove_sequence")(self.cache, oldest)
 
     def free_pages(self) -> int:
-        return tvm.get_global_func("vm.builtin.attention_kv_cache_get_num_available_pages")(self.cache)
+        return free_pages(self.cache)
 
     def kept(self) -> int:
         return len(self.held)
+
+
+def reusable(held: list[int], asked: int, prompt: list[int]) -> int | None:
+    """How many of a kept sequence's tokens (`held`) an answer to `prompt` keeps: only when the prompt is the
+    next turn of that conversation, beginning with the whole prompt it last answered (`asked` tokens) and
+    going on, the tokens it repeats, leaving at least one to prefill; else None. next_turn.js's reusable,
+    the same rule."""
+    if len(prompt) > asked and common_prefix(held, prompt, asked) == asked:
+        return common_prefix(held, prompt, len(prompt) - 1)
+    return None
 
 
 def common_prefix(a: list[int], b: list[int], limit: int) -> int:
@@ -147,26 +122,15 @@ class Engine:
         self.config = json.loads((model_dir / files["config"]).read_text())
         self.tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
         self.template = ChatTemplate.of_model(self.config)
-        self.device = tvm.cpu()
-        # The naive allocator: TVM's default pool keeps a buffer of every size it was ever asked for, and a
-        # prefill's sizes follow the prompt's length, so a server's memory grew with each new length.
-        self.vm = VirtualMachine(tvm.runtime.load_module(str(model_dir / files["cpu_library"])), self.device,
-                                 memory_cfg="naive")
-        tensors = load_tensor_cache(model_dir / files["tensor_cache"], self.device)
-        self.params = [tensors[name] for name in self.config["param_names"]]
-        self.context_window = self.config["context_window_size"]
+        self.model = Model(model_dir / files["cpu_library"], model_dir / files["tensor_cache"], self.config)
+        self.context_window = self.model.context_window
         self.stop_ids = set(self.config["stop_token_ids"])
         self.max_token_bytes = max(len(token.encode()) for token in self.tokenizer.get_vocab(with_added_tokens=True))
         self.lock = threading.Lock()
         self._grammars: Grammars | None = None
         self.schema_timeout_s = schema_timeout_s
-        self._kv = lambda name: tvm.get_global_func(f"vm.builtin.kv_state_{name}")
-        self.caches = ConversationCaches(
-            lambda sequences, capacity, page: self.vm["create_tir_paged_kv_cache"](
-                sequences, capacity, tvm.runtime.ShapeTuple([self.config["prefill_chunk_size"]]),
-                tvm.runtime.ShapeTuple([page]), tvm.runtime.ShapeTuple([0])),
-            self._kv, max(cache_tokens or 2 * self.context_window, self.context_window), cache_conversations,
-            self.config.get("kv_cache_page_size", PAGE_SIZE_DEFAULT))
+        self.caches = ConversationCaches(self.model, max(cache_tokens or 2 * self.context_window, self.context_window),
+                                         cache_conversations)
 
     # --- prompt -----------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], continue_final: bool = False,
@@ -241,9 +205,8 @@ class Engine:
         logits = self._prefill(seq, held, prompt, cancelled)
         if logits is None:  # the client left during the prefill: the engine is free for the next answer
             return
-        generated: list[int] = []
-        detokenizer = Detokenizer(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
-        shown, text, sent = "", "", 0
+        streamed = StreamedText(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True), sampling.stop)
+        generated = streamed.tokens
         finish = "length"
         while len(generated) < sampling.max_tokens and not cancelled():
             token = sample(constraint.mask(logits) if constraint else logits, sampling.temperature, sampling.top_p,
@@ -253,59 +216,28 @@ class Engine:
             if token in self.stop_ids:
                 finish = "stop"
                 break
-            generated.append(token)
-            text = detokenizer.push(token) + detokenizer.pending  # the whole answer's decode, a window at a time
-            stop_at = first_stop(text, sampling.stop)
-            if stop_at is not None:
-                text, finish = text[:stop_at], "stop"
-            # Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
-            ready = text if finish == "stop" else text[:len(text) - held_back(text, sampling.stop)]
+            piece = streamed.push(token)
             first = first or time.perf_counter()
-            if not ready.endswith("\ufffd") and len(ready) > len(shown):
-                yield Chunk(ready[len(shown):], completion_tokens=len(generated), token_ids=generated[sent:])
-                shown, sent = ready, len(generated)
-            if finish == "stop":
+            if piece:
+                yield Chunk(piece[0], completion_tokens=len(generated), token_ids=piece[1])
+            if streamed.stopped:
+                finish = "stop"
                 break
-            logits = self._step(seq, held, "decode", [token])
+            logits = self.model.forward(self.caches.cache, seq, "decode", [token])
+            held.append(token)
         if cancelled():  # its reader left, or stopped reading: no end to tell
             return
-        if len(text) > len(shown) or sent < len(generated):  # a held-back tail, or tokens that showed no text
-            yield Chunk(text[len(shown):].rstrip("\ufffd"), completion_tokens=len(generated),
-                        token_ids=generated[sent:])
+        piece = streamed.tail()  # a held-back tail, or tokens that showed no text
+        if piece:
+            yield Chunk(piece[0], completion_tokens=len(generated), token_ids=piece[1])
         done = time.perf_counter()
         yield Chunk("", finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=len(generated),
                     ttft_s=(first or done) - started, engine_s=done - started, cached_tokens=cached)
 
     def _prefill(self, seq: int, held: list[int], prompt: list[int], cancelled=lambda: False) -> np.ndarray | None:
-        """Feeds the prompt's tokens the sequence does not hold yet, a prefill chunk at a time; None when
-        `cancelled()` turns true between chunks (a long prompt whose client left would hold the engine)."""
-        chunk, first = self.config["prefill_chunk_size"], len(held)
-        for start in range(first, len(prompt), chunk):
-            if start > first and cancelled():
-                return None
-            logits = self._step(seq, held, "prefill", prompt[start:start + chunk])
+        """Feeds the prompt's tokens the sequence does not hold yet; None when the client left meanwhile."""
+        new = prompt[len(held):]
+        logits = self.model.prefill(self.caches.cache, seq, new, cancelled)
+        if logits is not None:
+            held.extend(new)
         return logits
-
-    def _step(self, seq: int, held: list[int], function: str, token_ids: list[int]) -> np.ndarray:
-        shape, cache = tvm.runtime.ShapeTuple, self.caches.cache
-        self._kv("begin_forward")(cache, shape([seq]), shape([len(token_ids)]))
-        embeddings = self.vm["embed"](tvm.runtime.tensor(np.array(token_ids, dtype="int32"), self.device), self.params)
-        logits, _ = self.vm[function](embeddings, cache, self.params)
-        self._kv("end_forward")(cache)
-        held.extend(token_ids)
-        return logits.numpy().reshape(-1)
-
-
-def load_tensor_cache(index_path: Path, device) -> dict:
-    """Read the shards listed in tensor-cache.json, checking each shard's size and sha256 first."""
-    index = json.loads(index_path.read_text())
-    tensors = {}
-    for shard in index["records"]:
-        data = (index_path.parent / shard["dataPath"]).read_bytes()
-        if len(data) != shard["nbytes"] or hashlib.sha256(data).hexdigest() != shard["sha256"]:
-            raise ModelFilesError(f"{shard['dataPath']} does not match its recorded size and sha256")
-        for record in shard["records"]:
-            raw = data[record["byteOffset"]: record["byteOffset"] + record["nbytes"]]
-            array = np.frombuffer(raw, dtype=record["dtype"]).reshape(record["shape"])
-            tensors[record["name"]] = tvm.runtime.tensor(array, device)
-    return tensors

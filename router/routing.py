@@ -11,7 +11,7 @@ Order of reasoning:
      wasm SIMD; the cloud from the server's measured speed plus the wait in its queue. Where both WebGPU
      and the CPU build can run a variant, the faster one runs it.
   3. Apply the user's preference and the device's circumstances (battery saver, data saver, slow network,
-     not yet downloaded) to pick a target.
+     not yet downloaded) to pick a target: the first of TARGET_RULES that applies gives it and its reason.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from router.config import defaults
+from router.reasons import Reason
 
 SCHEMA_VERSION = 1  # of the decision: router/schemas/route-decision.v1.json
 
@@ -52,19 +53,19 @@ class Decision:
         return {"schema_version": SCHEMA_VERSION, **self.__dict__}
 
 
-def reason(code: str, message: str) -> dict:
+def reason(code: Reason, message: str) -> dict:
     return {"code": code, "message": message}
 
 
 # What a cause means when several variants give it in different words (their words go in `details`).
-CAUSES = {"missing_feature": "this GPU lacks a WebGPU feature the model needs",
-          "limit_too_small": "this GPU's buffer limits are too small for the model",
-          "low_memory": "the device reports too little memory for the model",
-          "unreliable": "the model failed on this device before",
-          "no_storage": "too little storage quota is left for the download",
-          "context_too_long": "the conversation does not fit the model's context window",
-          "no_cpu_build": "the model has no CPU build",
-          "wasm_heap_too_small": "the model does not fit WebAssembly's 4 GB memory"}
+CAUSES = {Reason.MISSING_FEATURE: "this GPU lacks a WebGPU feature the model needs",
+          Reason.LIMIT_TOO_SMALL: "this GPU's buffer limits are too small for the model",
+          Reason.LOW_MEMORY: "the device reports too little memory for the model",
+          Reason.UNRELIABLE: "the model failed on this device before",
+          Reason.NO_STORAGE: "too little storage quota is left for the download",
+          Reason.CONTEXT_TOO_LONG: "the conversation does not fit the model's context window",
+          Reason.NO_CPU_BUILD: "the model has no CPU build",
+          Reason.WASM_HEAP_TOO_SMALL: "the model does not fit WebAssembly's 4 GB memory"}
 
 BACKENDS = ("webgpu", "cpu")
 WASM32_HEAP_BYTES = 4 * 1024 ** 3
@@ -94,21 +95,22 @@ def browser_blockers(probe: dict, variant: dict, policy: dict) -> dict[str, list
 def webgpu_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
     gpu = probe["webgpu"]
     if not gpu.get("available"):
-        return [reason("no_webgpu", "this browser has no usable WebGPU")]
+        return [reason(Reason.NO_WEBGPU, "this browser has no usable WebGPU")]
     out = []
     req = variant["requirements"]
     missing = sorted(set(req["features"]) - set(gpu.get("features", [])))
     if missing:
-        out.append(reason("missing_feature", f"{variant['id']} needs WebGPU feature {', '.join(missing)}"))
+        out.append(reason(Reason.MISSING_FEATURE, f"{variant['id']} needs WebGPU feature {', '.join(missing)}"))
     limits = gpu.get("limits", {})
     for limit, need in (("maxStorageBufferBindingSize", req["max_storage_buffer_binding_size"]),
                         ("maxBufferSize", req["max_buffer_size"])):
         if limit in limits and limits[limit] < need:
-            out.append(reason("limit_too_small", f"{limit} is {int(limits[limit])}, {variant['id']} needs {need}"))
+            out.append(reason(Reason.LIMIT_TOO_SMALL, f"{limit} is {int(limits[limit])}, {variant['id']} needs {need}"))
     memory = probe.get("device_memory_gb")
     need_gb = req["estimated_gpu_memory_bytes"] * policy["browser"]["memory_headroom"] / 1e9
     if memory is not None and memory < need_gb:
-        out.append(reason("low_memory", f"the device reports {memory} GB of memory, {variant['id']} wants {need_gb:.1f} GB"))
+        out.append(reason(Reason.LOW_MEMORY, f"the device reports {memory} GB of memory, {variant['id']} wants "
+                                             f"{need_gb:.1f} GB"))
     return out
 
 
@@ -117,21 +119,22 @@ def cpu_blockers(probe: dict, variant: dict, policy: dict) -> list[dict]:
     older page) is not sent to the CPU build."""
     cpu, wasm = variant.get("cpu"), probe.get("wasm")
     if not cpu:
-        return [reason("no_cpu_build", f"{variant['id']} has no CPU build (only float32 presets have one)")]
+        return [reason(Reason.NO_CPU_BUILD, f"{variant['id']} has no CPU build (only float32 presets have one)")]
     if not wasm or not wasm.get("simd"):
-        return [reason("no_wasm_simd", "this browser has no WebAssembly SIMD, which the CPU engine needs")]
+        return [reason(Reason.NO_WASM_SIMD, "this browser has no WebAssembly SIMD, which the CPU engine needs")]
     out = []
     if cpu["memory_bytes"] > WASM32_HEAP_BYTES:
-        out.append(reason("wasm_heap_too_small", f"{variant['id']} needs {cpu['memory_bytes'] / 1e9:.1f} GB on the "
-                                                 "CPU, over WebAssembly's 4 GB"))
+        out.append(reason(Reason.WASM_HEAP_TOO_SMALL, f"{variant['id']} needs {cpu['memory_bytes'] / 1e9:.1f} GB "
+                                                      "on the CPU, over WebAssembly's 4 GB"))
     memory = probe.get("device_memory_gb")
     need_gb = cpu["memory_bytes"] * policy["browser"]["memory_headroom"] / 1e9
     if memory is not None and memory < need_gb:
-        out.append(reason("low_memory", f"the device reports {memory} GB of memory, {variant['id']} wants {need_gb:.1f} GB"))
+        out.append(reason(Reason.LOW_MEMORY, f"the device reports {memory} GB of memory, {variant['id']} wants "
+                                             f"{need_gb:.1f} GB"))
     cores = probe.get("hardware_concurrency")
     if cores is not None and cores < policy["cpu"]["min_cores"]:
-        out.append(reason("too_few_cores", f"the device has {cores} core(s): the CPU engine would take the one the "
-                                           "page needs"))
+        out.append(reason(Reason.TOO_FEW_CORES, f"the device has {cores} core(s): the CPU engine would take the one "
+                                                "the page needs"))
     return out
 
 
@@ -140,18 +143,18 @@ def common_blockers(probe: dict, variant: dict) -> list[dict]:
     out = []
     for failed in probe.get("unreliable_models", []):
         if failed["id"] == variant["id"] and failed["version"] == variant["version"]:
-            out.append(reason("unreliable", f"{variant['id']} failed on this device ({failed['reason']})"))
+            out.append(reason(Reason.UNRELIABLE, f"{variant['id']} failed on this device ({failed['reason']})"))
     storage = probe.get("storage")
     if storage and not is_cached(probe, variant):
         free = storage["quota_bytes"] - storage["usage_bytes"]
         need = min(variant["download_bytes"], variant.get("cpu", {}).get("download_bytes", variant["download_bytes"]))
         if free < need:
-            out.append(reason("no_storage", f"{free / 1e6:.0f} MB of storage quota left, the download is "
-                                            f"{need / 1e6:.0f} MB"))
+            out.append(reason(Reason.NO_STORAGE, f"{free / 1e6:.0f} MB of storage quota left, the download is "
+                                                 f"{need / 1e6:.0f} MB"))
     tokens = probe.get("prompt_tokens", 0) + probe.get("max_tokens", 0)
     if tokens > variant["context_window_size"]:
-        out.append(reason("context_too_long", f"{tokens} tokens exceed the context window of "
-                                              f"{variant['context_window_size']}"))
+        out.append(reason(Reason.CONTEXT_TOO_LONG, f"{tokens} tokens exceed the context window of "
+                                                   f"{variant['context_window_size']}"))
     return out
 
 
@@ -284,85 +287,180 @@ def total_seconds(prediction: dict, tokens: int) -> float:
 
 
 def decide(probe: dict, variants: list[dict], state: ServerState, policy: dict) -> Decision:
+    """The decision, in the order of the module's reasoning: what the browser can run and how fast, which
+    version it would load, then the first target rule that applies (TARGET_RULES, in order)."""
     if not variants:
         return Decision("cloud" if state.cloud_available else "none", None, None, None,
-                        [reason("no_model", "the catalog has no such model")])
-    preference = probe.get("preference", "auto")
-    runnable, reasons = [], []  # runnable: (variant, the backends it can run on)
+                        [reason(Reason.NO_MODEL, "the catalog has no such model")])
+    runnable, refusals = browser_options(probe, variants, policy)
+    best, backends = runnable[0] if runnable else (None, None)
+    backend, browser = faster_backend(probe, best, backends, policy, state.calibration) if best else (None, None)
+    version, cached, update = version_to_load(probe, best)
+    s = Situation(probe, state, policy, best, browser, predict_cloud(probe, state, policy), version, cached, update)
+    target, why = next(choice for rule in TARGET_RULES if (choice := rule(s)))
+    return Decision(target, variants[0]["model"], best["id"] if best else None, version,
+                    [why] + once_per_cause(refusals + server_refusals(state)),
+                    {"browser": browser, "cloud": s.cloud}, prefetch=prefetch(s, target), cached=cached,
+                    update=update, backend=backend)
+
+
+def browser_options(probe: dict, variants: list[dict], policy: dict) -> tuple[list[tuple[dict, list]], list[dict]]:
+    """What the browser can run: each runnable variant with the backends it runs on (one already cached
+    first, then the smallest download), and why the others cannot run, per allowed backend (the CPU build's
+    reasons only where the page reported what its wasm can do)."""
+    runnable, refusals = [], []
     for variant in variants:
         blockers = browser_blockers(probe, variant, policy)
         backends = [b for b in forced_backends(probe) if not blockers[b]]
         if backends:
             runnable.append((variant, backends))
-        else:  # why, per allowed backend: the CPU build's reasons where a page reported what its wasm can do
-            reasons.extend(r for b in forced_backends(probe) if b == "webgpu" or "wasm" in probe for r in blockers[b])
-    # Among runnable variants: one already cached first, then the smallest download.
+        else:
+            refusals.extend(r for b in forced_backends(probe) if b == "webgpu" or "wasm" in probe for r in blockers[b])
     runnable.sort(key=lambda vb: (not is_cached(probe, vb[0]), min(download_bytes(vb[0], b) for b in vb[1])))
-    best = runnable[0][0] if runnable else None
-    backend, browser = faster_backend(probe, best, runnable[0][1], policy, state.calibration) if best else (None, None)
-    cloud = predict_cloud(probe, state, policy)
-    usable = best and cached_version(probe, best)
-    outdated = [v for v in held_versions(probe, best) if v != usable] if best else []
-    decision = Decision("none", variants[0]["model"], best["id"] if best else None,
-                        (usable or best["version"]) if best else None, backend=backend,
-                        predictions={"browser": browser, "cloud": cloud}, cached=bool(usable),
-                        update={"from": outdated[0], "to": best["version"]} if outdated and not usable else None)
-    if not state.cloud_available:
-        reasons.append(reason("cloud_unavailable", "the server has no cloud engine configured"))
+    return runnable, refusals
 
-    def go(target: str, code: str, message: str) -> Decision:
-        decision.target = target
-        decision.reasons = [reason(code, message)] + once_per_cause(reasons)
-        decision.prefetch = target == "cloud" and best is not None and not decision.cached and prefetch_ok
-        return decision
 
-    network = probe.get("network") or {}
-    battery = probe.get("battery") or {}
-    slow_network = network.get("save_data") or network.get("effective_type") in policy["network"]["slow_types"]
-    floor = policy["browser"]["min_tokens_per_s"]
-    too_slow = browser is not None and browser["tokens_per_s"] < floor
-    # A download is wasted on a device predicted too slow to use it, unless the user wants it here anyway.
-    prefetch_ok = (preference in ("fastest", "local_only") or (preference == "auto" and not too_slow)) \
-        and not slow_network and not battery.get("saver")
-    busy = state.cloud_full or state.queue_wait_s > policy["cloud"]["busy_wait_s"]
+def version_to_load(probe: dict, best: dict | None) -> tuple[str | None, bool, dict | None]:
+    """Which version of the chosen variant the browser loads, whether it holds it, and the update: a usable
+    cached version (the catalog's or a compatible older one) if it holds one, else the catalog's, replacing
+    an older one it holds."""
+    if best is None:
+        return None, False, None
+    usable = cached_version(probe, best)
+    outdated = [v for v in held_versions(probe, best) if v != usable]
+    update = {"from": outdated[0], "to": best["version"]} if outdated and not usable else None
+    return usable or best["version"], bool(usable), update
 
-    if preference == "cloud_only":
-        return go("cloud" if cloud else "none", "preference_cloud", "the user asked for the cloud")
-    if preference == "local_only":
-        if best:
-            return go("browser", "preference_local", "the user asked to keep everything on this device")
-        return go("none", "local_impossible", "the user asked for local only, and this browser cannot run the model")
-    if not best:
-        return go("cloud" if cloud else "none", "browser_cannot_run",
-                  "this browser cannot run the model" + ("" if cloud else ", and there is no cloud engine"))
-    if not cloud:
-        return go("browser", "only_browser", "the browser is the only engine available")
-    if not decision.cached:
-        # The download would delay this answer: answer from the cloud, fetch in the background if sensible.
-        if too_slow and preference == "auto":
-            return go("cloud", "browser_too_slow", f"this device would give about {browser['tokens_per_s']} tokens/s "
-                      f"({browser['source']}), under the {floor} the browser needs: not downloading the model")
-        background = "; downloading it in the background" if prefetch_ok else ""
-        if decision.update:
-            return go("cloud", "update_available", f"a new version of {best['id']} is out ({decision.update['from']} "
-                      f"-> {decision.update['to']}){background}")
-        return go("cloud", "not_downloaded", f"{best['id']} is not in this browser yet{background}")
-    if battery.get("saver"):
-        return go("cloud", "battery_saver", "the device is saving battery")
-    if busy:
-        wait = "is at its limit" if state.cloud_full else f"has a {state.queue_wait_s:.0f} s queue"
-        return go("browser", "server_busy", f"the server {wait}, and {best['id']} is cached in this browser")
-    if browser is None:
-        return go("browser", "cached", f"{best['id']} is cached in this browser (no speed measurement)")
-    if too_slow:
-        return go("cloud", "browser_too_slow", f"this device would give about {browser['tokens_per_s']} tokens/s "
-                  f"({browser['source']}), under the {floor} the browser needs")
-    if preference == "fastest":
-        tokens = probe.get("max_tokens") or state.default_max_tokens
-        if total_seconds(cloud, tokens) < total_seconds(browser, tokens):
-            return go("cloud", "cloud_faster", "the cloud is predicted to answer sooner")
-        return go("browser", "browser_faster", "this browser is predicted to answer sooner")
-    if decision.version != best["version"]:
-        return go("browser", "compatible_cached", f"{best['id']} {decision.version} is cached in this browser and "
-                  f"the catalog marks it compatible with {best['version']}: no download needed")
-    return go("browser", "cached", f"{best['id']} is cached in this browser and fast enough")
+
+def server_refusals(state: ServerState) -> list[dict]:
+    """The server's part of why not: it has no cloud engine."""
+    if state.cloud_available:
+        return []
+    return [reason(Reason.CLOUD_UNAVAILABLE, "the server has no cloud engine configured")]
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the target rules look at, gathered once."""
+    probe: dict
+    state: ServerState
+    policy: dict
+    best: dict | None       # the variant the browser would run; None when it can run none
+    browser: dict | None    # its prediction; None without a variant or a speed measurement
+    cloud: dict | None      # the cloud's prediction; None when there is no cloud engine
+    version: str | None     # the version the browser would load
+    cached: bool            # the browser holds a usable version
+    update: dict | None     # {"from", "to"}: it holds an older version it must replace
+
+    @property
+    def preference(self) -> str:
+        return self.probe.get("preference", "auto")
+
+    @property
+    def floor(self) -> float:
+        return self.policy["browser"]["min_tokens_per_s"]
+
+    @property
+    def too_slow(self) -> bool:
+        return self.browser is not None and self.browser["tokens_per_s"] < self.floor
+
+
+Choice = tuple[str, dict]  # (target, the first reason)
+
+
+def by_preference(s: Situation) -> Choice | None:
+    """The user's preference: the cloud only, or this device only (nothing, when it cannot run the model)."""
+    if s.preference == "cloud_only":
+        return "cloud" if s.cloud else "none", reason(Reason.PREFERENCE_CLOUD, "the user asked for the cloud")
+    if s.preference == "local_only":
+        if s.best:
+            return "browser", reason(Reason.PREFERENCE_LOCAL, "the user asked to keep everything on this device")
+        return "none", reason(Reason.LOCAL_IMPOSSIBLE,
+                              "the user asked for local only, and this browser cannot run the model")
+    return None
+
+
+def by_engines(s: Situation) -> Choice | None:
+    """What can answer at all: the cloud when the browser cannot run the model, the browser when there is no
+    cloud engine."""
+    if not s.best:
+        return "cloud" if s.cloud else "none", reason(Reason.BROWSER_CANNOT_RUN, "this browser cannot run the model"
+                                                      + ("" if s.cloud else ", and there is no cloud engine"))
+    if not s.cloud:
+        return "browser", reason(Reason.ONLY_BROWSER, "the browser is the only engine available")
+    return None
+
+
+def by_download(s: Situation) -> Choice | None:
+    """Not cached: the download would delay this answer, so the cloud answers it (the browser downloading in
+    the background when sensible; not at all when it is predicted too slow); an update says so."""
+    if s.cached:
+        return None
+    if s.too_slow and s.preference == "auto":
+        return "cloud", too_slow_reason(s, ": not downloading the model")
+    background = "; downloading it in the background" if prefetch_sensible(s) else ""
+    if s.update:
+        return "cloud", reason(Reason.UPDATE_AVAILABLE, f"a new version of {s.best['id']} is out "
+                               f"({s.update['from']} -> {s.update['to']}){background}")
+    return "cloud", reason(Reason.NOT_DOWNLOADED, f"{s.best['id']} is not in this browser yet{background}")
+
+
+def by_battery(s: Situation) -> Choice | None:
+    """The device's state: one saving battery leaves the answer to the cloud."""
+    if (s.probe.get("battery") or {}).get("saver"):
+        return "cloud", reason(Reason.BATTERY_SAVER, "the device is saving battery")
+    return None
+
+
+def by_server_state(s: Situation) -> Choice | None:
+    """The server's state: a full cloud, or a queue longer than the policy's, leaves the answer to the cached
+    browser."""
+    if s.state.cloud_full or s.state.queue_wait_s > s.policy["cloud"]["busy_wait_s"]:
+        wait = "is at its limit" if s.state.cloud_full else f"has a {s.state.queue_wait_s:.0f} s queue"
+        return "browser", reason(Reason.SERVER_BUSY, f"the server {wait}, and {s.best['id']} is cached in this browser")
+    return None
+
+
+def by_speed(s: Situation) -> Choice | None:
+    """The speed comparison: an unmeasured browser answers; one under the floor leaves it to the cloud;
+    "fastest" takes whichever is predicted to finish the answer sooner."""
+    if s.browser is None:
+        return "browser", reason(Reason.CACHED, f"{s.best['id']} is cached in this browser (no speed measurement)")
+    if s.too_slow:
+        return "cloud", too_slow_reason(s, "")
+    if s.preference == "fastest":
+        tokens = s.probe.get("max_tokens") or s.state.default_max_tokens
+        if total_seconds(s.cloud, tokens) < total_seconds(s.browser, tokens):
+            return "cloud", reason(Reason.CLOUD_FASTER, "the cloud is predicted to answer sooner")
+        return "browser", reason(Reason.BROWSER_FASTER, "this browser is predicted to answer sooner")
+    return None
+
+
+def by_cache(s: Situation) -> Choice:
+    """Otherwise the browser answers from its cache: a compatible older version, or the catalog's."""
+    if s.version != s.best["version"]:
+        return "browser", reason(Reason.COMPATIBLE_CACHED, f"{s.best['id']} {s.version} is cached in this browser "
+                                 f"and the catalog marks it compatible with {s.best['version']}: no download needed")
+    return "browser", reason(Reason.CACHED, f"{s.best['id']} is cached in this browser and fast enough")
+
+
+TARGET_RULES = (by_preference, by_engines, by_download, by_battery, by_server_state, by_speed, by_cache)
+
+
+def too_slow_reason(s: Situation, consequence: str) -> dict:
+    return reason(Reason.BROWSER_TOO_SLOW, f"this device would give about {s.browser['tokens_per_s']} tokens/s "
+                  f"({s.browser['source']}), under the {s.floor} the browser needs{consequence}")
+
+
+def prefetch_sensible(s: Situation) -> bool:
+    """Whether a background download is worth it: not on a device predicted too slow to use it (unless the
+    user wants this device to answer), nor on a slow or metered network, nor while saving battery."""
+    network, battery = s.probe.get("network") or {}, s.probe.get("battery") or {}
+    slow_network = network.get("save_data") or network.get("effective_type") in s.policy["network"]["slow_types"]
+    wanted = s.preference in ("fastest", "local_only") or (s.preference == "auto" and not s.too_slow)
+    return bool(wanted and not slow_network and not battery.get("saver"))
+
+
+def prefetch(s: Situation, target: str) -> bool:
+    """Prefetch: the cloud answers, the browser could run the model but does not hold it, and it is sensible."""
+    return target == "cloud" and s.best is not None and not s.cached and prefetch_sensible(s)

@@ -177,3 +177,39 @@ def held_back(text: str, stops: tuple[str, ...]) -> int:
 def first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     hits = [text.find(s) for s in stops if s and s in text]
     return min(hits) if hits else None
+
+
+class StreamedText:
+    """What an answer shows as its tokens arrive: whole UTF-8 characters only, nothing that may still begin a
+    stop string, and the text cut where a stop string begins. `push(token)` gives the piece that became final
+    (its text and the token ids drawn since the previous piece) or None; `tail()`, at the end, what was held
+    back and the ids not yet sent. The browser's twin is sampling.js's StreamedText, piece for piece
+    (tests/router/test_streamed_text.py runs both on the same token streams)."""
+
+    def __init__(self, decode, stops: tuple[str, ...]):
+        self.detokenizer, self.stops = Detokenizer(decode), stops
+        self.text, self.shown, self.tokens, self.sent, self.stopped = "", "", [], 0, False
+
+    def push(self, token: int) -> tuple[str, list[int]] | None:
+        self.tokens.append(token)
+        text = self.detokenizer.push(token) + self.detokenizer.pending  # the whole answer, a window at a time
+        stop_at = first_stop(text, self.stops)
+        if stop_at is not None:
+            text, self.stopped = text[:stop_at], True
+        self.text = text
+        ready = text if self.stopped else text[:len(text) - held_back(text, self.stops)]
+        if ready.endswith("\ufffd") or len(ready) <= len(self.shown):
+            return None
+        return self._piece(ready)
+
+    def tail(self) -> tuple[str, list[int]] | None:
+        if len(self.text) <= len(self.shown) and self.sent == len(self.tokens):
+            return None
+        return self._piece(self.text.rstrip("\ufffd"))
+
+    def _piece(self, upto: str) -> tuple[str, list[int]]:
+        piece = (upto[len(self.shown):], self.tokens[self.sent:])
+        if len(upto) > len(self.shown):
+            self.shown = upto
+        self.sent = len(self.tokens)
+        return piece

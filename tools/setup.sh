@@ -4,7 +4,7 @@
 #      (the browser the tests drive; never `playwright install`), and firefox-esr with Mesa's Vulkan
 #      drivers (the second browser engine: WebGPU on lavapipe, which has shader-f16), and nodejs (runs the
 #      page's pure JS modules' unit tests, tests/js), and WebKitGTK's WebDriver with Xvfb and xauth (Safari's
-#      engine for the end-to-end tests, tests/webkit.py).
+#      engine for the end-to-end tests, tests/support/webkit.py).
 #   2. .venv: the pinned Python packages from requirements.lock, then this project in editable mode.
 #   3. webapp/node_modules: the pinned npm packages from webapp/package-lock.json.
 #   4. TVM's web runtime, compiled once per TVM version into ~/.cache/seam (see build/modelbuild/toolchain).

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jsonschema
 
-from modelbuild.chat import control_tokens
+from modelrun.chat import control_tokens
 from modelbuild.convert import sha256_file
 from modelbuild.toolchain import web_runtime
 

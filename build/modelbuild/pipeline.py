@@ -30,7 +30,6 @@ import numpy as np
 from modelbuild import chat, compile as compiler, manifest, selfcheck
 from modelbuild.arch import get_arch
 from modelbuild.convert import SHARD_MB, verify_tensor_cache, write_tensor_cache
-from modelbuild.cpu_runner import CpuRunner
 from modelbuild.errors import BuildError
 from modelbuild.quantization import REQUIRED_FEATURES, eight_bit_modules, get_preset, quantize_params
 from modelbuild.reference import dequantized_weights
@@ -38,6 +37,8 @@ from modelbuild.schedule import KERNEL_SETS
 from modelbuild.source import ModelSource, open_source
 from modelbuild.toolchain import targets, web_runtime
 from modelbuild.toolchain.wasm_link import CPU_HEAP_FLAGS, WasmLinker
+from modelrun.chat import ChatTemplate
+from modelrun.model import Model
 
 CODE_DIR = Path(__file__).resolve().parent
 
@@ -153,11 +154,10 @@ def build_preset(source, arch, config, preset, model_id, key, weights, options) 
         (work / files["config"]).write_text(json.dumps(chat_config, indent=1))
 
         with step(f"{model_id}: self-check against the numpy reference"):
-            template = chat.ChatTemplate.of_model(chat_config)
+            template = ChatTemplate.of_model(chat_config)
             prompts = [chat.encode_chat(source.tokenizer_json, template, m) for m in chat.SELF_CHECK_PROMPTS]
-            runner = CpuRunner(work / files["cpu_library"], work, [n for n, _, _ in param_specs],
-                               config.context_window_size, config.prefill_chunk_size)
-            greedy = lambda ids: runner.greedy(ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)  # noqa: E731
+            model = Model(work / files["cpu_library"], work / files["tensor_cache"], chat_config)
+            greedy = lambda ids: model.greedy(ids, chat.SELF_CHECK_TOKENS, source.stop_token_ids)  # noqa: E731
             chosen, golden, lead = selfcheck.decisive_check(prompts, greedy, preset.model_dtype)
             messages, prompt_ids = chat.SELF_CHECK_PROMPTS[chosen], prompts[chosen]
             log(f"{model_id}: check prompt {chosen + 1} of {len(prompts)}, each token leading by {lead:.3g} or more")

@@ -14,25 +14,22 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from modelbuild.cpu_runner import CpuRunner
 from modelbuild.errors import BuildError
+from modelrun.model import Model
 
 TEXT = Path("/usr/share/common-licenses/Apache-2.0")
 
 
 def perplexity(model_dir: Path, text: str, max_tokens: int) -> tuple[float, int]:
     info = json.loads((model_dir / "build-info.json").read_text())
-    config = json.loads((model_dir / info["files"]["config"]).read_text())
     ids = Tokenizer.from_file(str(model_dir / info["files"]["tokenizer"])).encode(text).ids[:max_tokens]
-    runner = CpuRunner(model_dir / info["files"]["cpu_library"], model_dir, config["param_names"],
-                       config["context_window_size"], config["prefill_chunk_size"])
-    runner.reset()
-    logits = runner.prefill(ids[:1])
+    run = Model.of_folder(model_dir, info["files"]).conversation()
+    logits = run.prefill(ids[:1])
     nll = 0.0
     for token in ids[1:]:
         shifted = logits.astype(np.float64) - logits.max()
         nll -= shifted[token] - math.log(np.exp(shifted).sum())
-        logits = runner.decode(token)
+        logits = run.decode(token)
     return math.exp(nll / (len(ids) - 1)), len(ids)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from modelbuild.arch.llama import LlamaConfig
 from modelbuild.quantization.group_quant import unpack
-from modelbuild.selfcheck import greedy_decode
+from modelrun.model import greedy_decode
 
 
 def dequantized_weights(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -14,21 +14,6 @@ from modelbuild.errors import BuildError
 TIE_TOLERANCE = {"float32": 1e-2, "float16": 0.5}
 
 
-def greedy_decode(prefill, decode, prompt_ids: list[int], max_new_tokens: int, stop_ids=()):
-    """Greedy continuation of any model given as `prefill(ids) -> logits` and `decode(id) -> logits`;
-    returns the tokens and the logits each one was chosen from."""
-    logits = prefill(prompt_ids)
-    tokens, all_logits = [], []
-    for _ in range(max_new_tokens):
-        token = int(logits.argmax())
-        tokens.append(token)
-        all_logits.append(logits)
-        if token in stop_ids:
-            break
-        logits = decode(token)
-    return tokens, all_logits
-
-
 def decisive_check(prompts: list[list[int]], greedy, dtype: str) -> tuple[int, list[int], float]:
     """Which prompt the self-check uses: the first whose greedy answer is decisive, each token leading the
     runner-up by more than TIE_TOLERANCE in the compiled model's logits, so that a browser whose kernels

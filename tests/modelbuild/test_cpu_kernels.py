@@ -14,6 +14,7 @@ from modelbuild import schedule
 from modelbuild.cpu_attention import EMPTY_LSE, paged_decode, paged_prefill, ragged_prefill
 from modelbuild.quantization.group_quant import WeightFormat, dequantize_gemv_te, dequantize_matmul_te, unpack
 from modelbuild.toolchain import targets
+from tests.support.logits import attention_reference
 
 RNG = np.random.default_rng(3)
 
@@ -72,20 +73,6 @@ def test_prefill_matmul_pads_rows_its_tiles_do_not_divide():
     got = compile_and_run(func, schedule.CpuDequantMatmul(), [x, *arrays, residual], (1, n, o))
     want = x[0].astype(np.float64) @ w.T + residual[0]
     np.testing.assert_allclose(got[0], want, rtol=0, atol=1e-5 * np.abs(want).max())
-
-
-def attention_reference(q, k, v, causal: bool, scale: float):
-    """Each query row's softmax-weighted values over the keys it may see, and log2 of the softmax sum of
-    its base-2 scores (the kernel's log-sum-exp)."""
-    group = q.shape[1] // k.shape[1]
-    k, v = (np.repeat(a.astype(np.float64), group, axis=1) for a in (k, v))
-    scores = np.einsum("qhd,khd->hqk", q.astype(np.float64), k) * scale * np.log2(np.e)
-    if causal:  # the last query row sees every key; each earlier row one fewer
-        scores = np.where(np.tri(len(q), len(k), len(k) - len(q), dtype=bool), scores, -np.inf)
-    top = scores.max(-1, keepdims=True)
-    weights = np.exp2(scores - top)
-    out = np.einsum("hqk,khd->qhd", weights / weights.sum(-1, keepdims=True), v)
-    return out, (top[..., 0] + np.log2(weights.sum(-1))).T
 
 
 @pytest.mark.parametrize("causal", [1, 0])

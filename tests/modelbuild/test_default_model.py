@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 import tvm
 from tokenizers import Tokenizer
-from tvm.contrib import tvmjs
 
 from modelbuild import chat, quality, selfcheck
 from modelbuild.arch.llama import LlamaConfig
 from modelbuild.convert import verify_tensor_cache
-from modelbuild.cpu_runner import CpuRunner
 from modelbuild.manifest import SCHEMA_PATH
 from modelbuild.quantization import get_preset
 from modelbuild.reference import NumpyLlama, dequantized_weights
+from modelrun.model import Model, load_tensor_cache
 
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -51,9 +50,8 @@ def test_catalog_follows_its_schema_and_lists_real_files(catalog, default_built)
 def load(default_built, model_id):
     folder = default_built / model_id
     config = json.loads((folder / "mlc-chat-config.json").read_text())
-    runner = CpuRunner(folder / f"{model_id}-cpu.so", folder, config["param_names"], config["context_window_size"],
-                       config["prefill_chunk_size"])
-    params, _ = tvmjs.load_tensor_cache(str(folder), tvm.cpu())
+    runner = Model(folder / f"{model_id}-cpu.so", folder / "tensor-cache.json", config)
+    params = load_tensor_cache(folder / "tensor-cache.json", tvm.cpu())
     preset = get_preset(config["quantization"])
     reference = NumpyLlama(LlamaConfig.from_dict(config["model_config"]),
                            dequantized_weights({k: v.numpy() for k, v in params.items()}))

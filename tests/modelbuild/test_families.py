@@ -15,15 +15,14 @@ import pytest
 import torch
 import tvm
 from safetensors.numpy import save_file
-from tvm.contrib import tvmjs
 
 from modelbuild import chat, pipeline, source
-from modelbuild.cpu_runner import CpuRunner
 from modelbuild.errors import BuildError
 from modelbuild.reference import dequantized_weights
-from tests.modelbuild.test_tiny_llama import (DECODE, F16_RTOL, PROMPT, RTOL, assert_logits_close, assert_steps_close,
-                                              serve_logits_page)
-from tests.tiny_families import FAMILIES, GGUF_ARCH, PRESETS, TINY, build_family, build_family_gguf
+from modelrun.model import Model, load_tensor_cache
+from tests.support.logits import (DECODE, F16_RTOL, PROMPT, RTOL, assert_logits_close, assert_steps_close,
+                                  serve_logits_page)
+from tests.support.tiny_families import FAMILIES, GGUF_ARCH, PRESETS, TINY, build_family, build_family_gguf
 
 # Found with these tests: TVM 0.27's WebGPU attention over the KV pages an earlier prefill chunk wrote was
 # wrong for head_dim >= 32 (logits off by their own scale, on SwiftShader and llvmpipe, any preset, no GPU
@@ -68,7 +67,7 @@ def transformers_steps(model, model_dir, next_turn: list[int] = ()) -> list[np.n
     """transformers' logits, on the compiled model's weights, after the prompt and each decode token (and
     after `next_turn`, fed after them)."""
     config = json.loads((model_dir / "mlc-chat-config.json").read_text())
-    params, _ = tvmjs.load_tensor_cache(str(model_dir), tvm.cpu())
+    params = load_tensor_cache(model_dir / "tensor-cache.json", tvm.cpu())
     weights = hf_weights({k: v.numpy() for k, v in params.items()}, config["model_config"], model.state_dict(),
                          norms_plus_one=config["model_type"].startswith("gemma"))
     missing, unexpected = model.load_state_dict(weights, strict=False)
@@ -78,10 +77,9 @@ def transformers_steps(model, model_dir, next_turn: list[int] = ()) -> list[np.n
     return [logits[len(PROMPT) - 1 + i] for i in range(len(DECODE) + 1)] + ([logits[-1]] if next_turn else [])
 
 
-def built(out, model_id: str) -> tuple[dict, CpuRunner]:
+def built(out, model_id: str) -> tuple[dict, Model]:
     config = json.loads((out / model_id / "mlc-chat-config.json").read_text())
-    return config, CpuRunner(out / model_id / f"{model_id}-cpu.so", out / model_id, config["param_names"],
-                             config["context_window_size"], config["prefill_chunk_size"])
+    return config, Model(out / model_id / f"{model_id}-cpu.so", out / model_id / "tensor-cache.json", config)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -89,8 +87,8 @@ def test_cpu_library_logits_match_transformers(family, preset):
     name, model, out = family
     model_dir = out / f"{name}-{preset}"
     expected = transformers_steps(model, model_dir)
-    _, runner = built(out, f"{name}-{preset}")
-    runner.reset()
+    _, model = built(out, f"{name}-{preset}")
+    runner = model.conversation()
     got = [runner.prefill(PROMPT)] + [runner.decode(token) for token in DECODE]
     for g, e in zip(got, expected):
         assert_logits_close(g, e, F16_RTOL if preset == "q4f16_1" else RTOL)

@@ -16,8 +16,8 @@ from tokenizers import Tokenizer
 from modelbuild import chat, manifest, source
 from modelbuild.arch import get_arch
 from modelbuild.quantization import get_preset
-from tests.node import run_js
-from tests.tiny_families import TINY
+from tests.support.node import run_js
+from tests.support.tiny_families import TINY
 
 LLAMA3 = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
           "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"

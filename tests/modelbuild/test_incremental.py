@@ -2,7 +2,7 @@
 import shutil
 
 from modelbuild import pipeline
-from tests.conftest import TINY_SHARD_MB
+from tests.support.models import TINY_SHARD_MB
 
 
 def snapshot(folder):

@@ -15,15 +15,15 @@ import tvm
 
 from modelbuild import compile as compiler, pipeline, source
 from modelbuild.arch import get_arch
-from modelbuild.cpu_runner import CpuRunner
 from modelbuild.gpu_attention import INLINE_ROPE, use_gpu_attention, without_inline_rope
 from modelbuild.quantization import get_preset
 from modelbuild.schedule import KERNEL_SETS
 from modelbuild.toolchain import targets
-from tests import tiny_llama
-from tests.conftest import TINY_DIR, TINY_SHARD_MB
-from tests.modelbuild.test_tiny_llama import (DECODE, PROMPT, RUN, assert_logits_close, assert_steps_close,
-                                              reference_steps, serve_logits_page)
+from modelrun.model import Model
+from tests.support import tiny_llama
+from tests.support.logits import (DECODE, PROMPT, RUN, assert_logits_close, assert_steps_close, attention_reference,
+                                  reference_steps, serve_logits_page)
+from tests.support.models import TINY_DIR, TINY_SHARD_MB
 
 PRESETS = ("q0f32", "q4f32_1")  # float32 activations: the failing builds (q4f16_1's kernels built)
 RNG = np.random.default_rng(5)
@@ -54,7 +54,6 @@ def test_an_attention_kernel_without_inline_rope_gives_the_same_results_and_refu
     results for rotary_mode 0 are numpy's, and rotary_mode 1 is refused, not computed without RoPE."""
     from tvm.relax.frontend.nn.llm._prefill_kernels import _attention_prefill_ragged_cpu
 
-    from tests.modelbuild.test_cpu_kernels import attention_reference
     h_kv, h_q, d, rows = 1, 4, 16, 7
     func = without_inline_rope(_attention_prefill_ragged_cpu(h_kv, h_q, d, d, "float32", {}))
     library = tvm.tirx.build(func.with_attr("global_symbol", "main"), target=targets.cpu())
@@ -92,9 +91,7 @@ def test_one_kv_head_cpu_library_logits_match_numpy(one_kv_head, preset):
     model_dir = one_kv_head / f"one-kv-head-{preset}"
     config, expected = reference_steps(model_dir, preset)
     assert config["model_config"]["num_key_value_heads"] == 1 and config["model_config"]["head_dim"] == 16
-    runner = CpuRunner(model_dir / f"one-kv-head-{preset}-cpu.so", model_dir, config["param_names"],
-                       config["context_window_size"], config["prefill_chunk_size"])
-    runner.reset()
+    runner = Model(model_dir / f"one-kv-head-{preset}-cpu.so", model_dir / "tensor-cache.json", config).conversation()
     got = [runner.prefill(PROMPT)] + [runner.decode(token) for token in DECODE]
     for g, e in zip(got, expected):
         assert_logits_close(g, e)

@@ -7,26 +7,16 @@ so the bound covers float32 rounding through two layers, RoPE and softmax. Measu
 the CPU, 4.2e-4 on SwiftShader, whose WGSL exp2/inverseSqrt may be several ULP off (the WGSL spec allows
 it) in the attention kernels; a wrong mask, RoPE pairing, KV page or dequantize is off by 1e-1 or more.
 """
-import json
-import shutil
-
-import numpy as np
 import pytest
-import tvm
-from tvm.contrib import tvmjs
 
-from modelbuild.arch.llama import LlamaConfig
-from modelbuild.cpu_runner import CpuRunner
 from modelbuild.quantization import get_preset
-from modelbuild.reference import NumpyLlama, dequantized_weights
 from modelbuild.schedule import KERNEL_SETS
-from tests.harness import COMPATIBILITY_FLAGS, TVMJS
+from modelrun.model import Model
+from tests.support.browsers import COMPATIBILITY_FLAGS
+from tests.support.logits import (DECODE, F16_RTOL, PROMPT, RTOL, RUN, assert_logits_close, assert_steps_close,
+                                  reference_steps, serve_logits_page)
 
-RTOL = 2e-3
-F16_RTOL = 2e-2
 PRESETS = ("q0f32", "q4f32_1")
-PROMPT = [int(i) for i in np.random.default_rng(7).integers(3, 49152, size=40)]  # 3 prefill chunks of 16
-DECODE = [17, 4242, 30000]
 
 
 @pytest.fixture(scope="module")
@@ -34,51 +24,17 @@ def built(tiny_built):
     return tiny_built[1]
 
 
-def reference_steps(model_dir, preset_name):
-    """float64 numpy logits after the prompt and after each decode token."""
-    config = json.loads((model_dir / "mlc-chat-config.json").read_text())
-    params, _ = tvmjs.load_tensor_cache(str(model_dir), tvm.cpu())
-    weights = dequantized_weights({k: v.numpy() for k, v in params.items()})
-    model = NumpyLlama(LlamaConfig.from_dict(config["model_config"]), weights)
-    steps = [model.forward(PROMPT)[-1]]
-    steps += [model.forward([token])[-1] for token in DECODE]
-    return config, steps
-
-
-def assert_logits_close(got, want, rtol=RTOL):
-    got = np.asarray(got, np.float64)
-    bound = rtol * np.abs(want).max()
-    err = np.abs(got - want).max()
-    assert err <= bound, f"max logit error {err:.3g}, logits of scale {np.abs(want).max():.3g}"
-    # The same greedy token, unless the reference's best two are closer than the error bound allows.
-    assert want[int(np.argmax(got))] >= want.max() - 2 * bound
-
-
 @pytest.mark.parametrize("preset", PRESETS)
 def test_cpu_library_logits_match_numpy(built, preset):
     model_dir = built / f"tiny-llama-{preset}"
     config, expected = reference_steps(model_dir, preset)
-    runner = CpuRunner(model_dir / f"tiny-llama-{preset}-cpu.so", model_dir, config["param_names"],
-                       config["context_window_size"], config["prefill_chunk_size"])
-    runner.reset()
+    runner = Model(model_dir / f"tiny-llama-{preset}-cpu.so", model_dir / "tensor-cache.json",
+                   config).conversation()
     got = [runner.prefill(PROMPT)] + [runner.decode(token) for token in DECODE]
     for g, e in zip(got, expected):
         assert_logits_close(g, e)
 
 
-def serve_logits_page(built, serve_folder) -> str:
-    shutil.copy(TVMJS, built / "tvmjs.js")
-    shutil.copy(__file__.replace("test_tiny_llama.py", "logits.html"), built / "logits.html")
-    return serve_folder(built) + "logits.html"
-
-
-def assert_steps_close(result, expected, rtol=RTOL):
-    assert len(result["steps"]) == len(expected)
-    for got, want in zip(result["steps"], expected):
-        assert_logits_close(got, want, rtol)
-
-
-RUN = {"promptIds": PROMPT, "decodeIds": DECODE}
 # Each kernel set of each quantized preset (q0f32 has no quantized matmuls: its two sets are the same),
 # on both of Chromium's software adapters: a software adapter runs the GPU set too, only slower.
 BUILDS = [("q0f32", "software")] + [("q4f32_1", kernels) for kernels in KERNEL_SETS]

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import tvm
 from gguf import GGMLQuantizationType, GGUFReader, quants
-from tvm.contrib import tvmjs
 
 from modelbuild import source
 from modelbuild.arch.llama import LlamaConfig
 from modelbuild.blocks import from_gguf
 from modelbuild.quantization.group_quant import pack, quantize_with_min, unpack
 from modelbuild.reference import NumpyLlama, dequantized_weights
+from modelrun.model import load_tensor_cache
 
 TYPES = ("Q4_0", "Q4_1", "Q8_0")
 
@@ -60,7 +60,7 @@ def test_the_default_models_4_bit_presets_hold_the_gguf_weights_exactly(default_
     embed = tensors["token_embd.weight"]
     want_embed = quants.dequantize(embed.data, embed.tensor_type)
     for preset in ("q4f32_1", "q4f16_1"):
-        params, _ = tvmjs.load_tensor_cache(str(default_built / f"SmolLM2-135M-Instruct-{preset}"), tvm.cpu())
+        params = load_tensor_cache(default_built / f"SmolLM2-135M-Instruct-{preset}" / "tensor-cache.json", tvm.cpu())
         wanted = ("model.layers.3.mlp.down_proj", "model.embed_tokens")
         weights = dequantized_weights({k: v.numpy() for k, v in params.items() if k.startswith(wanted)})
         assert np.array_equal(weights["model.layers.3.mlp.down_proj.weight"].astype(np.float32), want), preset
@@ -82,8 +82,9 @@ def test_float_weights_quantized_with_a_minimum_beat_the_symmetric_grid(tiny_bui
     than those of the same weights on the old symmetric grid."""
     source_dir, built = tiny_built
     config = json.loads((built / "tiny-llama-q0f32" / "mlc-chat-config.json").read_text())
-    floats = {k: v.numpy() for k, v in tvmjs.load_tensor_cache(str(built / "tiny-llama-q0f32"), tvm.cpu())[0].items()}
-    params, _ = tvmjs.load_tensor_cache(str(built / "tiny-llama-q4f32_1"), tvm.cpu())
+    floats = load_tensor_cache(built / "tiny-llama-q0f32" / "tensor-cache.json", tvm.cpu())
+    floats = {k: v.numpy() for k, v in floats.items()}
+    params = load_tensor_cache(built / "tiny-llama-q4f32_1" / "tensor-cache.json", tvm.cpu())
     quantized = dequantized_weights({k: v.numpy() for k, v in params.items()})
     symmetric = {k: symmetric_4bit(v) if v.ndim == 2 else v for k, v in floats.items()}
     prompt = [int(i) for i in np.random.default_rng(3).integers(3, 49152, size=24)]

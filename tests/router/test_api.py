@@ -1,4 +1,6 @@
-"""The server's HTTP surface through Flask's test client, with the real default model built in models/."""
+"""The server's HTTP surface through Flask's test client: with the real default model built in models/ where
+a test needs its answers or files (`client`), over the tiny model's catalog where it needs only a catalog
+(`tiny_client`: requests refused, catalog and client files served)."""
 import itertools
 import json
 import time
@@ -7,8 +9,9 @@ import pytest
 
 from router import create_app
 from router.threads import available_cores
-from tests.conftest import catalog_of
-from tests.router.conftest import PROBE, SWIFTSHADER, UPSTREAM_SECRET, assert_error, measuring_probe
+from tests.support.api import UPSTREAM_SECRET, assert_error
+from tests.support.models import TINY, catalog_of, models_subset
+from tests.support.probes import PROBE, SWIFTSHADER, measuring_probe
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +60,19 @@ def test_route_decides_per_model_and_a_model_too_big_for_the_device_goes_to_the_
 
 @pytest.mark.parametrize("body,where", [
     ({"schema_version": 2, "webgpu": {"available": True}}, "schema_version"),
-    ({"schema_version": 1}, "(the report)"),
-    ({"schema_version": 1, "webgpu": {"available": "yes"}}, "webgpu/available"),
+    ({"schema_version": 1}, "webgpu"),
+    ({"schema_version": 1, "webgpu": {"available": "yes"}}, "webgpu.available"),
     ({"schema_version": 1, "webgpu": {"available": True}, "preference": "whatever"}, "preference"),
     ({"schema_version": 1, "webgpu": {"available": True}, "device_memory_gb": -1}, "device_memory_gb"),
-    ({"schema_version": 1, "webgpu": {"available": True}, "surprise": 1}, "(the report)"),
+    ({"schema_version": 1, "webgpu": {"available": True}, "surprise": 1}, "surprise"),
 ])
-def test_route_rejects_malformed_reports(client, body, where):
-    assert_error(client.post("/api/route", json=body), 400, param=where)
+def test_route_rejects_malformed_reports(tiny_client, body, where):
+    assert_error(tiny_client.post("/api/route", json=body), 400, param=where)
 
 
-def test_route_rejects_non_json(client):
-    assert_error(client.post("/api/route", data="{not json", content_type="application/json"), 400)
-    assert_error(client.post("/api/route", json=[1, 2]), 400)
+def test_route_rejects_non_json(tiny_client):
+    assert_error(tiny_client.post("/api/route", data="{not json", content_type="application/json"), 400)
+    assert_error(tiny_client.post("/api/route", json=[1, 2]), 400)
 
 
 # --- /v1 -------------------------------------------------------------------------------------------
@@ -81,8 +84,8 @@ def test_models_lists_the_catalog(client):
 
 @pytest.mark.parametrize("change,param", [
     ({"messages": []}, "messages"),
-    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0]"),
-    ({"messages": [{"role": "user", "content": 7}]}, "messages[0]"),
+    ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": 7}]}, "messages[0].content"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"max_tokens": 10**6}, "max_tokens"),
     ({"max_tokens": "many"}, "max_tokens"),
@@ -96,24 +99,24 @@ def test_models_lists_the_catalog(client):
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"stream": "yes"}, "stream"),
 ])
-def test_chat_rejects_invalid_requests(client, change, param):
-    body = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "hi"}], **change}
-    assert_error(client.post("/v1/chat/completions", json=body), 400, param=param)
+def test_chat_rejects_invalid_requests(tiny_client, change, param):
+    body = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], **change}
+    assert_error(tiny_client.post("/v1/chat/completions", json=body), 400, param=param)
 
 
-def test_chat_unknown_model_is_404(client):
+def test_chat_unknown_model_is_404(tiny_client):
     body = {"model": "gpt-99", "messages": [{"role": "user", "content": "hi"}]}
-    assert_error(client.post("/v1/chat/completions", json=body), 404, param="model", code="model_not_found")
+    assert_error(tiny_client.post("/v1/chat/completions", json=body), 404, param="model", code="model_not_found")
 
 
-def test_chat_prompt_longer_than_context_is_400(client):
+def test_chat_prompt_longer_than_context_is_400(tiny_client):
     body = {"messages": [{"role": "user", "content": "word " * 5000}], "max_tokens": 8}
-    assert_error(client.post("/v1/chat/completions", json=body), 400, code="context_length_exceeded")
+    assert_error(tiny_client.post("/v1/chat/completions", json=body), 400, code="context_length_exceeded")
 
 
-def test_huge_body_is_413(client):
+def test_huge_body_is_413(tiny_client):
     body = {"messages": [{"role": "user", "content": "x" * 2_000_000}]}
-    assert_error(client.post("/v1/chat/completions", json=body), 413, code="request_too_large")
+    assert_error(tiny_client.post("/v1/chat/completions", json=body), 413, code="request_too_large")
 
 
 def test_chat_greedy_answer_matches_the_build_golden_tokens(client, catalog):
@@ -227,7 +230,6 @@ def test_a_stream_carries_every_token_id_even_when_the_answer_ends_inside_a_char
 
 def test_a_chat_templates_refusal_is_a_400(tiny_models, tmp_path):
     """A template's raise_exception (here: roles must alternate) is the request's fault, not the server's."""
-    from tests.webapp.helpers import models_subset
     variant = catalog_of(tiny_models)["models"][0]["id"]
     models = models_subset(tiny_models, tmp_path / "models", variant)
     config_file = models / variant / "mlc-chat-config.json"
@@ -250,7 +252,6 @@ def test_a_variant_whose_files_are_broken_is_a_503_that_says_so_until_rebuilt(ti
     """A valid catalog over a corrupted shard, then over a missing folder: each chat is a 503 that names the
     variant and what to do (the server's paths only in its log); restored files are served, no restart."""
     import shutil
-    from tests.webapp.helpers import models_subset
     entry = next(m for m in catalog_of(tiny_models)["models"] if m["quantization"] == "q4f32_1")
     shard = next(f for f in (tiny_models / entry["id"]).iterdir() if f.name.startswith("params_shard"))
     models = models_subset(tiny_models, tmp_path / "models", entry["id"], corrupt=shard.name)
@@ -274,8 +275,8 @@ def test_a_variant_whose_files_are_broken_is_a_503_that_says_so_until_rebuilt(ti
 
 # --- artifacts -------------------------------------------------------------------------------------
 
-def test_catalog_is_never_cached(client):
-    response = client.get("/models/manifest.json")
+def test_catalog_is_never_cached(tiny_client):
+    response = tiny_client.get("/models/manifest.json")
     assert response.status_code == 200 and "no-cache" in response.headers["Cache-Control"]
 
 
@@ -298,37 +299,37 @@ def test_model_files_are_immutable_with_etag_and_ranges(client, catalog, default
     "/models/{id}/{version}/{id}-cpu.so",                    # server-side files
     "/models/nope/{version}/tokenizer.json",
 ])
-def test_no_path_escapes_or_leaks(client, catalog, path):
-    entry = catalog["models"][0]
-    response = client.get(path.format(id=entry["id"], version=entry["version"]))
+def test_no_path_escapes_or_leaks(tiny_client, tiny_catalog, path):
+    entry = tiny_catalog["models"][0]
+    response = tiny_client.get(path.format(id=entry["id"], version=entry["version"]))
     assert response.status_code == 404
 
 
 # --- page and operations ----------------------------------------------------------------------------
 
-def test_the_client_config_names_the_api_version_urls_and_no_secret(client, catalog):
-    response = client.get("/api/client")
+def test_the_client_config_names_the_api_version_urls_and_no_secret(tiny_client):
+    response = tiny_client.get("/api/client")
     config = response.get_json()
     assert config["api_version"] == 1 and response.cache_control.no_store
     assert config["endpoints"]["route"] == "/api/route" and config["client_url"] == "/client/index.js"
     entry = config["models"][0]
     assert entry["base_url"] == f"/models/{entry['id']}/{entry['version']}/"
     assert UPSTREAM_SECRET not in response.get_data(as_text=True)
-    assert UPSTREAM_SECRET not in client.get("/").get_data(as_text=True)
+    assert UPSTREAM_SECRET not in tiny_client.get("/").get_data(as_text=True)
 
 
-def test_the_client_and_its_libraries_are_served_and_nothing_else(client):
-    entry = client.get("/client/index.js")
+def test_the_client_and_its_libraries_are_served_and_nothing_else(tiny_client):
+    entry = tiny_client.get("/client/index.js")
     assert entry.status_code == 200 and entry.mimetype == "text/javascript" and entry.cache_control.no_cache
     assert "export { Seam }" in entry.get_data(as_text=True)
-    assert client.get("/client/lib/engine/worker.js").status_code == 200
+    assert tiny_client.get("/client/lib/engine/worker.js").status_code == 200
     for escape in ("/client/../router/config.py", "/client/%2e%2e/%2e%2e/pyproject.toml", "/client/lib/../../README.md"):
-        assert client.get(escape).status_code == 404, escape
-    vendor = client.get("/api/client").get_json()["engine"]["vendor"]
-    tvmjs = client.get(vendor["tvmjs"])
+        assert tiny_client.get(escape).status_code == 404, escape
+    vendor = tiny_client.get("/api/client").get_json()["engine"]["vendor"]
+    tvmjs = tiny_client.get(vendor["tvmjs"])
     assert tvmjs.status_code == 200 and tvmjs.cache_control.immutable and tvmjs.cache_control.max_age == 365 * 24 * 3600
-    assert client.get(vendor["tvmjs"].replace("/vendor/", "/vendor/0.0.0-").rsplit("/", 1)[0] + "/x").status_code == 404
-    assert client.get(vendor["tvmjs"].replace("tvmjs.js", "../../package.json")).status_code == 404
+    assert tiny_client.get(vendor["tvmjs"].replace("/vendor/", "/vendor/0.0.0-").rsplit("/", 1)[0] + "/x").status_code == 404
+    assert tiny_client.get(vendor["tvmjs"].replace("tvmjs.js", "../../package.json")).status_code == 404
 
 
 def test_health_and_metrics(client):
@@ -354,16 +355,16 @@ def test_continue_final_message_goes_on_with_the_shown_text(client):
     assert shown + rest == whole
 
 
-def test_continue_final_message_needs_an_assistant_message_last(client):
+def test_continue_final_message_needs_an_assistant_message_last(tiny_client):
     body = {"messages": [{"role": "user", "content": "Hi"}], "continue_final_message": True}
-    assert_error(client.post("/v1/chat/completions", json=body), 400, "continue_final_message")
+    assert_error(tiny_client.post("/v1/chat/completions", json=body), 400, "continue_final_message")
     body = {"messages": [{"role": "user", "content": "Hi"}], "continue_final_message": "yes"}
-    assert_error(client.post("/v1/chat/completions", json=body), 400, "continue_final_message")
+    assert_error(tiny_client.post("/v1/chat/completions", json=body), 400, "continue_final_message")
 
 
-def test_catalog_endpoint_gives_the_page_its_models(client, catalog):
-    models = client.get("/api/catalog").get_json()["models"]
-    assert [m["id"] for m in models] == [m["id"] for m in catalog["models"]]
+def test_catalog_endpoint_gives_the_page_its_models(tiny_client, tiny_catalog):
+    models = tiny_client.get("/api/catalog").get_json()["models"]
+    assert [m["id"] for m in models] == [m["id"] for m in tiny_catalog["models"]]
     assert all(m["base_url"] == f"/models/{m['id']}/{m['version']}/" and "cpu_library" in m["files"] for m in models)
 
 
@@ -410,28 +411,28 @@ def test_fleet_counts_each_clients_versions_and_self_checks(app, catalog):
 
 @pytest.mark.parametrize("body,status,param", [
     ({"id": "no-such-model", "version": "x", "passed": True}, 404, "id"),
-    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x"}, 400, "passed"),
-    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
-      "token_ids": ["a"]}, 400, "token_ids"),
-    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True}, 400, "client_id"),
-    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
-      "token_ids": [10 ** 300]}, 400, "token_ids"),
-    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
-      "token_ids": [-1]}, 400, "token_ids"),
-    ({"id": "SmolLM2-135M-Instruct-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+    ({"id": "tiny-llama-q4f32_1", "version": "x"}, 400, "passed"),
+    ({"id": "tiny-llama-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+      "token_ids": ["a"]}, 400, "token_ids[0]"),
+    ({"id": "tiny-llama-q4f32_1", "version": "x", "passed": True}, 400, "client_id"),
+    ({"id": "tiny-llama-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+      "token_ids": [10 ** 300]}, 400, "token_ids[0]"),
+    ({"id": "tiny-llama-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
+      "token_ids": [-1]}, 400, "token_ids[0]"),
+    ({"id": "tiny-llama-q4f32_1", "version": "x", "passed": True, "client_id": "client-aaaaaaaa",
       "adapter": "a" * 201}, 400, "adapter"),
 ])
-def test_self_check_reports_are_validated(client, body, status, param):
-    assert_error(client.post("/api/self-check", json=body), status, param)
+def test_self_check_reports_are_validated(tiny_client, body, status, param):
+    assert_error(tiny_client.post("/api/self-check", json=body), status, param)
 
 
-def test_the_catalog_follows_a_rebuild(tmp_path, catalog):
-    (tmp_path / "manifest.json").write_text(json.dumps(catalog))
+def test_the_catalog_follows_a_rebuild(tmp_path, tiny_catalog):
+    (tmp_path / "manifest.json").write_text(json.dumps(tiny_catalog))
     app = create_app({"MODELS_DIR": str(tmp_path), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
     client = app.test_client()
-    entry = catalog["models"][0]
+    entry = tiny_catalog["models"][0]
     assert client.get("/api/catalog").get_json()["models"][0]["version"] == entry["version"]
-    rebuilt = {**catalog, "models": [{**entry, "version": "fedcba9876543210"}]}
+    rebuilt = {**tiny_catalog, "models": [{**entry, "version": "fedcba9876543210"}]}
     (tmp_path / ".manifest.tmp").write_text(json.dumps(rebuilt))
     (tmp_path / ".manifest.tmp").replace(tmp_path / "manifest.json")  # as the build writes it
     assert client.get("/api/catalog").get_json()["models"][0]["version"] == "fedcba9876543210"
@@ -504,22 +505,22 @@ def bucket(client, le: str, measure: str) -> float:
     return float(text.split(line)[1].split()[0]) if line in text else 0.0
 
 
-def test_outcomes_feed_the_prediction_histograms(client):
+def test_outcomes_feed_the_prediction_histograms(tiny_client):
     report = {"target": "browser", "predicted": {"ttft_s": 2.0, "tokens_per_s": 4.0},
               "actual": {"ttft_s": 3.0, "tokens_per_s": 1.0}}
     buckets = [("0.25", "tokens_per_s"), ("1.5", "ttft_s"), ("1.25", "ttft_s")]
-    before = [bucket(client, *b) for b in buckets]
-    assert client.post("/api/outcome", json=report).get_json() == {"recorded": True}
-    after = [bucket(client, *b) for b in buckets]
+    before = [bucket(tiny_client, *b) for b in buckets]
+    assert tiny_client.post("/api/outcome", json=report).get_json() == {"recorded": True}
+    after = [bucket(tiny_client, *b) for b in buckets]
     # 1/4 = 0.25 falls in the 0.25 bucket; 3/2 = 1.5 in the 1.5 bucket, not the 1.25 one.
     assert [a - b for a, b in zip(after, before)] == [1, 1, 0]
     bad = {**report, "actual": {"ttft_s": -1}}
-    assert_error(client.post("/api/outcome", json=bad), 400, "actual.ttft_s")
-    assert_error(client.post("/api/outcome", json={**report, "target": "moon"}), 400, "target")
+    assert_error(tiny_client.post("/api/outcome", json=bad), 400, "actual.ttft_s")
+    assert_error(tiny_client.post("/api/outcome", json={**report, "target": "moon"}), 400, "target")
 
 
-def test_a_broken_catalog_is_a_503_with_the_reason_until_it_is_rebuilt(tmp_path, catalog, caplog):
-    (tmp_path / "manifest.json").write_text(json.dumps({**catalog, "models": [{"id": "half-written"}]}))
+def test_a_broken_catalog_is_a_503_with_the_reason_until_it_is_rebuilt(tmp_path, tiny_catalog, caplog):
+    (tmp_path / "manifest.json").write_text(json.dumps({**tiny_catalog, "models": [{"id": "half-written"}]}))
     with caplog.at_level("ERROR", logger="seam.catalog"):
         app = create_app({"MODELS_DIR": str(tmp_path), "TESTING": True, "FLEET_DB": str(tmp_path / "fleet.db")})
     assert "does not follow models/manifest.schema.json at models/0" in caplog.text  # said at startup
@@ -533,5 +534,5 @@ def test_a_broken_catalog_is_a_503_with_the_reason_until_it_is_rebuilt(tmp_path,
     assert client.get("/metrics").status_code == 200
     (tmp_path / "manifest.json").write_text("{not json")
     assert "not readable JSON" in client.get("/api/catalog").get_json()["error"]["message"]
-    (tmp_path / "manifest.json").write_text(json.dumps(catalog))  # rebuilt: served again, no restart
+    (tmp_path / "manifest.json").write_text(json.dumps(tiny_catalog))  # rebuilt: served again, no restart
     assert client.get("/api/catalog").status_code == 200

@@ -12,7 +12,7 @@ import pytest
 
 from router.engine import Engine, common_prefix
 from router.sampling import Sampling
-from tests.conftest import catalog_of
+from tests.support.models import catalog_of
 
 GREEDY = Sampling(max_tokens=24, temperature=0.0)
 SAMPLED = Sampling(max_tokens=24, temperature=0.7, top_p=0.95, seed=7)
@@ -106,8 +106,8 @@ def test_a_client_that_leaves_during_the_prefill_frees_the_engine_within_one_chu
     prompt = engine.prompt_ids([{"role": "user", "content": "Tell me about rivers. " * 40}])
     chunk = entry[1]["prefill_chunk_size"]
     assert len(prompt) > 8 * chunk
-    fed, step = [], engine._step
-    engine._step = lambda seq, held, function, ids: (fed.append(len(ids)), step(seq, held, function, ids))[1]
+    fed, forward = [], engine.model.forward
+    engine.model.forward = lambda cache, seq, function, ids: (fed.append(len(ids)), forward(cache, seq, function, ids))[1]
     left = {"after": 2}  # the check before taking the engine, then the one before the second chunk
     def cancelled():
         left["after"] -= 1
@@ -139,3 +139,20 @@ def test_twenty_conversations_stay_within_the_stated_bound(entry):
     _, ids, last = answer(engine, again)
     assert last.cached_tokens == 0  # (the system prompt and "Count to" of the kept ones are not its own)
     assert ids == answer(engine_of(entry), again)[1]
+
+
+def test_the_browser_and_the_server_reuse_a_kept_cache_by_the_same_rule():
+    """next_turn.js's reusable and router/engine.py's, on the same kept sequences and prompts."""
+    from router.engine import reusable
+    from tests.support.node import run_js
+    held = [1, 2, 3, 4, 5, 6, 7, 8]  # a kept conversation: its prompt (5 tokens), then its answer
+    cases = [(held, 5, held + [9, 10]),                 # the next turn: all of it kept
+             (held, 5, [1, 2, 3, 4, 5, 6, 99, 9]),      # the answer re-tokenized otherwise: kept up to there
+             (held, 5, held),                           # the same prompt again: one token left to prefill
+             (held, 5, [1, 2, 3, 4, 5]),                # the prompt it answered, not longer: not a next turn
+             (held, 5, [1, 2, 0, 4, 5, 6, 7, 8, 9]),    # an edited earlier turn: a fresh cache
+             (held, 5, [9]), ([], 0, [1, 2]), (held, 0, [1, 2, 3])]
+    python = [reusable(h, asked, prompt) for h, asked, prompt in cases]
+    assert python == [8, 6, 7, None, None, None, 0, 2]
+    assert run_js("return data.map(([h, asked, prompt]) => modules.next_turn.reusable(h, asked, prompt));",
+                  cases) == python

@@ -18,9 +18,10 @@ import requests
 
 from router.config import defaults
 from router.grammar import SCHEMA_LIMITS
-from tests.conftest import catalog_of
-from tests.harness import connect, raw_post, reset, seam_server, session_from
-from tests.router.conftest import measuring_probe
+from tests.support.models import catalog_of
+from tests.support.probes import measuring_probe
+from tests.support.servers import connect, raw_post, reset, seam_server, session_from
+from tests.support.structured import nested
 
 CAPACITY = defaults()["MAX_QUEUE"]
 IDLE_TIMEOUT_S = 2
@@ -370,13 +371,6 @@ def test_behind_a_trusted_proxy_the_forwarded_address_is_the_source_and_otherwis
 def schema_request(schema, **extra):
     return {**SHORT, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
             **extra}
-
-
-def nested(levels):
-    schema = {"type": "string"}
-    for _ in range(levels):
-        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
-    return schema
 
 
 @pytest.mark.parametrize("schema,says", [

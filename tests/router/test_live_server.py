@@ -11,8 +11,8 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import catalog_of
-from tests.harness import connect, free_port, raw_post, seam_server, session_from
+from tests.support.models import catalog_of
+from tests.support.servers import connect, free_port, raw_post, seam_server, session_from
 
 SECRET = "sk-upstream-secret-do-not-leak-42"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

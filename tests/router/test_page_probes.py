@@ -2,7 +2,9 @@
 import jsonschema
 from playwright.sync_api import expect
 
-from router.api import PROBE_SCHEMA
+from router.validation import schema
+
+PROBE_SCHEMA = schema("probe-report.v1.json")
 
 NO_WEBGPU = ["--enable-unsafe-webgpu"]
 

@@ -1,11 +1,14 @@
 """The routing policy, rule by rule: one table row per situation, with the target and the first reason."""
 import copy
+import json
+import re
 
 import pytest
 
 from router import routing
 from router.config import defaults, load_policy
-from tests.harness import DECISION
+from router.reasons import Reason
+from tests.support.repo import DECISION, REPO
 
 POLICY = load_policy(defaults()["POLICY_FILE"])
 
@@ -304,3 +307,24 @@ def test_cpu_prediction_uses_its_own_measurement_and_download():
     assert (browser["tokens_per_s"], browser["source"], browser["backend"]) == (12.0, "measured", "cpu")
     predicted = decide(probe(webgpu=NO_GPU, wasm=SIMD), WITH_CPU, CLOUD, POLICY).predictions["browser"]
     assert predicted["tokens_per_s"] == round(POLICY["cpu"]["decode_gbps"] * 1e9 / CPU_BUILD["download_bytes"], 2)
+
+
+# --- the reason codes ------------------------------------------------------------------------------------
+def test_the_reason_codes_agree_everywhere():
+    """The router's codes (router/reasons.py) are the decision schema's, and the client package's ReasonCode
+    (index.d.ts) is those and the codes its JS gives its own decisions (while the server cannot be asked),
+    none of which is the router's."""
+    schema = json.loads((REPO / "router" / "schemas" / "route-decision.v1.json").read_text())
+    assert sorted(schema["properties"]["reasons"]["items"]["properties"]["code"]["enum"]) == sorted(Reason)
+    declarations = (REPO / "webapp" / "client" / "index.d.ts").read_text()
+    typed = re.findall(r'"(\w+)"', re.search(r"export type ReasonCode =([^;]*);", declarations).group(1))
+    scripts = [*(REPO / "webapp" / "client").rglob("*.js"), *(REPO / "webapp" / "static" / "js").glob("*.js")]
+    own = {code for js in scripts for code in re.findall(r'\bcode: "(\w+)"', js.read_text())}
+    assert own and not own & set(Reason), own
+    assert sorted(typed) == sorted(set(Reason) | own)
+
+
+def test_every_reason_given_is_a_member():
+    decisions = [decide(c[1], VARIANTS, c[2], POLICY) for c in CASES] + \
+        [decide(c[1], WITH_CPU, c[2], POLICY) for c in CPU_CASES] + [decide(probe(), [], CLOUD, POLICY)]
+    assert all(type(r["code"]) is Reason for d in decisions for r in d.reasons)

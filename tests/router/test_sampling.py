@@ -1,15 +1,15 @@
 """Sampling, stop strings, request checks and chat templates: the server's Python (router/sampling.py,
-modelbuild/chat.py) against the browser's JS (webapp/client/lib/engine/sampling.js, chat_template.js) run
+modelrun/chat.py) against the browser's JS (webapp/client/lib/engine/sampling.js, chat_template.js) run
 under node on the same inputs. Each must give the same tokens, text, and refusals, bit for bit."""
 import json
 
 import numpy as np
 import pytest
 
-from modelbuild.chat import ChatTemplate, TemplateRefusal
+from modelrun.chat import ChatTemplate, TemplateRefusal
 from router.sampling import (SEED_MAX, Detokenizer, SamplingError, first_stop, held_back, parse_sampling, sample,
                              uniforms)
-from tests.node import run_js
+from tests.support.node import run_js
 
 LOGITS = np.array([0.0, 3.0, 2.9, -1.0, 1.0], dtype=np.float32)
 LIMITS = {"default_max_tokens": 256, "max_tokens_limit": 2048}

@@ -9,8 +9,9 @@ import jsonschema
 import pytest
 
 from router import grammar
-from tests.router.conftest import assert_error
-from tests.structured import CASES, response_format
+from tests.support.api import assert_error
+from tests.support.node import run_js
+from tests.support.structured import BAD_SCHEMAS, CASES, response_format
 
 
 def ask(client, case, **sampling):
@@ -86,18 +87,18 @@ BAD_FORMATS = [
 
 
 @pytest.mark.parametrize("fmt,param", BAD_FORMATS)
-def test_a_bad_schema_is_a_400_naming_the_part(client, fmt, param):
+def test_a_bad_schema_is_a_400_naming_the_part(tiny_client, fmt, param):
     body = {"messages": [{"role": "user", "content": "hi"}], "response_format": fmt}
-    response = client.post("/v1/chat/completions", json=body)
+    response = tiny_client.post("/v1/chat/completions", json=body)
     assert_error(response, 400, param)
     assert param.rsplit(".", 1)[-1] in response.get_json()["error"]["message"]
 
 
-def test_a_schema_the_grammar_cannot_compile_is_a_400(client):
+def test_a_schema_the_grammar_cannot_compile_is_a_400(tiny_client):
     """Valid JSON Schema (Python's re takes \\b), but xgrammar's regex support does not."""
     fmt = response_format({"type": "string", "pattern": "\\bword"})
-    response = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
-                                                          "response_format": fmt})
+    response = tiny_client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                               "response_format": fmt})
     assert_error(response, 400, "response_format.json_schema.schema", "invalid_schema")
     assert "Word boundary is not supported" in response.get_json()["error"]["message"]
 
@@ -114,12 +115,10 @@ def test_the_browser_refuses_bad_schemas_in_the_servers_words():
     same message wherever both check; where the server's JSON Schema validator speaks (a schema that is not
     valid JSON Schema), the browser names the same place."""
     from router import grammar
-    from tests.node import run_js
-    from tests.webapp.test_structured_output import BAD
     rules = {"json_style": grammar.JSON_STYLE, "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS),
              "limits": grammar.SCHEMA_LIMITS}
     server = []
-    for response_format_, _ in BAD:
+    for response_format_, _ in BAD_SCHEMAS:
         try:
             grammar.parse_response_format(response_format_)
             server.append(None)
@@ -128,8 +127,8 @@ def test_the_browser_refuses_bad_schemas_in_the_servers_words():
     browser = run_js("""return data.formats.map((format) => {
         try { modules.grammar.parseResponseFormat(format, data.rules); return null; }
         catch (error) { return error.message; }
-    });""", {"formats": [f for f, _ in BAD], "rules": rules})
-    for (_, named), ours, theirs in zip(BAD, server, browser):
+    });""", {"formats": [f for f, _ in BAD_SCHEMAS], "rules": rules})
+    for (_, named), ours, theirs in zip(BAD_SCHEMAS, server, browser):
         if ours is None:  # valid JSON Schema that only xgrammar refuses: both leave it to the compiler
             assert theirs is None
         elif ours.startswith("invalid JSON schema at "):
@@ -251,7 +250,6 @@ def test_each_refusal_is_a_400_naming_the_part_over_http(bare_client):
 
 
 def test_the_browser_refuses_what_the_grammar_would_not_enforce_in_the_same_words():
-    from tests.node import run_js
     rules = {"json_style": grammar.JSON_STYLE, "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS),
              "limits": grammar.SCHEMA_LIMITS}
     schemas = [s for s, _, _ in UNENFORCED] + [s for s, _, _ in ENFORCED[:-1]]
@@ -316,8 +314,9 @@ def test_any_exception_of_the_compile_is_an_answer_not_a_dead_compiler(monkeypat
         def send(self, answer):
             self.answers.append(answer)
 
-    monkeypatch.setattr(grammar.xgrammar, "GrammarCompiler", Failing)
-    monkeypatch.setattr(grammar, "tokenizer_info", lambda vocab: None)
+    from router.grammar import compilers
+    monkeypatch.setattr(compilers.xgrammar, "GrammarCompiler", Failing)
+    monkeypatch.setattr(compilers, "tokenizer_info", lambda vocab: None)
     conn = Pipe()
-    grammar.compiler_main(conn, {})
+    compilers.compiler_main(conn, {})
     assert conn.answers == [(False, "not a schema it can read")]

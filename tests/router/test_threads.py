@@ -9,7 +9,8 @@ import pytest
 import requests
 
 from router.threads import available_cores, cgroup_cores, engine_threads
-from tests.harness import REPO, seam_server
+from tests.support.repo import REPO
+from tests.support.servers import seam_server
 
 AFFINITY = len(os.sched_getaffinity(0))
 CORES = available_cores()[0]  # this machine's, as the server sees them

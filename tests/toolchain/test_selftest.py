@@ -14,8 +14,8 @@ from tvm import relax
 
 from modelbuild.toolchain import targets
 from modelbuild.toolchain.wasm_link import WasmLinker
-from tests.harness import TVMJS
-from tests.toolchain import selftest_model as model
+from tests.support import selftest_model as model
+from tests.support.repo import TVMJS
 
 RTOL = 1e-4
 SEQ_LENS = (7, 1, 33)  # prefill-like, decode-like, and a length that is not a multiple of any tile

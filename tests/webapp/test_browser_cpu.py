@@ -10,9 +10,10 @@ import pytest
 from playwright.sync_api import expect
 from tokenizers import Tokenizer
 
-from tests.firefox import WASM_SIMD_OFF, WEBGPU_OFF, open_firefox
-from tests.webapp.chat_page import ChatPage
-from tests.webapp.helpers import ANSWER_IN_THE_PAGE, REAL, server_answer
+from tests.support.api import server_answer
+from tests.support.firefox import WASM_SIMD_OFF, WEBGPU_OFF, open_firefox
+from tests.support.models import REAL
+from tests.support.pages import ANSWER_IN_THE_PAGE, ChatPage
 
 CPU_VARIANT = f"{REAL}-q4f32_1"  # the float32 preset has the CPU build
 GREEDY = {"temperature": 0, "max_tokens": 12, "system": "Be brief."}

@@ -11,9 +11,10 @@ import json
 import pytest
 import requests
 
-from tests.conftest import catalog_of
-from tests.harness import COMPATIBILITY_FLAGS
-from tests.webapp.helpers import REAL, TINY, in_the_engine, models_subset, run_in_the_engine, server_answer, server_reply
+from tests.support.api import server_answer, server_reply
+from tests.support.browsers import COMPATIBILITY_FLAGS
+from tests.support.models import REAL, TINY, catalog_of, models_subset
+from tests.support.pages import in_the_engine, run_in_the_engine
 
 MAX_TOKENS = 8  # the golden answer's first 8 tokens
 
@@ -176,7 +177,7 @@ def test_a_prompt_longer_than_a_prefill_chunk_gives_the_servers_tokens(page, app
     prefills it chunk by chunk, each attending to the pages the ones before wrote (TVM's WebGPU merge of the
     two attention states was wrong at this head_dim: build/modelbuild/gpu_attention.py replaces it), and its
     greedy tokens are the server's."""
-    from tests.tiny_families import build_family
+    from tests.support.tiny_families import build_family
     _, models = build_family("qwen3")
     server = app_server(models)
     request = {"messages": [{"role": "user", "content": "Tell me about the sea, the sky, the mountains and rivers."}],
@@ -213,7 +214,7 @@ def test_a_conversation_keeps_its_cache_and_answers_as_a_fresh_prefill(family, k
     if family == "llama":
         model, models = TINY, tiny_models
     else:
-        from tests.tiny_families import build_family
+        from tests.support.tiny_families import build_family
         model, (_, models) = "qwen3", build_family("qwen3")
     server = app_server(models)
     turns = conversation_of(server.url, model, TURNS[0], 12)

@@ -10,8 +10,9 @@ import shutil
 import requests
 from playwright.sync_api import expect
 
-from tests.webapp.chat_page import ChatPage
-from tests.webapp.helpers import REAL, TINY, models_subset, server_answer
+from tests.support.api import server_answer
+from tests.support.models import REAL, TINY, models_subset
+from tests.support.pages import ChatPage
 
 REAL_VARIANT = f"{REAL}-q4f32_1"   # SwiftShader has no shader-f16
 TINY_VARIANT = f"{TINY}-q4f32_1"
@@ -135,7 +136,7 @@ def test_the_page_offers_every_model_and_asks_for_the_one_picked(page, tiny_mode
     """Two models in one catalog (the tiny Llama and a tiny Qwen2): /v1/models lists both, the page offers
     both, and the one picked is the one the router decides for and the server answers with."""
     from modelbuild.manifest import write_manifest
-    from tests.tiny_families import build_family
+    from tests.support.tiny_families import build_family
     _, qwen2_models = build_family("qwen2")
     models = tmp_path / "models"
     for folder in (tiny_models / f"{TINY}-q4f32_1", qwen2_models / "qwen2-q4f32_1"):

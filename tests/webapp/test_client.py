@@ -4,7 +4,7 @@ A third-party site is a second static server on another port (another origin) in
 the client from the Seam server (the README's example, as written), or from the npm package that `npm pack`
 makes and npm installs into the site. It connects, chats, and is told why when it cannot: an origin the
 server does not allow, a server that is down, options the client does not take. The server is the Flask
-app over the tiny random Llama (tests/tiny_llama.py); the page's requests are real HTTP across origins.
+app over the tiny random Llama (tests/support/tiny_llama.py); the page's requests are real HTTP across origins.
 """
 import json
 import re
@@ -14,8 +14,9 @@ import subprocess
 import pytest
 import requests
 
-from tests.harness import REPO
-from tests.webapp.helpers import TINY, server_reply
+from tests.support.api import server_reply
+from tests.support.models import TINY
+from tests.support.repo import REPO
 
 CLIENT = REPO / "webapp" / "client"
 TSC = REPO / "webapp" / "node_modules" / ".bin" / "tsc"
@@ -179,7 +180,7 @@ def test_a_page_of_an_origin_not_allowed_is_told_why_and_options_are_checked(pag
     site_url = serve_folder(site)
     server = app_server(tiny_models)  # SEAM_ALLOWED_ORIGINS unset: same origin only
     expected_console_errors.extend(CROSS_ORIGIN_ERRORS)
-    from tests.harness import free_port
+    from tests.support.servers import free_port
     down = f"http://127.0.0.1:{free_port()}/"
     page.goto(site_url)
     refused = page.evaluate(REFUSALS, {"server": server.url, "down": down})

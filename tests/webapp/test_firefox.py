@@ -8,8 +8,8 @@ import json
 import pytest
 from tokenizers import Tokenizer
 
-from tests.firefox import open_firefox
-from tests.webapp.helpers import ANSWER_IN_THE_PAGE
+from tests.support.firefox import open_firefox
+from tests.support.pages import ANSWER_IN_THE_PAGE
 
 F16_VARIANT = "SmolLM2-135M-Instruct-q4f16_1"
 

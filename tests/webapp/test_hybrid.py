@@ -1,7 +1,7 @@
 """The hybrid seam end to end: one conversation, answered by the browser or the server, handed over
 mid-answer when one path fails, with the model downloaded, checked and replaced in the background.
 
-Real Chromium (SwiftShader WebGPU), the tiny random Llama (tests/tiny_llama.py: the real tokenizer and
+Real Chromium (SwiftShader WebGPU), the tiny random Llama (tests/support/tiny_llama.py: the real tokenizer and
 chat template, random weights, built by the same pipeline; its greedy answers are long runs of unrelated
 words, so a lost or repeated piece at the seam shows), the Flask app over real HTTP. Faults are real too:
 the server drops or spoils responses (tests/conftest.py `Faults`), the page's test hook destroys the GPU
@@ -13,9 +13,9 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.conftest import TINY_PART_BYTES
-from tests.webapp.chat_page import LOAD_TIMEOUT_MS, ChatPage
-from tests.webapp.helpers import TINY, HeldRequests, models_subset, server_answer, server_reply
+from tests.support.api import server_answer, server_reply
+from tests.support.models import TINY, TINY_PART_BYTES, models_subset
+from tests.support.pages import LOAD_TIMEOUT_MS, ChatPage, HeldRequests
 
 VARIANT = f"{TINY}-q4f32_1"  # SwiftShader has no shader-f16
 F16_VARIANT = f"{TINY}-q4f16_1"

@@ -11,39 +11,25 @@ import json
 import jsonschema
 from playwright.sync_api import expect
 
-from tests.router.test_hardening import nested
-from tests.structured import CASES, response_format
-from tests.webapp.chat_page import ChatPage
-from tests.webapp.helpers import REAL, TINY, greedy_request, run_in_the_engine, server_reply
+from tests.support.api import greedy_request, server_reply
+from tests.support.models import REAL, TINY
+from tests.support.pages import ChatPage, run_in_the_engine
+from tests.support.structured import BAD_SCHEMAS, CASES, response_format
 
 BOUNDED = CASES[1]  # array-of-enums
 
-BAD = [  # (response_format, what its error must name)
-    (response_format({"type": "object", "properties": {"age": {"type": "whole number"}}}), "properties.age.type"),
-    (response_format({"type": "array", "items": {"type": "string"}, "uniqueItems": True}), "uniqueItems"),
-    (response_format({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}), "properties.a.$ref"),
-    # Valid JSON Schema that xgrammar cannot compile: web-xgrammar aborts its wasm instance on it, and the
-    # engine must still answer the next request.
-    (response_format({"type": "string", "pattern": "\\bword"}), "Word boundary is not supported"),
-    # The server's limits (router/grammar.py SCHEMA_LIMITS), checked in the page with the same words.
-    (response_format({"enum": ["a" * 9000, "b" * 9000]}), "too long to compile quickly"),
-    (response_format(nested(20)), "nests objects and lists"),  # 41 deep (Playwright cannot pass 100)
-    (response_format({"$ref": "#"}), "leads back to itself"),
-    (response_format({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]}),
-     "not in properties"),
-]
 SLOW = {"enum": [f"{i}" + "a" * 990 for i in range(15)]}  # within the limits; compiles for a second or more
 
 
 def test_the_engine_refuses_bad_schemas_then_answers_within_the_schema(page, tiny_server, expected_console_errors):
-    requests_ = [{"messages": [{"role": "user", "content": "hi"}], "response_format": fmt} for fmt, _ in BAD]
+    requests_ = [{"messages": [{"role": "user", "content": "hi"}], "response_format": fmt} for fmt, _ in BAD_SCHEMAS]
     requests_ += [greedy_request(BOUNDED, TINY),
                   {**greedy_request(BOUNDED, TINY), "temperature": 1.0, "top_p": 1.0, "seed": 11}]
     results = run_in_the_engine(page, tiny_server.url, f"{TINY}-q4f32_1", requests_, expected_console_errors)
-    for (_, part), result in zip(BAD, results):
+    for (_, part), result in zip(BAD_SCHEMAS, results):
         assert result.get("kind") == "InvalidSchemaError" and part in result["message"], result
-    browser_greedy, browser_sampled = results[len(BAD):]
-    server = server_reply(tiny_server.url, requests_[len(BAD)])
+    browser_greedy, browser_sampled = results[len(BAD_SCHEMAS):]
+    server = server_reply(tiny_server.url, requests_[len(BAD_SCHEMAS)])
     assert browser_greedy["content"] == server["choices"][0]["message"]["content"], \
         "the browser's grammar let through other tokens than the server's (same greedy model, same schema)"
     assert browser_greedy["usage"] == server["usage"] and browser_greedy["finish"] == "stop"

@@ -1,4 +1,4 @@
-"""The chat page in Safari's engine: Debian's WebKitGTK over classic WebDriver (tests/webkit.py).
+"""The chat page in Safari's engine: Debian's WebKitGTK over classic WebDriver (tests/support/webkit.py).
 
 WebKitGTK has no WebGPU on Linux, and the catalog here holds only the tiny model's q4f16_1 variant,
 which has no CPU build: this is the visitor whose browser cannot run the model. The page must say so
@@ -12,10 +12,11 @@ import time
 import jsonschema
 import pytest
 
-from tests.harness import DECISION
-from tests.structured import CASES
-from tests.webapp.helpers import TINY, greedy_request, models_subset, server_answer, server_reply
-from tests.webkit import ENTER, WebKit, WebKitError, open_webkit
+from tests.support.api import greedy_request, server_answer, server_reply
+from tests.support.models import TINY, models_subset
+from tests.support.repo import DECISION
+from tests.support.structured import CASES
+from tests.support.webkit import ENTER, WebKit, WebKitError, open_webkit
 
 SYSTEM = "Be brief."
 QUESTIONS = ["What is the capital of France?", "And of Italy?"]

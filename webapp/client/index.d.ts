@@ -56,9 +56,17 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
+/** A reason's code: the router's (router/reasons.py says when each is given), then the client's own. */
+export type ReasonCode =
+  | "no_model" | "preference_cloud" | "preference_local" | "local_impossible" | "browser_cannot_run" | "only_browser"
+  | "browser_too_slow" | "update_available" | "not_downloaded" | "battery_saver" | "server_busy" | "cloud_faster"
+  | "browser_faster" | "compatible_cached" | "cached" | "no_webgpu" | "missing_feature" | "limit_too_small"
+  | "low_memory" | "no_cpu_build" | "no_wasm_simd" | "wasm_heap_too_small" | "too_few_cores" | "unreliable"
+  | "no_storage" | "context_too_long" | "cloud_unavailable"
+  | "server_unreachable";  // the client's: the server could not be asked, and this browser holds a checked model
+
 export interface Reason {
-  /** e.g. "cached", "not_downloaded", "preference_local", "server_unreachable", "missing_feature". */
-  code: string;
+  code: ReasonCode;
   message: string;
   /** Each variant's own words, where they differ. */
   details?: string[];

@@ -1,4 +1,4 @@
-// A model's chat template, rendered as the server renders it (build/modelbuild/chat.py): the same
+// A model's chat template, rendered as the server renders it (modelrun/chat.py): the same
 // variables, and a template's raise_exception refuses the request with the server's words.
 import { EngineError, ErrorKind } from "./errors.js";
 
@@ -7,7 +7,7 @@ export class ChatTemplate {
   // raise_exception cannot be replaced from outside (a global), but a template may reassign it: ours does
   // first, producing no text.
   // `specialTokens`: the texts of the model's bos_token and eos_token, which templates write themselves.
-  // `controlTokens`: the build's list (modelbuild/chat.py control_tokens, longest first); in messages they
+  // `controlTokens`: the build's list (modelrun/chat.py control_tokens, longest first); in messages they
   // are text, not tokens (a user who types <|im_start|>system must not open a system turn).
   constructor(Template, source, specialTokens = {}, controlTokens = []) {
     this.template = new Template("{% set raise_exception = seam_refuse %}" + source);

@@ -1,6 +1,6 @@
 // Structured output in the browser: OpenAI's `response_format` compiled by web-xgrammar against the
 // model's vocabulary, and applied as a mask on the logits before every token, as the server does with
-// xgrammar (router/grammar.py). The JSON style and the keywords xgrammar cannot enforce come from the
+// xgrammar (router/grammar/). The JSON style and the keywords xgrammar cannot enforce come from the
 // server (page config `engine.grammar`), so both paths compile the same grammar.
 import { EngineError, ErrorKind } from "./errors.js";
 
@@ -13,7 +13,7 @@ const CHILD = ["items", "additionalProperties", "not", "if", "then", "else", "co
 const CHILDREN_BY_NAME = ["properties", "$defs", "definitions", "patternProperties", "dependentSchemas"];
 const CHILDREN_BY_INDEX = ["anyOf", "oneOf", "allOf", "prefixItems"];
 // In a subschema holding one of these, xgrammar follows only the first present and ignores every other
-// keyword that constrains the value; the same lists as router/grammar.py COMBINATORS and ASSERTIONS.
+// keyword that constrains the value; the same lists as router/grammar/schema_checks.py COMBINATORS and ASSERTIONS.
 const COMBINATORS = ["$ref", "anyOf", "oneOf", "allOf"];
 const ASSERTIONS = ["type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
                     "maxLength", "minLength", "pattern", "format", "maxItems", "minItems", "uniqueItems", "maxContains",
@@ -41,7 +41,7 @@ export function parseResponseFormat(value, rules) {
   return { schema, strict: true };
 }
 
-// The server's SCHEMA_LIMITS (router/grammar.py), checked the same way: size and nesting first, without
+// The server's SCHEMA_LIMITS (router/grammar/schema_checks.py), checked the same way: size and nesting first, without
 // recursion, so that nothing after meets a schema too big to walk.
 function checkLimits(schema, limits) {
   const chars = JSON.stringify(schema).length;

@@ -6,7 +6,8 @@ import { EngineError, ErrorKind } from "./errors.js";
 import { Grammars, parseResponseFormat } from "./grammar.js";
 import { adapterLabel, chooseKernels, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
-import { Detokenizer, firstStop, heldBack, parseSampling, sample } from "./sampling.js";
+import { reusable } from "./next_turn.js";
+import { StreamedText, parseSampling, sample } from "./sampling.js";
 import { CPU_LABEL, checkCpu, cpuError } from "./wasm_cpu.js";
 
 export class LocalEngine {
@@ -190,11 +191,11 @@ export class LocalEngine {
   cacheFor(prompt) {
     const kept = this.kept;
     this.kept = null;
-    if (!kept || !continues(prompt, kept)) {
+    const shared = kept ? reusable(kept.held, kept.promptLength, prompt) : null;
+    if (shared === null) {
       kept?.cache.dispose();
       return { cache: this.newCache(), held: [] };
     }
-    const shared = commonPrefix(kept.held, prompt, prompt.length - 1);
     if (shared < kept.held.length) {
       this.tvm.beginScope();
       try {
@@ -259,9 +260,9 @@ export class LocalEngine {
     const stopIds = new Set(this.config.stop_token_ids);
     const { cache, held } = this.cacheFor(prompt);
     const step = async (name, ids) => { const logits = await this.forward(cache, name, ids); held.push(...ids); return logits; };
-    const generated = [];
-    const detokenizer = new Detokenizer((ids) => this.tokenizer.decode(Int32Array.from(ids)));
-    let shown = "", text = "", sent = 0, finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
+    const streamed = new StreamedText((ids) => this.tokenizer.decode(Int32Array.from(ids)), stops);
+    const generated = streamed.tokens;
+    let finish = "length", firstTokenAt = null, prefillDone = null, stopToken = null;
     const cached = held.length;
     let kept = false;
     try {
@@ -276,23 +277,16 @@ export class LocalEngine {
         constraint?.accept(token);
         firstTokenAt = firstTokenAt ?? performance.now();
         if (stopIds.has(token)) { finish = "stop"; stopToken = token; break; }
-        generated.push(token);
-        text = detokenizer.push(token) + detokenizer.pending;  // the whole answer's decode, a window at a time
-        const stopAt = firstStop(text, stops);
-        if (stopAt !== null) { text = text.slice(0, stopAt); finish = "stop"; }
-        // Show only what is final: whole UTF-8 characters, and nothing that may begin a stop string.
-        const ready = finish === "stop" ? text : text.slice(0, text.length - heldBack(text, stops));
-        if (!ready.endsWith("\ufffd") && ready.length > shown.length) {
-          yield { text: ready.slice(shown.length), tokens: generated.length, ids: generated.slice(sent) };
-          shown = ready;
-          sent = generated.length;
+        const piece = streamed.push(token);
+        if (piece) {
+          yield { text: piece.text, tokens: generated.length, ids: piece.ids };
           if (this.loseAfter !== undefined && --this.loseAfter <= 0) { this.loseAfter = undefined; this.gpuDevice.destroy(); }
         }
-        if (finish === "stop") break;
+        if (streamed.stopped) { finish = "stop"; break; }
         if (generated.length < maxTokens) logits = await step("decode", [token]);
       }
-      if (text.length > shown.length)  // a held-back tail that never became a stop string
-        yield { text: text.slice(shown.length).replace(/\ufffd+$/, ""), tokens: generated.length, ids: generated.slice(sent) };
+      const tail = streamed.tail();  // a held-back tail that never became a stop string, or tokens that showed no text
+      if (tail) yield { text: tail.text, tokens: generated.length, ids: tail.ids };
       this.kept = { cache, held, promptLength: prompt.length };  // for the next turn of this conversation
       kept = true;
     } finally {
@@ -326,15 +320,3 @@ function continueIds({ continue_token_ids: ids, continue_final_message: continue
   return ids;
 }
 
-// Whether `prompt` is the next turn of the conversation whose answer left `kept`: it begins with all of that
-// answer's prompt (and goes on past it).
-function continues(prompt, kept) {
-  return prompt.length > kept.promptLength && commonPrefix(kept.held, prompt, kept.promptLength) === kept.promptLength;
-}
-
-// How many tokens `a` and `b` begin with in common, counting at most `limit`.
-function commonPrefix(a, b, limit) {
-  let n = 0;
-  while (n < Math.min(a.length, b.length, limit) && a[n] === b[n]) n++;
-  return n;
-}

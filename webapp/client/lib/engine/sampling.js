@@ -253,3 +253,38 @@ export function heldBack(text, stops) {
       if (stop.startsWith(text.slice(text.length - n))) { longest = n; break; }
   return longest;
 }
+
+// What an answer shows as its tokens arrive: whole UTF-8 characters only, nothing that may still begin a stop
+// string, and the text cut where a stop string begins. `push(token)` gives the piece that became final
+// ({text, ids}: the token ids drawn since the previous piece) or null; `tail()`, at the end, what was held back
+// and the ids not yet sent. router/sampling.py's StreamedText, piece for piece
+// (tests/router/test_streamed_text.py runs both on the same token streams).
+export class StreamedText {
+  constructor(decode, stops) {
+    Object.assign(this, { detokenizer: new Detokenizer(decode), stops, text: "", shown: "", tokens: [], sent: 0,
+                          stopped: false });
+  }
+
+  push(token) {
+    this.tokens.push(token);
+    let text = this.detokenizer.push(token) + this.detokenizer.pending;  // the whole answer, a window at a time
+    const stopAt = firstStop(text, this.stops);
+    if (stopAt !== null) { text = text.slice(0, stopAt); this.stopped = true; }
+    this.text = text;
+    const ready = this.stopped ? text : text.slice(0, text.length - heldBack(text, this.stops));
+    if (ready.endsWith("\ufffd") || ready.length <= this.shown.length) return null;
+    return this.piece(ready);
+  }
+
+  tail() {
+    if (this.text.length <= this.shown.length && this.sent === this.tokens.length) return null;
+    return this.piece(this.text.replace(/\ufffd+$/, ""));
+  }
+
+  piece(upto) {
+    const piece = { text: upto.slice(this.shown.length), ids: this.tokens.slice(this.sent) };
+    if (upto.length > this.shown.length) this.shown = upto;
+    this.sent = this.tokens.length;
+    return piece;
+  }
+}

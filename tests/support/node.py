@@ -6,7 +6,7 @@ import json
 import shutil
 import subprocess
 
-from tests.harness import REPO
+from tests.support.repo import REPO
 
 ENGINE_JS = REPO / "webapp" / "client" / "lib" / "engine"
 JINJA_JS = REPO / "webapp" / "node_modules" / "@huggingface" / "jinja" / "dist" / "index.js"
@@ -17,7 +17,7 @@ def run_js(body: str, data, timeout_s: float = 60):
     `modules["sampling"]` etc.; what it returns comes back as JSON."""
     node = shutil.which("node")
     assert node, "node is missing: run `make setup` (it installs Debian's nodejs)"
-    names = ("sampling", "errors", "grammar", "chat_template")
+    names = ("sampling", "errors", "grammar", "chat_template", "next_turn")
     imports = "\n".join(f'import * as {n} from "{(ENGINE_JS / f"{n}.js").as_uri()}";' for n in names)
     script = f"""{imports}
 import {{ Template }} from "{JINJA_JS.as_uri()}";

@@ -1,29 +1,78 @@
-"""What several browser tests need from the server side: its answer, and catalogs cut from a build."""
+"""Seam's pages in a browser: the chat page's page object (what a person does and sees), the browser engine
+through the page's Seam client (window.seam), and requests held in mid-flight."""
+from __future__ import annotations
+
 import json
-import shutil
 
-import requests
+from playwright.sync_api import Locator, Page, expect
 
-from tests.structured import response_format
-
-REAL = "SmolLM2-135M-Instruct"  # the default model (tests marked real_model)
-TINY = "tiny-llama"             # the tiny random Llama with the real tokenizer (tests/tiny_llama.py)
+LOAD_TIMEOUT_MS = 600_000      # download + GPU pipeline creation on a software adapter
+ANSWER_TIMEOUT_MS = 900_000    # SwiftShader decodes this model at well under a token per second
 
 
-def server_answer(base_url: str, messages: list[dict], max_tokens: int, model: str = REAL) -> dict:
-    return server_reply(base_url, {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens})
+class ChatPage:
+    def __init__(self, page: Page, base_url: str):
+        self.page = page
+        self.base_url = base_url
+        self.route = page.locator("#route")
+        self.prompt = page.locator("#prompt")
+        self.messages = page.locator("#messages .message")
+        self.answers = page.locator("#messages .message.assistant")
+        self.notice = page.locator("#notice")
 
+    def open(self, **settings) -> "ChatPage":
+        self.page.goto(self.base_url)
+        expect(self.route).not_to_have_attribute("data-target", "pending", timeout=60_000)
+        self.settings(**settings)
+        return self
 
-def server_reply(base_url: str, request: dict) -> dict:
-    """The server's answer to a whole chat request (OpenAI's shape), which must succeed."""
-    response = requests.post(base_url + "v1/chat/completions", json=request, timeout=600)
-    assert response.status_code == 200, response.text
-    return response.json()
+    def settings(self, preference: str | None = None, **fields) -> None:
+        """Fill the settings panel: preference=auto|fastest|local_only|cloud_only, model=<a name>, temperature=..."""
+        if fields or preference:
+            self.page.locator("#settings summary").click()
+        for name, value in fields.items():
+            field = self.page.locator(f"#{name.replace('_', '-')}")
+            field.select_option(value) if name == "model" else field.fill("" if value is None else str(value))
+        if preference:
+            self.page.locator("#preference").select_option(preference)
+            expect(self.route).to_have_attribute("data-target", "browser" if preference == "local_only" else "cloud",
+                                                 timeout=60_000)
+        if fields or preference:
+            self.page.locator("#settings summary").click()
 
+    def wait_until_loaded(self) -> dict:
+        """Until the page's Seam client holds a checked browser model: its engine entry (id, version, adapter...)."""
+        self.page.wait_for_function("() => window.seam?.status().engine?.state === 'ready'", timeout=LOAD_TIMEOUT_MS)
+        return self.page.evaluate("window.seam.status().engine")
 
-def greedy_request(case: dict, model: str) -> dict:
-    return {"model": model, "messages": case["messages"], "response_format": response_format(case["schema"]),
-            "temperature": 0, "max_tokens": case["max_tokens"]}
+    def decision(self) -> dict:
+        """The latest decision the page's Seam client holds."""
+        return self.page.evaluate("window.seam.status().decision")
+
+    def send(self, text: str) -> Locator:
+        """Type and send a message; returns the locator of the answer it starts."""
+        count = self.answers.count()
+        self.prompt.fill(text)
+        self.prompt.press("Enter")
+        answer = self.answers.nth(count)
+        expect(answer).to_be_attached()
+        return answer
+
+    def wait_for_answer(self, answer: Locator) -> dict:
+        expect(answer).not_to_have_attribute("data-state", "streaming", timeout=ANSWER_TIMEOUT_MS)
+        return {"state": answer.get_attribute("data-state"), "where": answer.get_attribute("data-where"),
+                "finish_reason": answer.get_attribute("data-finish-reason"),
+                "error_kind": answer.get_attribute("data-error-kind"),
+                "text": answer.locator(".content").inner_text(), "stats": answer.locator(".stats").inner_text()}
+
+    def ask(self, text: str) -> dict:
+        return self.wait_for_answer(self.send(text))
+
+    def stop(self) -> None:
+        self.page.locator("#stop").click()
+
+    def new_chat(self) -> None:
+        self.page.locator("#new-chat").click()
 
 
 # The browser engine through the chat page's Seam client (window.seam, its public API): `prepare` loads
@@ -96,21 +145,6 @@ def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], 
     result = in_the_engine(page, base_url, variant, requests_, expected_console_errors)
     assert "load" not in result, result["load"]
     return result["results"]
-
-
-def models_subset(built, folder, variant: str, corrupt: str | None = None):
-    """A models/ folder holding one variant of a build, optionally with one file's bytes flipped."""
-    catalog = json.loads((built / "manifest.json").read_text())
-    catalog["models"] = [m for m in catalog["models"] if m["id"] == variant]
-    folder.mkdir()
-    (folder / "manifest.json").write_text(json.dumps(catalog))
-    shutil.copytree(built / variant, folder / variant)
-    if corrupt:
-        shard = folder / variant / corrupt
-        data = bytearray(shard.read_bytes())
-        data[len(data) // 2] ^= 0xFF  # same size, different bytes: only the sha256 can tell
-        shard.write_bytes(bytes(data))
-    return folder
 
 
 class HeldRequests:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import websocket
 
-from tests.harness import free_port
+from tests.support.servers import free_port
 
 FIREFOX = "/usr/bin/firefox-esr"
 PREFS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from tests.harness import free_port
+from tests.support.servers import free_port
 
 MINIBROWSER = "/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser"
 DRIVER = "/usr/bin/WebKitWebDriver"

@@ -1,15 +1,11 @@
-"""The one browser harness every browser test uses: Debian's Chromium with WebGPU, and local servers.
-
-Chromium comes from Debian (`make setup`), never from `playwright install`. Headless Chromium gets a
-WebGPU adapter on SwiftShader (no GPU here) with just `--enable-unsafe-webgpu`; the other flags keep it
-from reaching for the network, which is closed on these machines. Playwright gives each browser launch
-a fresh temporary profile, so no cache or storage leaks from one run into the next.
+"""The servers tests run: a folder over HTTP (StaticServer), the Flask app in a thread of this process
+(AppServer, with Faults that spoil chosen responses), `make serve`'s command line in a process of its own
+(seam_server), and raw HTTP for clients that misbehave below what an HTTP library lets one do.
 """
 from __future__ import annotations
 
 import functools
 import http.server
-import json
 import os
 import socket
 import struct
@@ -22,28 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jsonschema
 import requests
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",  # the tests run as root
-    "--headless=new",
-    "--enable-unsafe-webgpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-# Added to CHROMIUM_FLAGS, they offer a compatibility-mode adapter too: WebGPU on OpenGL ES through ANGLE
-# (Mesa's llvmpipe here), which a page gets with requestAdapter({featureLevel: "compatibility"}).
-COMPATIBILITY_FLAGS = ["--use-angle=gl-egl", "--use-webgpu-adapter=opengles"]
-REPO = Path(__file__).resolve().parent.parent
-# The router's decision, as every page test and the routing table tests check it.
-DECISION = jsonschema.Draft202012Validator(
-    json.loads((REPO / "router" / "schemas" / "route-decision.v1.json").read_text()))
-TVMJS = REPO / "webapp" / "node_modules" / "@mlc-ai" / "web-runtime" / "lib" / "index.js"
+from tests.support.repo import REPO
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -114,6 +91,96 @@ def seam_server(models_dir, **env):
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+# --- the app server in a thread of this process ---------------------------------------------------
+
+class Faults:
+    """WSGI middleware that spoils the next response for a path ending in a given suffix, once per rule:
+    "stall" sends `at` bytes then hangs until `drop_stalled()` (or the server closes), then drops the
+    connection; "flip" sends the whole body with one byte changed at `at`."""
+
+    def __init__(self, app):
+        import threading
+        self.app, self.rules, self.closing = app, [], threading.Event()
+
+    def add(self, suffix: str, kind: str, at: int) -> None:
+        self.rules.append((suffix, kind, at))
+
+    def __call__(self, environ, start_response):
+        rule = next((r for r in self.rules if environ["PATH_INFO"].endswith(r[0])), None)
+        body = self.app(environ, start_response)
+        if rule is None:
+            return body
+        self.rules.remove(rule)
+        return self.spoil(body, rule[1], rule[2], environ["werkzeug.socket"])
+
+    def spoil(self, body, kind, at, sock):
+        import socket
+        data = b"".join(body)
+        if kind == "flip":
+            yield data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+            return
+        yield data[:at]
+        self.closing.wait()
+        sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError("test fault: connection dropped")
+
+    def drop_stalled(self) -> None:
+        self.closing.set()
+
+
+class AppServer:
+    """The Flask app on a random 127.0.0.1 port, in a thread, remembering every request (path and Range
+    header) it was asked for; `faults` spoils chosen responses; `config` overrides settings. Its test hooks
+    are on: the chat page then exposes its Seam client as `window.seam`, which the tests drive."""
+
+    def __init__(self, models_dir: Path, test_hooks: bool = True, **config):
+        import re
+        import tempfile
+        import threading
+
+        from flask import request
+        from werkzeug.serving import make_server
+
+        from router import create_app
+        from router.config import defaults
+
+        self.models_dir = Path(models_dir)
+        self.paths: list[str] = []
+        self.ranges: list[tuple[str, str | None]] = []
+        self.fleet_dir = tempfile.TemporaryDirectory()
+        # This machine's software adapters decode far below the policy's speed floor, and their measured
+        # bandwidth is noisy around it; these tests are about the seam, so any speed is taken (the floor
+        # itself is tested in tests/router/test_routing.py).
+        policy = Path(self.fleet_dir.name) / "policy.toml"
+        text = Path(defaults()["POLICY_FILE"]).read_text()
+        assert "\nmin_tokens_per_s = " in text, "router/policy.toml no longer has min_tokens_per_s"
+        policy.write_text(re.sub(r"\nmin_tokens_per_s = .*", "\nmin_tokens_per_s = 0.0", text))
+        app = create_app({"MODELS_DIR": str(models_dir), "TEST_HOOKS": test_hooks, "POLICY_FILE": str(policy),
+                          "FLEET_DB": f"{self.fleet_dir.name}/fleet.sqlite3", **config})
+
+        @app.before_request
+        def remember():
+            self.paths.append(request.path)
+            self.ranges.append((request.path, request.headers.get("Range")))
+
+        self.faults = Faults(app.wsgi_app)
+        app.wsgi_app = self.faults
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+
+    def model_paths(self, variant: str) -> list[str]:
+        """The paths of one variant's files this server was asked for, in order."""
+        return [p for p in self.paths if p.startswith(f"/models/{variant}/")]
+
+    def close(self) -> None:
+        """Stop serving and close the port (a client then finds nothing listening); again is a no-op."""
+        self.faults.drop_stalled()
+        self.server.shutdown()
+        self.server.server_close()
+        self.fleet_dir.cleanup()
 
 
 # --- raw HTTP, for clients that misbehave below what an HTTP library lets one do ---------------------

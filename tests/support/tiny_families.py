@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from modelbuild import pipeline, source
-from tests.conftest import TINY_DIR
+from tests.support.models import TINY_DIR
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 1024, "rms_norm_eps": 1e-6, "vocab_size": 49152,

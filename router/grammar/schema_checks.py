@@ -1,26 +1,16 @@
-"""Structured output: OpenAI's `response_format` turned into a token mask applied at every decoding step.
+"""The schema checks of structured output: what a `response_format` may ask, checked before anything compiles.
 
-xgrammar compiles the JSON schema against the model's vocabulary; before each token the matcher says
-which tokens may come next, and every other token's logit becomes -inf, so the sampler cannot produce
-text outside the schema. The browser engine does the same with @mlc-ai/web-xgrammar, with the same
-JSON style (below, sent to the page in its config) so both paths produce the same tokens.
+Pure functions of the request, and twinned by the page's webapp/client/lib/engine/grammar.js, which gets
+UNSUPPORTED_KEYWORDS and SCHEMA_LIMITS in its config and refuses the same schemas in the same words.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing
-import queue
-import re
-import threading
-import time
 
 import jsonschema
-import numpy as np
-import xgrammar
 
-# One JSON layout for both paths: compact, with a space after ',' and ':' (the way json.dumps writes),
-# and no free whitespace, which small models otherwise fill until max_tokens.
-JSON_STYLE = {"any_whitespace": False, "separators": [", ", ": "]}
+from router.validation import describe, path_of
+
 # Keywords xgrammar 0.2.8 compiles without enforcing (measured: the grammar still admits what they
 # forbid). A schema using them is refused, because output could then break the schema. multipleOf:
 # web-xgrammar 0.1.27 (the page's) never enforces it, and xgrammar 0.2.8 not on a number, nor beside a
@@ -44,7 +34,6 @@ SCHEMA_LIMITS = {"max_chars": 32_000,         # the schema as JSON text
                  "max_depth": 32,             # objects and lists inside one another
                  "max_literal_chars": 1_000,  # one enum or const string, property name or pattern
                  "max_literals_chars": 15_000}  # all of them together
-COMPILE_TIMEOUT_S = 10.0  # a schema that compiles longer is refused and its compile stopped (SEAM_SCHEMA_TIMEOUT_S)
 # The page's schema box starts with this example.
 EXAMPLE_SCHEMA = {"type": "object", "properties": {
     "answer": {"type": "string", "maxLength": 200},
@@ -88,8 +77,7 @@ def check_schema(schema: dict) -> None:
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as error:
-        raise SchemaError(f"invalid JSON schema at {path_of(base, error.path)}: {error.message}",
-                          path_of(base, error.path)) from None
+        raise SchemaError(*describe(error, "JSON schema", base)) from None
     literals = 0
     for path, keyword, value in keywords(schema):
         where = path_of(base, [*path, keyword])
@@ -277,172 +265,3 @@ def keywords(node, path=()):
             elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(child, list):
                 for i, sub in enumerate(child):
                     yield from keywords(sub, (*path, key, i))
-
-
-def path_of(base: str, steps) -> str:
-    return base + "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps)
-
-
-class Grammars:
-    """Compiles response formats for one model's vocabulary, in child processes (CompilerProcess): a schema
-    that compiles too long is refused and its compile stopped, and no other request waits behind it, only
-    other structured answers, for a free compiler, at most COMPILE_TIMEOUT_S."""
-
-    def __init__(self, tokenizer, config: dict, timeout_s: float = COMPILE_TIMEOUT_S, processes: int = 2):
-        vocab = tokenizer.get_vocab(with_added_tokens=True)
-        encoded = [""] * config["vocab_size"]
-        for token, token_id in vocab.items():
-            if token_id < len(encoded):
-                encoded[token_id] = token
-        info = config.get("tokenizer_info")
-        if info is None:
-            raise SchemaError("this model was built before structured output existed (its mlc-chat-config.json "
-                              "has no tokenizer_info): rebuild it with `make build-model`", "model")
-        self.vocab = {"encoded_vocab": encoded, "vocab_type": info["vocab_type"], "vocab_size": config["vocab_size"],
-                      "stop_token_ids": config["stop_token_ids"], "add_prefix_space": info["add_prefix_space"]}
-        self.info = tokenizer_info(self.vocab)
-        self.timeout_s = timeout_s
-        self.idle: queue.Queue[CompilerProcess] = queue.Queue()
-        self.free_places = threading.Semaphore(processes)  # compilers that may still be started
-
-    def constraint(self, response_format: dict) -> "Constraint":
-        request = (json.dumps(response_format["schema"]), response_format["strict"])
-        compiler = self._take()
-        try:
-            serialized = compiler.compile(*request, timeout_s=self.timeout_s)
-        except BaseException:
-            compiler.stop()
-            self.free_places.release()
-            raise
-        self.idle.put(compiler)
-        constraint = Constraint(xgrammar.CompiledGrammar.deserialize_json(serialized, self.info), self.info.vocab_size)
-        if not constraint.can_start():  # every logit would be -inf, and the sampler would fail with a 500
-            raise SchemaError(NO_FIRST_TOKEN, "response_format.json_schema.schema")
-        return constraint
-
-    def _take(self) -> "CompilerProcess":
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            try:
-                return self.idle.get_nowait()
-            except queue.Empty:
-                pass
-            if self.free_places.acquire(blocking=False):
-                return CompilerProcess(self.vocab)
-            try:
-                return self.idle.get(timeout=0.05)
-            except queue.Empty:
-                continue
-        raise SchemaBusy(f"every schema compiler stayed busy for {self.timeout_s:.0f} s; retry shortly")
-
-
-# A grammar no token may start (a loop of rules that read nothing, should check_schema miss one).
-NO_FIRST_TOKEN = "the schema cannot be compiled to a grammar: no JSON value can start it (does it refer to itself?)"
-
-
-class SchemaBusy(Exception):
-    """No compiler came free in time: the server is busy, the schema may be fine."""
-
-
-def tokenizer_info(vocab: dict) -> "xgrammar.TokenizerInfo":
-    return xgrammar.TokenizerInfo(vocab["encoded_vocab"], xgrammar.VocabType[vocab["vocab_type"].upper()],
-                                  vocab_size=vocab["vocab_size"], stop_token_ids=vocab["stop_token_ids"],
-                                  add_prefix_space=vocab["add_prefix_space"])
-
-
-class CompilerProcess:
-    """xgrammar's compiler in a process of its own, so a compile can be stopped: on timeout (or a crash)
-    the process is ended. It answers with the compiled grammar serialized (milliseconds to read back)."""
-
-    def __init__(self, vocab: dict):
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the server's threads
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=compiler_main, args=(child, vocab), daemon=True,
-                                       name="seam-schema-compiler")
-        self.process.start()
-        child.close()
-        self.fresh = True  # its first compile waits for it to start too
-
-    def compile(self, schema: str, strict: bool, timeout_s: float) -> str:
-        self.conn.send((schema, strict))
-        started, self.fresh = self.fresh, False
-        if not self.conn.poll(timeout_s + (STARTUP_S if started else 0)):
-            raise SchemaError(f"the schema took longer than {timeout_s:.0f} s to compile: simplify it (fewer or "
-                              "shorter enum values, less nesting)", "response_format.json_schema.schema")
-        try:
-            ok, result = self.conn.recv()
-        except EOFError:
-            raise SchemaError("the schema cannot be compiled to a grammar: the compiler stopped on it",
-                              "response_format.json_schema.schema") from None
-        if not ok:
-            raise SchemaError(f"the schema cannot be compiled to a grammar: {result}",
-                              "response_format.json_schema.schema")
-        return result
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.join(5)
-        self.conn.close()
-
-
-STARTUP_S = 5.0  # a new compiler process loads xgrammar and the vocabulary before its first compile
-
-
-def compiler_main(conn, vocab: dict) -> None:
-    """The child's loop: (schema, strict) in, (True, serialized grammar) or (False, message) out."""
-    compiler = xgrammar.GrammarCompiler(tokenizer_info(vocab), max_threads=1)
-    while True:
-        try:
-            schema, strict = conn.recv()
-        except EOFError:
-            return
-        try:
-            compiled = compiler.compile_json_schema(schema, strict_mode=strict,
-                                                    any_whitespace=JSON_STYLE["any_whitespace"],
-                                                    separators=tuple(JSON_STYLE["separators"]))
-            conn.send((True, compiled.serialize_json()))
-        except Exception as error:  # noqa: BLE001 -- RuntimeError mostly; any other is still the schema's refusal
-            conn.send((False, xgrammar_message(error)))
-
-
-class Constraint:
-    """One answer's grammar state: masks the logits before each token and follows the tokens chosen.
-    `seconds` adds up the time spent on both: the cost of constraining, which the bench reports."""
-
-    def __init__(self, compiled, vocab_size: int):
-        self.matcher = xgrammar.GrammarMatcher(compiled)
-        self.bitmask = xgrammar.allocate_token_bitmask(1, vocab_size)
-        self.vocab_size = vocab_size
-        self.seconds = 0.0
-
-    def can_start(self) -> bool:
-        """Whether the grammar allows some first token (the mask is computed again for the first token)."""
-        return bool(self.mask(np.zeros(self.vocab_size, dtype=np.float32)).max() == 0)
-
-    def accept_text(self, text: str) -> bool:
-        """Replays an answer begun elsewhere (a continuation); False when it already breaks the grammar."""
-        return self.matcher.accept_string(text)
-
-    def mask(self, logits: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
-        self.matcher.fill_next_token_bitmask(self.bitmask)
-        bits = self.bitmask.numpy().view(np.uint8)
-        allowed = np.unpackbits(bits, bitorder="little")[: len(logits)].astype(bool)
-        masked = np.where(allowed, logits, -np.inf)
-        self.seconds += time.perf_counter() - started
-        return masked
-
-    def accept(self, token: int) -> None:
-        started = time.perf_counter()
-        accepted = self.matcher.accept_token(token)
-        self.seconds += time.perf_counter() - started
-        if not accepted:
-            raise RuntimeError(f"the grammar refused token {token}, which its own mask allowed")
-
-
-def xgrammar_message(error: Exception) -> str:
-    """xgrammar's C++ errors start with a timestamp and a source location, and a failed check with its
-    C++ condition; keep the sentence (as grammar.js does)."""
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    text = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", lines[0])
-    return re.sub(r"^Check failed: \(.*\) is false: ", "", text)
