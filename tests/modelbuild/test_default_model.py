@@ -14,6 +14,7 @@ from modelbuild.convert import verify_tensor_cache
 from modelbuild.manifest import SCHEMA_PATH
 from modelbuild.quantization import get_preset
 from modelbuild.reference import NumpyLlama, dequantized_weights
+from modelrun.chat import ChatTemplate
 from modelrun.model import Model, load_tensor_cache
 
 PROMPTS = [
@@ -63,7 +64,7 @@ def test_cpu_greedy_tokens_equal_the_numpy_reference(default_built, model_id):
     config, runner, reference = load(default_built, model_id)
     tokenizer_json = (default_built / model_id / "tokenizer.json").read_text()
     for messages in PROMPTS:
-        prompt = chat.encode_chat(tokenizer_json, chat.ChatTemplate.of_model(config), messages)
+        prompt = chat.encode_chat(tokenizer_json, ChatTemplate.of_model(config), messages)
         ours, _ = runner.greedy(prompt, NEW_TOKENS, config["stop_token_ids"])
         theirs, logits = reference.greedy(prompt, NEW_TOKENS, config["stop_token_ids"])
         selfcheck.compare_greedy(ours, theirs, logits, get_preset(config["quantization"]).model_dtype)

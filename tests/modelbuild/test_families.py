@@ -19,6 +19,7 @@ from safetensors.numpy import save_file
 from modelbuild import chat, pipeline, source
 from modelbuild.errors import BuildError
 from modelbuild.reference import dequantized_weights
+from modelrun.chat import ChatTemplate
 from modelrun.model import Model, load_tensor_cache
 from tests.support.logits import (DECODE, F16_RTOL, PROMPT, RTOL, assert_logits_close, assert_steps_close,
                                   serve_logits_page)
@@ -110,7 +111,7 @@ def test_the_gguf_llama_cpp_writes_of_a_family_builds_to_the_same_model(gguf_fam
         config, runner = built(out, f"{name}-{preset}")
         tokens, logits = runner.greedy(PROMPT, 8, ())
         tokenizer_json = (out / f"{name}-{preset}" / "tokenizer.json").read_text()
-        prompt = chat.encode_chat(tokenizer_json, chat.ChatTemplate.of_model(config), CHAT)
+        prompt = chat.encode_chat(tokenizer_json, ChatTemplate.of_model(config), CHAT)
         runs.append((tokens, logits, prompt))
     (folder_tokens, folder_logits, folder_prompt), (gguf_tokens, gguf_logits, gguf_prompt) = runs
     assert gguf_tokens == folder_tokens
