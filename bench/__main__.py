@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import host, report
+from bench import host, report, tabs
 from bench.chart import write_chart
 from bench.engines import (BrowserEngine, LlamaCppEngine, ServerEngine, TransformersJsEngine, WllamaEngine,
                            catalog_entry, stop_playwright)
@@ -28,10 +28,11 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=128, help="tokens generated for decode speed (128)")
     parser.add_argument("--long-prompt-tokens", type=int, default=512, help="the long prompt's length (512)")
     parser.add_argument("--chat-tokens", type=int, default=200, help="tokens per answer in the chat (200)")
-    parser.add_argument("--workloads", default="load,short,long,json,chat,host",
+    parser.add_argument("--workloads", default="load,short,long,json,chat,host,tabs",
                         help="comma-separated, from: load, short, long, json (structured output), chat (a whole "
                              "conversation at the page's sampling), host (sampling and detokenizing per token, "
-                             "without a forward pass) (default: all)")
+                             "without a forward pass), tabs (the memory a second tab adds, with and without the "
+                             "shared engine) (default: all)")
     args = parser.parse_args()
     engines = make_engines(args.engines.split(","), args.models)
     tokenizer = args.models / catalog_entry(args.models)["path"] / "tokenizer.json"
@@ -44,6 +45,9 @@ def main() -> None:
     host_costs = host.measure(args.models) if "host" in chosen else {}
     if host_costs:
         say(f"host work per token: {host_costs}")
+    tab_memory = tabs.measure(args.models) if "tabs" in chosen else {}
+    if tab_memory:
+        say(f"memory with one and two tabs: {tab_memory}")
     try:
         for engine in engines:
             say(f"{engine.name}: starting")
@@ -76,7 +80,7 @@ def main() -> None:
                "command": " ".join(["python -m bench", *sys.argv[1:]]),
                "machine": report.machine(), "adapters": {e.name: e.device for e in engines}, "runs": runs,
                "failures": failures, "rooflines": rooflines(engines, runs, failures), "summary": report.summarize(runs),
-               "host": host_costs}
+               "host": host_costs, "tabs": tab_memory}
     results["targets"] = report.targets(results["summary"], results["rooflines"], host_costs)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=2))

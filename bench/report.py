@@ -147,6 +147,14 @@ def markdown(results: dict) -> str:
         lines += ["", f"Host work per token at the page's sampling, over the real model's {results['host']['vocabulary']}"
                   "-token logits (no forward pass): " + ", ".join(f"{name} {results['host'][key]:.3f} ms"
                                                                  for key, name in HOST_COSTS.items()) + "."]
+    if results.get("tabs"):
+        tabs = results["tabs"]
+        lines += ["", f"Memory of the browser (Chromium, the PSS of all its processes) with one and two tabs that answered "
+                  f"from {tabs['variant']} ({tabs['kernels']} kernels):", "",
+                  "| each tab's engine | one tab MB | two tabs MB | the second tab adds MB |", "|---|---|---|---|"]
+        lines += [f"| {label} | {tabs[mode]['one_tab_mb']:.0f} | {tabs[mode]['two_tabs_mb']:.0f} | "
+                  f"{tabs[mode]['second_tab_adds_mb']:.0f} |"
+                  for mode, label in (("own", "its own (a second copy of the model)"), ("shared", "shared by the tabs"))]
     lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in results["targets"]:
         measured = "not measured" if math.isnan(t["ratio"]) else f"{t['ratio']:.2f}"

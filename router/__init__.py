@@ -25,7 +25,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from router import api, artifacts, client, cloud, errors, ops, pages
+    from router import api, artifacts, client, cloud, errors, ops, pages, shell
     from router.capacity import ChatSlots
     from router.catalog import Catalog
     from router.fleet import Fleet
@@ -36,7 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                               "slots": ChatSlots(app.config["MAX_QUEUE"], app.config["MAX_CHATS_PER_CLIENT"],
                                                  app.config["CLIENT_CHAT_S_PER_MIN"])}
     hosts.check_hosts(app)  # first: a rebound name gets no further
-    for blueprint in (pages.bp, client.bp, artifacts.bp, api.bp, ops.bp):
+    for blueprint in (pages.bp, shell.bp, client.bp, artifacts.bp, api.bp, ops.bp):
         app.register_blueprint(blueprint)
     errors.register(app)
     allow_origins(app, app.config["ALLOWED_ORIGINS"])

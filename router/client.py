@@ -55,8 +55,9 @@ def browser_models() -> list[dict]:
 
 
 def client_config() -> dict:
+    from router.shell import build_id  # the shell reads this module's folders
     config = current_app.config
-    return {"api_version": API_VERSION, "client_url": url_for("client.client_file", filename="index.js"),
+    return {"api_version": API_VERSION, "build": build_id(), "client_url": url_for("client.client_file", filename="index.js"),
             "models": browser_models(),
             "endpoints": {"route": url_for("api.route"), "chat": url_for("api.chat_completions"),
                           "models": url_for("api.models"), "catalog": url_for("api.catalog"),

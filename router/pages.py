@@ -8,6 +8,7 @@ import json
 from flask import Blueprint, current_app, render_template
 
 from router import grammar
+from router.shell import build_id
 from router.sampling import SEED_MAX
 
 bp = Blueprint("pages", __name__)
@@ -20,4 +21,4 @@ def index():
     return render_template("index.html", test_hooks=bool(limits["TEST_HOOKS"]), max_tokens_limit=limits["MAX_TOKENS_LIMIT"],
                            model_names=current_app.extensions["seam"]["catalog"].model_names(),
                            default_max_tokens=limits["DEFAULT_MAX_TOKENS"], seed_max=SEED_MAX,
-                           example_schema=json.dumps(grammar.EXAMPLE_SCHEMA, indent=2))
+                           example_schema=json.dumps(grammar.EXAMPLE_SCHEMA, indent=2), build=build_id())

@@ -41,6 +41,14 @@ def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_FLAGS, "headless": True}
 
 
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args):
+    """The chat page's service worker (router/shell.py) is blocked in the plugin's pages: Playwright's routing,
+    which many tests use to cut or hold requests, does not see what a service worker fetches. The offline
+    tests (tests/webapp/test_tabs_and_offline.py) make contexts that allow it."""
+    return {**browser_context_args, "service_workers": "block"}
+
+
 @pytest.fixture
 def expected_console_errors() -> list[str]:
     """Substrings of console errors a test provokes on purpose (a refused connection, a 404)."""
@@ -65,7 +73,7 @@ def launch_page(browser_type, expected_console_errors):
     def launch(add=(), drop=()):
         args = [flag for flag in CHROMIUM_FLAGS if flag not in drop] + list(add)
         launched.append(browser_type.launch(executable_path=CHROMIUM, args=args, headless=True))
-        page = launched[-1].new_page()
+        page = launched[-1].new_page(service_workers="block")  # as the plugin's pages (browser_context_args)
         watches.append(PageWatch(page, expected_console_errors))
         return page
 
@@ -136,7 +144,7 @@ def app_server():
     servers: list[AppServer] = []
 
     def start(models_dir: Path, test_hooks: bool = True, **config) -> AppServer:
-        servers.append(AppServer(models_dir, test_hooks, **config))
+        servers.append(AppServer(models_dir, test_hooks, **config))  # config may name a port
         return servers[-1]
 
     yield start

@@ -93,6 +93,11 @@ class Firefox:
         self.evaluate("""async (url) => { while (location.href !== url || document.readyState !== "complete")
                                             await new Promise((r) => setTimeout(r, 50)); }""", url)
 
+    def new_tab(self, url: str) -> None:
+        """Open another tab of this profile at `url`; goto and evaluate act on it from now on."""
+        self.context = self.command("browsingContext.create", {"type": "tab"})["context"]
+        self.goto(url)
+
     def evaluate(self, function: str, arg=None):
         """Call an (async) JS function with one JSON argument; returns its JSON result."""
         expression = f"(async () => JSON.stringify(await ({function})({json.dumps(arg)})))()"

@@ -132,10 +132,11 @@ class Faults:
 
 class AppServer:
     """The Flask app on a random 127.0.0.1 port, in a thread, remembering every request (path and Range
-    header) it was asked for; `faults` spoils chosen responses; `config` overrides settings. Its test hooks
+    header) it was asked for; `faults` spoils chosen responses; `config` overrides settings; `port` (default: any
+    free one) lets a test start a server again where a page knew it. Its test hooks
     are on: the chat page then exposes its Seam client as `window.seam`, which the tests drive."""
 
-    def __init__(self, models_dir: Path, test_hooks: bool = True, **config):
+    def __init__(self, models_dir: Path, test_hooks: bool = True, port: int = 0, **config):
         import re
         import tempfile
         import threading
@@ -167,7 +168,7 @@ class AppServer:
 
         self.faults = Faults(app.wsgi_app)
         app.wsgi_app = self.faults
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/"
 

@@ -25,6 +25,9 @@ export interface ConnectOptions {
   featureLevel?: "core" | "compatibility";
   /** Download the browser model in the background while the server answers, when the router advises it (default true). */
   prefetch?: boolean;
+  /** Run browser models in one engine shared by this origin's tabs (a SharedWorker: one download, load and
+   * self-check, one copy in memory) where the browser can (default true); false gives this tab its own. */
+  sharedEngine?: boolean;
 }
 
 export type Role = "system" | "user" | "assistant";
@@ -107,6 +110,10 @@ export interface AnswerStats {
   kernels?: Kernels;
   backend?: string;
   grammar_ms_per_token?: number;
+  /** A browser answer's engine: shared by this origin's tabs (`tabs` connected), or this tab's own and why. */
+  engine_host?: "shared" | "dedicated";
+  engine_host_why?: string | null;
+  tabs?: number;
 }
 
 /** Where an answer ran and why: on the last chunk of a stream, and on a completion. */
@@ -181,8 +188,18 @@ export interface Status {
   /** The browser model answers go to, once one is ready. */
   engine: EngineEntry | null;
   engines: EngineEntry[];
+  /** Where this tab's browser models run, from the first load on: an engine shared by this origin's tabs, or
+   * this tab's own (`why` says why it is not shared). */
+  engine_host: EngineHost | null;
   /** Answers under way. */
   answering: number;
+}
+
+export interface EngineHost {
+  kind: "starting" | "shared" | "dedicated";
+  why: string | null;
+  /** Tabs connected to the host when this tab joined. */
+  tabs: number;
 }
 
 export interface DownloadProgress {

@@ -16,10 +16,13 @@ export class BrowserEngine {
   // `workerUrl` and `settings`: the engine's script and the server's engine settings; `events`: the client's
   // (engine, progress, selfcheck, update); `reportSelfCheck(body)`: sends a self-check to the server;
   // `recordSpeed(model, kernels, stats)`: keeps a speed this browser ran at.
-  constructor({ workerUrl, settings, testHooks, events, reportSelfCheck, recordSpeed }) {
+  // `build` and `shared`: the server's build, which names the engine shared by this origin's tabs, and
+  // whether to use it (worker_client.js).
+  constructor({ workerUrl, settings, testHooks, build, shared = true, events, reportSelfCheck, recordSpeed }) {
     this.workerUrl = workerUrl;
     this.settings = settings;
     this.testHooks = testHooks;
+    this.host = { build, shared };
     this.events = events;
     this.reportSelfCheck = reportSelfCheck;
     this.recordSpeed = recordSpeed;
@@ -29,7 +32,13 @@ export class BrowserEngine {
     this.worker = null;        // started when a model is first wanted
   }
 
-  get engine() { return (this.worker ??= new WorkerEngine(this.workerUrl, this.settings, { testHooks: this.testHooks })); }
+  get engine() {
+    return (this.worker ??= new WorkerEngine(this.workerUrl, this.settings, { testHooks: this.testHooks, ...this.host }));
+  }
+
+  // Where this tab's models run: {kind: "shared" | "dedicated", why (a dedicated one's reason), tabs}, or null
+  // before the first load.
+  hostInfo() { return this.worker ? { ...this.worker.host } : null; }
 
   // The ready model answers go to: the newest ready one (of `id` when given).
   ready(id) {
@@ -78,12 +87,13 @@ export class BrowserEngine {
   async selfCheck(key, model, adapter) {
     if (remembered.selfCheckPassed(model, adapter)) return null;
     const check = model.self_check;
-    const { tokens, stats } = await this.engine.selfCheck(key, check);
+    const { tokens, stats, ranHere } = await this.engine.selfCheck(key, check);
     const golden = check.golden_token_ids;
     const passed = tokens.length === golden.length && tokens.every((t, i) => t === golden[i]);
     this.events.emit("selfcheck", { id: model.id, version: model.version, adapter, passed, tokens, golden });
-    this.reportSelfCheck({ id: model.id, version: model.version, adapter: adapter.slice(0, 200), passed, token_ids: tokens,
-                           client_id: remembered.clientId() });
+    // A shared engine checks a model once for all tabs: the tab it ran for reports it.
+    if (ranHere) this.reportSelfCheck({ id: model.id, version: model.version, adapter: adapter.slice(0, 200), passed,
+                                        token_ids: tokens, client_id: remembered.clientId() });
     if (passed) {
       remembered.selfCheckPassed(model, adapter, true);
       return stats;

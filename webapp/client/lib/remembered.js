@@ -1,7 +1,7 @@
 // What the client remembers about this device across visits, in localStorage (under "seam."): a random
 // client id (for the server's fleet counts), which model versions passed their self-check on which adapter,
-// which failed it, how fast each ran here and how fast the cloud answered, the last model that was ready, and each server's client config
-// (so a page can still answer in the browser while its server is unreachable). Where storage is off
+// which failed it, how fast each ran here and how fast the cloud answered, the last model that was ready, each server's client config
+// (so a page can still answer in the browser while its server is unreachable), and the reports waiting for it. Where storage is off
 // (private windows), it is remembered for this page only.
 const memory = new Map();
 
@@ -22,7 +22,16 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 const checkKey = (model, adapter) => `${model.id}@${model.version}@${adapter}`;
 
+const WAITING_REPORTS = 50;                   // the newest are kept
+const REPORT_KEPT_MS = 7 * 24 * 3600 * 1000;  // a report older than a week no longer tells the operator much
+
 export const remembered = {
+  // Reports the server could not be sent yet (server.js): [{endpoint, body, at}], oldest first. With
+  // `reports`, keeps those (the newest WAITING_REPORTS).
+  waitingReports(reports) {
+    if (reports !== undefined) return write("waiting-reports", reports.slice(-WAITING_REPORTS));
+    return read("waiting-reports", []).filter((r) => Date.now() - r.at < REPORT_KEPT_MS);
+  },
   clientId() {
     let id = read("client-id", null);
     if (!id) write("client-id", (id = randomId()));

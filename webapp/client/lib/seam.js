@@ -13,14 +13,14 @@ import { Events } from "./events.js";
 import { CPU_KEY, adapterKey, collectProbeReport } from "./probe.js";
 import { remembered } from "./remembered.js";
 import { RouteQueue } from "./route_queue.js";
-import { askRouter, fetchCatalog, fetchConfig, report, resolveConfig } from "./server.js";
+import { askRouter, fetchCatalog, fetchConfig, report, resolveConfig, sendWaitingReports } from "./server.js";
 
 export const PREFERENCES = ["auto", "fastest", "local_only", "cloud_only"];
 const OPTIONS = {
   server: "string", model: "string", preference: PREFERENCES, kernels: ["software", "gpu", "cpu"],
-  featureLevel: ["core", "compatibility"], prefetch: "boolean", variant: "string",
+  featureLevel: ["core", "compatibility"], prefetch: "boolean", variant: "string", sharedEngine: "boolean",
 };
-const CONNECT_OPTIONS = ["server", "model", "preference", "kernels", "featureLevel", "prefetch"];
+const CONNECT_OPTIONS = ["server", "model", "preference", "kernels", "featureLevel", "prefetch", "sharedEngine"];
 const EVENTS = ["decision", "progress", "engine", "selfcheck", "handover", "update"];
 
 const optionError = (message) => new EngineError(ErrorKind.InvalidOption, message);
@@ -89,7 +89,7 @@ export class Seam {
     this.browser = new BrowserEngine({
       workerUrl: new URL("./engine/worker.js", import.meta.url).href,
       settings: { ...config.engine, featureLevel: options.featureLevel ?? "core" },
-      testHooks: config.testHooks, events: this.events,
+      testHooks: config.testHooks, build: config.build ?? "", shared: options.sharedEngine ?? true, events: this.events,
       reportSelfCheck: (body) => report(config.endpoints.self_check, body),
       recordSpeed: (model, kernels, stats) => this.recordSpeed(model, kernels, stats),
     });
@@ -97,7 +97,9 @@ export class Seam {
     this.events.on("engine", (entry) => { if (entry.state === State.Ready) this.rememberReady(entry); });
     this.chat = { completions: { create: (request, requestOptions) => this.create(request, requestOptions) } };
     this.models = { list: () => this.listModels() };
-    if (config.testHooks) this.test = { loseDeviceAfter: (tokens) => this.browser.loseDeviceAfter(tokens) };
+    if (config.testHooks) this.test = { loseDeviceAfter: (tokens) => this.browser.loseDeviceAfter(tokens),
+                                        hostStats: () => this.browser.engine.hostStats(),
+                                        crashSharedHost: () => this.browser.engine.crashSharedHost() };
   }
 
   on(type, listener) { return this.events.on(type, listener); }
@@ -124,7 +126,8 @@ export class Seam {
     return { api_version: this.config.api_version, server: { url: this.server, ...this.reachable },
              model: this.modelOption ?? null, preference: this.preference,
              decision: this.localDecision ?? this.routes.latest, report: this.report,
-             engine: ready ? summary(ready) : null, engines: this.browser.states.all().map(summary), answering: this.inFlight };
+             engine: ready ? summary(ready) : null, engines: this.browser.states.all().map(summary),
+             engine_host: this.browser.hostInfo(), answering: this.inFlight };
   }
 
   // OpenAI's chat.completions.create: a stream of chunks with `stream: true`, else one completion.
@@ -209,6 +212,7 @@ export class Seam {
       measuredCloud: remembered.cloudSpeed(this.server, this.modelName()),
       ...(numbers ?? {}) });
     const decision = await askRouter(this.config.endpoints.route, report);
+    sendWaitingReports();  // the server answers again: what waited for it goes now
     this.report = report;
     this.device = adapterKey(report);
     this.reachable = { reachable: true, error: null };

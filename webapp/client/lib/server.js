@@ -1,8 +1,9 @@
 // The Seam server as the client sees it: its client config (GET /api/client: API version, catalog,
 // endpoints, engine settings), the catalog asked again before each routing, and the reports the client
-// sends (self-checks, prediction outcomes). Every URL the server gives is made absolute against it, so the
-// same code serves a page of the server's own and a page of another origin.
+// sends (self-checks, prediction outcomes), which wait while the server is unreachable. Every URL the server
+// gives is made absolute against it, so the same code serves a page of the server's own and one of another origin.
 import { EngineError, ErrorKind } from "./engine/errors.js";
+import { remembered } from "./remembered.js";
 
 // The API versions of the server this client speaks (router/client.py states the server's).
 export const API_VERSIONS = [1];
@@ -70,9 +71,43 @@ export async function askRouter(endpoint, report) {
   return body;
 }
 
-// A report for the operator (self-checks, prediction outcomes): the client decides either way, so a report
-// that cannot be sent is dropped.
-export function report(endpoint, body) {
-  return fetch(endpoint, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
-    .then(() => true, () => false);
+// A report for the operator (self-checks, prediction outcomes). The client decides either way, so it never
+// waits for one; a report the server cannot be sent now (unreachable, or failing) waits in this browser
+// (remembered.js: bounded), and goes out, oldest first, once the server answers again (sendWaitingReports).
+// Resolves with whether the server took it now.
+export async function report(endpoint, body) {
+  const sent = await send(endpoint, body);
+  if (sent) sendWaitingReports();
+  else remembered.waitingReports([...remembered.waitingReports(), { endpoint, body, at: Date.now() }]);
+  return sent;
+}
+
+// True once the server has the report: taken, or refused for good (a 4xx: sending it again cannot help).
+async function send(endpoint, body) {
+  try {
+    const response = await fetch(endpoint, { method: "POST", headers: { "Content-Type": "application/json" },
+                                             body: JSON.stringify(body) });
+    return response.status < 500;
+  } catch (error) {
+    return false;
+  }
+}
+
+let sending = null;
+
+// Sends the reports that waited, in order, until one cannot be sent; one pass at a time. Called whenever the
+// server answers the client. Resolves with how many went out.
+export function sendWaitingReports() {
+  sending ??= (async () => {
+    let sent = 0;
+    for (let waiting = remembered.waitingReports(); waiting.length; waiting = remembered.waitingReports()) {
+      if (!(await send(waiting[0].endpoint, waiting[0].body))) break;
+      // Another tab may have sent and dropped some meanwhile: drop this one by identity, not by position.
+      remembered.waitingReports(remembered.waitingReports().filter((r) => r.at !== waiting[0].at ||
+                                                                          r.endpoint !== waiting[0].endpoint));
+      sent++;
+    }
+    return sent;
+  })().finally(() => { sending = null; });
+  return sending;
 }

@@ -19,6 +19,8 @@ export function formatStats(stats, usage) {
   const parts = [handoff + where, `first token ${stats.ttft_s.toFixed(2)} s`];
   if (stats.prefill_tokens_per_s) parts.push(`prefill ${stats.prefill_tokens_per_s.toFixed(1)} tok/s`);
   if (stats.decode_tokens_per_s) parts.push(`decode ${stats.decode_tokens_per_s.toFixed(1)} tok/s`);
+  if (stats.engine_host === "shared") parts.push(`engine shared by ${stats.tabs} tab${stats.tabs === 1 ? "" : "s"}`);
+  if (stats.engine_host === "dedicated") parts.push(`this tab's own engine${stats.engine_host_why ? ` (${stats.engine_host_why})` : ""}`);
   if (usage) parts.push(`${usage.completion_tokens} tokens`);
   return parts.join(" · ");
 }

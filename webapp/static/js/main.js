@@ -14,6 +14,12 @@ const SETTINGS_KEY = "seam.settings";  // the page's own settings, kept across v
 const query = new URLSearchParams(location.search);
 const featureLevel = query.get("webgpu") === "compatibility" ? "compatibility" : "core";
 const kernels = ["software", "gpu", "cpu"].includes(query.get("kernels")) ? query.get("kernels") : undefined;
+// `?engine=own` gives this tab an engine of its own instead of the one this origin's tabs share.
+const sharedEngine = query.get("engine") !== "own";
+
+// The app shell for offline visits (router/shell.py): after this visit, the page opens and answers in this
+// browser while the server is unreachable. A browser that refuses service workers only loses that.
+navigator.serviceWorker?.register("/sw.js").catch((error) => console.info(`no offline page: ${error.message}`));
 
 let history = [];     // this conversation, as the chat template will see it
 let stopping = null;  // the AbortController of the answer being streamed
@@ -23,7 +29,7 @@ view.restoreSettings(keptSettings());
 view.onSettingsChange((values) => { try { localStorage.setItem(SETTINGS_KEY, JSON.stringify(values)); } catch (e) { /* private window */ } });
 
 const { model, preference } = view.choice();
-const seam = await Seam.connect({ server: location.origin, model, preference, kernels, featureLevel }).catch((error) => {
+const seam = await Seam.connect({ server: location.origin, model, preference, kernels, featureLevel, sharedEngine }).catch((error) => {
   view.showRoute({ target: "error" }, error.message);
   throw error;
 });
@@ -35,6 +41,9 @@ const onCpu = (d) => (kernels ?? (d.backend === "cpu" ? "cpu" : undefined)) === 
 
 function showDecision({ decision, error, local }) {
   if (error) {
+    if (local && decision)  // the server is unreachable, and this browser holds a checked model
+      return view.showRoute(decision, `This browser (${decision.variant}): the server is unreachable, so the answer is ` +
+                                      `local, from a model this browser holds and has checked (${error})`);
     const standing = !decision ? "" : local ? `; answering in this browser with ${decision.variant}, which it holds and has checked`
                                             : `; answering as last decided (${ROUTE_LABEL[decision.target]})`;
     return view.showRoute({ target: "error" }, `could not ask the router: ${error}${standing}`);

@@ -1,7 +1,16 @@
-// The client's handle on the engine's Web Worker (worker.js): loads and unloads models by key
-// (id@version@backend, engine_states.js) and streams answers from a loaded one, in OpenAI's chunk shape.
-// It keeps no lifecycle of its own: browser_engine.js owns that and asks for each load once.
+// A tab's handle on the engine's host (worker.js): loads and unloads models by key (id@version@backend,
+// engine_states.js) and streams answers from a loaded one, in OpenAI's chunk shape. It keeps no lifecycle of
+// its own: browser_engine.js owns that and asks for each load once.
+//
+// The host is shared by every tab of this origin and server build (a SharedWorker) where the browser can run
+// the engine in one; otherwise this tab starts its own dedicated Worker, and `host` says why. A shared host
+// that ends (it crashed, or broke off this tab's connection) or stops answering is replaced by a dedicated
+// one: answers in flight fail as restarted (the server takes them over), loads, counts and self-checks are
+// asked again there.
 import { EngineError, ErrorKind } from "./errors.js";
+
+const HELLO_TIMEOUT_MS = 30_000;   // a shared host may be inside a long step for another tab
+const HEARTBEAT_MS = 10_000;       // the host drops a tab silent for 75 s (worker.js), should its lock not tell
 
 // A worker from another origin's script cannot be started directly (a page that imports the client from
 // the Seam server): a same-origin blob that imports it can, where the server allows the page (CORS).
@@ -11,28 +20,119 @@ function startWorker(url) {
   return new Worker(URL.createObjectURL(trampoline), { type: "module" });
 }
 
+// Why this tab cannot use a shared host, or null when it may try.
+function sharedUnavailable(url, shared) {
+  if (!shared) return "the page asked for an engine of its own (sharedEngine: false)";
+  if (typeof SharedWorker === "undefined") return "this browser has no SharedWorker";
+  if (new URL(url).origin !== self.location.origin)
+    return "the client comes from another origin than the page, and a SharedWorker must be the page's own";
+  return null;
+}
+
+// Unique enough for a lock's name (crypto.randomUUID needs a secure context, as Web Locks do).
+export const randomName = () => self.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+
+// Holds a Web Lock for as long as this tab lives, so the shared host learns at once when it is gone.
+function holdTabLock() {
+  if (!self.navigator.locks) return Promise.resolve(null);
+  const name = `seam-tab-${randomName()}`;
+  return new Promise((held) => self.navigator.locks.request(name, () => { held(name); return new Promise(() => {}); }));
+}
+
 export class WorkerEngine {
   // `workerUrl`: worker.js; `settings`: the server's engine settings (vendor library URLs, grammar rules,
-  // request limits, download part size) with the WebGPU feature level to ask for first.
-  constructor(workerUrl, settings, { testHooks = false } = {}) {
+  // request limits, download part size) with the WebGPU feature level to ask for first; `build`: the server's
+  // build, which names the shared host; `shared`: false keeps this tab's engine to itself.
+  constructor(workerUrl, settings, { testHooks = false, build = "", shared = true } = {}) {
     this.workerUrl = workerUrl;
     this.settings = settings;
     this.testHooks = testHooks;
+    this.build = build;
     this.loads = new Map();    // key -> {model, kernels, onProgress, resolve, reject, info}
-    this.pending = new Map();  // request id -> {push, fail}
+    this.pending = new Map();  // request id -> {push, fail, again (re-sends it to a new host, where it may)}
     this.nextId = 1;
-    this.start();
+    this.host = { kind: "starting", why: null, tabs: 1 };
+    const unavailable = sharedUnavailable(workerUrl, shared);
+    this.ready = unavailable ? this.startDedicated(unavailable)
+      : this.startShared().catch((error) => this.replaceShared(`it failed to start (${error.message})`));
   }
 
-  start() {
-    this.worker = startWorker(this.workerUrl);
-    this.worker.onmessage = ({ data }) => this.receive(data);
-    this.worker.onerror = (event) => console.error(`browser engine: ${event.message || "the worker failed to start"}`);
+  // --- the host -------------------------------------------------------------------------------------
+
+  startDedicated(why) {
+    const worker = startWorker(this.workerUrl);
+    worker.onmessage = ({ data }) => this.receive(data);
+    worker.onerror = (event) => console.error(`browser engine: ${event.message || "the worker failed to start"}`);
+    this.channel = { post: (message) => worker.postMessage(message), close: () => worker.terminate() };
+    this.host = { kind: "dedicated", why, tabs: 1 };
+    return Promise.resolve(this.host);
   }
+
+  async startShared() {
+    let worker;
+    try {
+      worker = new SharedWorker(this.workerUrl, { type: "module", name: `seam-engine@${this.build}` });
+    } catch (error) {
+      return this.startDedicated(`this browser refused a shared engine (${error.message})`);
+    }
+    const port = worker.port;
+    const queued = [];  // what this tab asks before the host said hello
+    let hello = null;
+    this.channel = { post: (message) => (hello ? port.postMessage(message) : queued.push(message)),
+                     close: () => { clearInterval(beat); port.postMessage({ type: "bye" }); port.close(); } };
+    const beat = setInterval(() => port.postMessage({ type: "alive" }), HEARTBEAT_MS);
+    const answered = new Promise((resolve) => {
+      port.onmessage = ({ data }) => (data.type === "hello" ? resolve(data) : this.receive(data));
+      worker.onerror = () => resolve(null);
+      setTimeout(() => resolve(null), HELLO_TIMEOUT_MS);
+    });
+    port.start();
+    port.postMessage({ type: "hello", tab: await holdTabLock() });
+    hello = await answered;
+    if (!hello) return this.replaceShared("the shared engine did not start");
+    if (hello.lock) self.navigator.locks.request(hello.lock, () => this.replaceShared("the shared engine stopped"));
+    this.port = port;
+    this.host = { kind: "shared", why: null, tabs: hello.tabs, gpu: hello.gpu };
+    for (const message of queued) port.postMessage(message);
+    return this.host;
+  }
+
+  // The shared host is gone or cannot serve this tab: this tab goes on with a dedicated one (once).
+  replaceShared(why) {
+    if (this.host.kind === "dedicated") return this.host;
+    const old = this.channel;
+    this.port = null;
+    this.startDedicated(`the shared engine could not go on: ${why}`);
+    try { old.close(); } catch (error) { /* already closed */ }
+    this.moveWork(new EngineError(ErrorKind.Restarted, `the shared browser engine ended (${why}); this tab runs its own now`));
+    return this.host;
+  }
+
+  // After a host was replaced: answers in flight fail with `error`, everything else is asked of the new host.
+  moveWork(error, except = null) {
+    for (const [id, target] of this.pending) {
+      if (id === except) continue;
+      if (target.again) target.again();
+      else target.fail(error);
+    }
+    for (const [key, load] of this.loads) this.postLoad(key, load);  // requests wait for these
+  }
+
+  // The host's own account: {host, tabs, loads, self_checks} (loads and self-checks it ran, for every tab).
+  async hostStats() {
+    await this.ready;
+    return this.ask("stats", {}, (data) => data);
+  }
+
+  // --- models -------------------------------------------------------------------------------------------
 
   // Loads `model` under `key` with a kernel set ("software", "gpu", "cpu"; undefined: the engine picks);
-  // `onProgress` hears {phase: "download", loaded, total, ...} then {phase: "gpu" | "cpu"}.
-  load(key, model, kernels, onProgress = () => {}) {
+  // `onProgress` hears {phase: "download", loaded, total, ...} then {phase: "gpu" | "cpu"}. A shared host
+  // without WebGPU cannot load a WebGPU model: this tab then starts its own.
+  async load(key, model, kernels, onProgress = () => {}) {
+    const host = await this.ready;
+    if (host.kind === "shared" && kernels !== "cpu" && !host.gpu && self.navigator.gpu)
+      this.replaceShared("this browser's SharedWorker has no WebGPU");
     return new Promise((resolve, reject) => {
       const load = { model, kernels, onProgress, resolve, reject };
       this.loads.set(key, load);
@@ -41,17 +141,18 @@ export class WorkerEngine {
   }
 
   postLoad(key, { model, kernels }) {
-    this.worker.postMessage({ type: "load", key, model, settings: { ...this.settings, kernels }, origin: self.location.origin,
-                              testHooks: this.testHooks });
+    this.channel.post({ type: "load", key, model, settings: { ...this.settings, kernels }, origin: self.location.origin,
+                        testHooks: this.testHooks });
   }
 
   unload(key) {
     this.loads.delete(key);
-    this.worker.postMessage({ type: "unload", key });
+    this.channel.post({ type: "unload", key });
   }
 
   receive(data) {
     if (data.type === "uncaught") return console.error(`browser engine: ${data.message}`);
+    if (data.type === "refused") return this.replaceShared(data.message);
     if (data.type === "compiling") return this.watchCompile(data.id);
     if (data.type === "compiled") return clearTimeout(this.compileWatch);
     if (data.key !== undefined) return this.receiveLoad(data);
@@ -70,51 +171,60 @@ export class WorkerEngine {
     load.reject(EngineError.fromJSON(error));
   }
 
-  stop(id) { this.worker.postMessage({ type: "stop", id }); }
+  stop(id) { this.channel.post({ type: "stop", id }); }
 
-  // A schema compiles inside the worker's wasm, which nothing can interrupt: past the server's compile
-  // timeout the worker is replaced, that answer fails with the server's schema error, any answer queued
-  // behind it fails as interrupted, and the loaded models load again (from the browser's storage).
+  // A schema compiles inside the host's wasm, which nothing can interrupt: past the server's compile timeout
+  // this tab leaves that host (a dedicated one is ended; a shared one goes on for the other tabs once the
+  // compile is done), that answer fails with the server's schema error, any answer queued behind it fails as
+  // interrupted, and the loaded models load again in a new dedicated host (from the browser's storage).
   watchCompile(id) {
     const seconds = this.settings.grammar.compile_timeout_s;
     this.compileWatch = setTimeout(() => {
-      this.worker.terminate();
-      for (const [pendingId, target] of this.pending)
-        target.fail(pendingId === id
-          ? new EngineError(ErrorKind.InvalidSchema, `the schema took longer than ${seconds} s to compile: simplify it ` +
-                            "(fewer or shorter enum values, less nesting)")
-          : new EngineError(ErrorKind.Restarted, "the browser engine restarted after another answer's schema took too long to compile"));
-      this.start();
-      for (const [key, load] of this.loads) if (load.info) this.postLoad(key, load);  // requests wait for these
+      const why = `the schema took longer than ${seconds} s to compile`;
+      this.pending.get(id)?.fail(new EngineError(ErrorKind.InvalidSchema, `${why}: simplify it ` +
+                                                 "(fewer or shorter enum values, less nesting)"));
+      const old = this.channel;
+      this.startDedicated(this.host.kind === "shared" ? `this tab left the shared engine when ${why}` : this.host.why);
+      try { old.close(); } catch (error) { /* already closed */ }
+      this.moveWork(new EngineError(ErrorKind.Restarted, "the browser engine restarted after another answer's schema " +
+                                    "took too long to compile"), id);
     }, seconds * 1000);
   }
 
+  // One request answered by one message (`answer(data)` is the result), asked again of a new host.
+  ask(type, fields, answer) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const settle = (finish) => (value) => { this.pending.delete(id); finish(value); };
+      const send = () => this.channel.post({ type, id, ...fields });
+      this.pending.set(id, { push: settle((data) => resolve(answer(data))), fail: settle(reject), again: send });
+      send();
+    });
+  }
+
   // The catalog's self-check on a loaded model: greedy tokens for its prompt ids, stop token included, to
-  // compare with its golden tokens; and the speeds it ran at.
-  async selfCheck(key, { prompt_token_ids, max_tokens }) {
-    const result = await this.create(key, { messages: [], prompt_token_ids, max_tokens, temperature: 0 });
-    const { token_ids, stop_token_id, stats } = result.seam;
-    return { tokens: stop_token_id === null ? token_ids : [...token_ids, stop_token_id], stats };
+  // compare with its golden tokens; the speeds it ran at; and whether it ran for this tab (a shared host
+  // runs it once for all of them, and only the tab it ran for reports it).
+  selfCheck(key, { prompt_token_ids, max_tokens }) {
+    return this.ask("selfcheck", { key, check: { prompt_token_ids, max_tokens } }, ({ tokens, stats, ranHere }) => ({ tokens, stats, ranHere }));
   }
 
   // The length in tokens of a prompt for `messages`, by a loaded model's own tokenizer and chat template.
   countTokens(key, messages) {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const settle = (finish) => (value) => { this.pending.delete(id); finish(value); };
-      this.pending.set(id, { push: settle((data) => resolve(data.tokens)), fail: settle(reject) });
-      this.worker.postMessage({ type: "count", id, key, messages });
-    });
+    return this.ask("count", { key, messages }, (data) => data.tokens);
   }
 
-  // Test-only (needs the server's SEAM_TEST_HOOKS): the GPU device is destroyed after `tokens` tokens.
-  loseDeviceAfter(key, tokens) { this.worker.postMessage({ type: "lose-device", key, afterTokens: tokens }); }
+  // Test-only (needs the server's SEAM_TEST_HOOKS): the GPU device is destroyed after `tokens` tokens; the
+  // shared host ends.
+  loseDeviceAfter(key, tokens) { this.channel.post({ type: "lose-device", key, afterTokens: tokens }); }
 
-  terminate() { this.worker.terminate(); }
+  crashSharedHost() { this.channel.post({ type: "crash" }); }
+
+  terminate() { this.channel.close(); }
 
   // One answer from the model loaded under `key`: a stream of OpenAI chunks (with `stop()`), or with
   // `stream: false` one completion. Chunks carry `seam.token_ids` (the pieces' tokens, for a handover) and
-  // the last one `seam.stats`.
+  // the last one `seam.stats`, which says which host ran it.
   create(key, { messages, stream = false, model, ...options }) {
     const id = this.nextId++;
     const queue = [];
@@ -123,7 +233,7 @@ export class WorkerEngine {
       push: (data) => { queue.push(data); wake?.(); },
       fail: (error) => { failure = error; wake?.(); },
     });
-    this.worker.postMessage({ type: "generate", id, key, messages, options });
+    this.channel.post({ type: "generate", id, key, messages, options });
     const created = Math.floor(Date.now() / 1000);
     const name = model || key.split("@")[0];
     const chunk = (delta, finish = null, extra = {}) => ({
@@ -142,12 +252,13 @@ export class WorkerEngine {
             continue;
           }
           finished = true;
-          yield chunk({}, data.finish_reason, { usage: data.usage, seam: { stats: data.stats, token_ids: data.token_ids,
+          const stats = { ...data.stats, engine_host_why: engine.host.why };
+          yield chunk({}, data.finish_reason, { usage: data.usage, seam: { stats, token_ids: data.token_ids,
                                                                             stop_token_id: data.stop_token_id } });
           return;
         }
       } finally {
-        if (!finished) engine.stop(id);  // the consumer left early: free the GPU
+        if (!finished) engine.stop(id);  // the consumer left early: free the engine
         engine.pending.delete(id);
       }
     }
