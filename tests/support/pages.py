@@ -148,20 +148,12 @@ def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], 
 
 
 class HeldRequests:
-    """The page's requests for URLs matching `pattern` wait in the browser until `release()`: a download
-    held in mid-flight, so a test can look at the page while it is under way."""
+    """The server's answers for paths ending in `suffix` wait until `release()`: a download held in mid-flight,
+    so a test can look at the page while it is under way. Held at the server, not in the browser: the
+    engine's requests come from a SharedWorker, which Playwright's routing does not see."""
 
-    def __init__(self, page, pattern: str):
-        self.page, self.pattern, self.routes, self.released = page, pattern, [], False
-        page.route(pattern, self.hold)
-
-    def hold(self, route) -> None:
-        route.continue_() if self.released else self.routes.append(route)
+    def __init__(self, server, suffix: str):
+        self.released = server.faults.hold(suffix)
 
     def release(self) -> None:
-        # The held requests go on before the handler is removed: removing it first lets Playwright pass
-        # them on itself, racing this (then "Route is already handled").
-        self.released = True
-        for route in self.routes:
-            route.continue_()
-        self.page.unroute(self.pattern)
+        self.released.set()

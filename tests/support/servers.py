@@ -98,16 +98,26 @@ def seam_server(models_dir, **env):
 class Faults:
     """WSGI middleware that spoils the next response for a path ending in a given suffix, once per rule:
     "stall" sends `at` bytes then hangs until `drop_stalled()` (or the server closes), then drops the
-    connection; "flip" sends the whole body with one byte changed at `at`."""
+    connection; "flip" sends the whole body with one byte changed at `at`. `hold(suffix)` makes every
+    request for such a path wait, before anything is sent, until the event it returns is set."""
 
     def __init__(self, app):
         import threading
-        self.app, self.rules, self.closing = app, [], threading.Event()
+        self.app, self.rules, self.holds, self.closing = app, [], [], threading.Event()
 
     def add(self, suffix: str, kind: str, at: int) -> None:
         self.rules.append((suffix, kind, at))
 
+    def hold(self, suffix: str):
+        import threading
+        released = threading.Event()
+        self.holds.append((suffix, released))
+        return released
+
     def __call__(self, environ, start_response):
+        for suffix, released in self.holds:
+            if environ["PATH_INFO"].endswith(suffix):
+                released.wait(900)
         rule = next((r for r in self.rules if environ["PATH_INFO"].endswith(r[0])), None)
         body = self.app(environ, start_response)
         if rule is None:
@@ -128,6 +138,8 @@ class Faults:
 
     def drop_stalled(self) -> None:
         self.closing.set()
+        for _, released in self.holds:
+            released.set()
 
 
 class AppServer:

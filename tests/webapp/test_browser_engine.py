@@ -60,16 +60,14 @@ def test_browser_tokens_equal_the_server_cpu_tokens(page, tiny_server, tiny_mode
 def test_the_page_url_forces_the_gpu_kernel_set(page, tiny_server, tiny_models, expected_console_errors):
     """A software adapter can run the GPU set too (only slower): asked for, it runs it, with the same tokens."""
     variant = f"{TINY}-q4f32_1"
-    requested = []
-    page.on("request", lambda request: requested.append(request.url))
     messages, golden = self_check(tiny_models, variant)
     [answer] = run_in_the_engine(page, tiny_server.url + "?kernels=gpu", variant, [greedy(messages)],
                                  expected_console_errors)
     assert answer["stats"]["kernels"] == "gpu"
     assert answer["token_ids"] == golden
     entry = next(m for m in catalog_of(tiny_models)["models"] if m["id"] == variant)
-    wasm = [url for url in requested if url.endswith(".wasm") and entry["path"] in url]
-    assert [url.rsplit("/", 1)[1] for url in wasm] == [entry["files"][entry["kernels"]["gpu"]["file"]]]
+    wasm = [path for path in tiny_server.paths if path.endswith(".wasm") and entry["path"] in path]  # over HTTP
+    assert [path.rsplit("/", 1)[1] for path in wasm] == [entry["files"][entry["kernels"]["gpu"]["file"]]]
 
 
 BANDWIDTH = """async () => {

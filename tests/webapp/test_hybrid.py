@@ -100,7 +100,7 @@ def test_first_visit_answers_from_the_server_then_the_browser_then_follows_new_v
     models = models_subset(tiny_models, tmp_path / "models", VARIANT)
     server = app_server(models)
     # The last shard waits in the browser until the test lets it go: the download is under way meanwhile.
-    held = HeldRequests(page, "**/params_shard_2.bin")
+    held = HeldRequests(server, "/params_shard_2.bin")
     chat = ChatPage(page, server.url).open(**GREEDY)
     # First visit: the server answers while the model downloads in the background, with progress shown.
     decision = page.evaluate("window.seam.status().decision")
@@ -130,7 +130,7 @@ def test_first_visit_answers_from_the_server_then_the_browser_then_follows_new_v
     v2 = "a" * 16
     set_catalog(models, version=v2)
     server.paths.clear()
-    held = HeldRequests(page, f"**/{v2}/params_shard_2.bin")
+    held = HeldRequests(server, f"/{v2}/params_shard_2.bin")
     page.reload()
     expect(chat.route).to_have_attribute("data-reason", "update_available", timeout=60_000)
     expect(chat.route).to_contain_text(f"{v1} -> {v2}")
@@ -172,7 +172,7 @@ def test_a_new_version_is_fetched_and_checked_beside_the_old_one_and_taken_betwe
 
     v2 = "c" * 16
     set_catalog(models, version=v2)
-    held = HeldRequests(page, f"**/{v2}/params_shard_2.bin")
+    held = HeldRequests(server, f"/{v2}/params_shard_2.bin")
     during = chat.ask("And of Italy?")  # asked with the page open: the router now knows of v2
     assert during["where"] == "cloud", "the answer waited for the new version instead of the server giving it"
     assert chat.decision()["update"] == {"from": v1, "to": v2}
@@ -208,7 +208,7 @@ def test_each_path_takes_over_when_the_other_fails_mid_answer(page, tiny_models,
     # The server's API is unreachable while the model is still downloading (its last shard held): the
     # router sends the answer to the server, and the browser takes it over once the model is ready.
     page.route("**/v1/chat/completions", lambda route: route.abort("connectionrefused"))
-    held = HeldRequests(page, "**/params_shard_2.bin")
+    held = HeldRequests(server, "/params_shard_2.bin")
     chat = ChatPage(page, server.url + "?kernels=software").open(**GREEDY)  # WebGPU, whose device the test loses
     expect(chat.route).to_have_attribute("data-target", "cloud")
     answer = chat.send(FRANCE)

@@ -31,7 +31,8 @@ const checks = new Map();   // key -> the promise of its self-check's result: ru
 const tabs = new Set();
 const stopped = new Set();
 const jobs = [];            // generations waiting: {tab, data, run, forAll}, taken round robin by tab
-let running = null, lastServed = null, testHooks = false, nextTab = 1;
+let running = null;         // the generation under way: {key, freeAfter (models to free once it ends)}
+let lastServed = null, testHooks = false, nextTab = 1;
 const counts = { loads: 0, self_checks: 0, abandoned: 0 };  // what this host did, for every tab
 const errorOf = (e) => (e instanceof EngineError ? e.toJSON() : { kind: "EngineError", message: String(e && e.message || e) });
 
@@ -101,10 +102,14 @@ class Tab {
 function release(key, tab) {
   tab.holds.delete(key);
   if ([...tabs].some((t) => t.holds.has(key))) return;
-  engines.get(key)?.engine.dispose();
+  const engine = engines.get(key)?.engine;
   engines.delete(key);
   loads.delete(key);
   checks.delete(key);
+  // The answer of a tab that just left may still be running on it (it stops at its next token): the model
+  // is freed after it, never under it.
+  if (engine && running?.key === key) running.freeAfter.push(engine);
+  else engine?.dispose();
 }
 
 // --- the protocol ----------------------------------------------------------------------------------------
@@ -119,7 +124,7 @@ const FIELDS = {  // what each message must carry
   generate: (d) => isId(d.id) && isText(d.key) && Array.isArray(d.messages) && isObject(d.options ?? {}),
   count: (d) => isId(d.id) && isText(d.key) && Array.isArray(d.messages),
   selfcheck: (d) => isId(d.id) && isText(d.key) && isObject(d.check),
-  stop: (d) => isId(d.id),
+  stop: (d) => isId(d.id), stats: (d) => isId(d.id),
   "lose-device": (d) => testHooks && isText(d.key), crash: () => testHooks && SHARED,
 };
 
@@ -153,6 +158,10 @@ const HANDLERS = {
   },
   selfcheck: (tab, data) => selfCheck(tab, data),
   stop: (tab, { id }) => { if (tab.requests.has(id)) stopped.add(requestKey(tab, id)); },
+  // What this host has done, for the tab's status (and the tests: one load and one self-check for many tabs,
+  // the answers of tabs that left abandoned).
+  stats: (tab, { id }) => tab.send({ type: "stats", id, host: SHARED ? "shared" : "dedicated", tabs: tabs.size,
+                                     queued: jobs.length, answering: Boolean(running), ...counts }),
   "lose-device": (tab, { key, afterTokens }) => engines.get(key)?.engine.loseDeviceAfter(afterTokens),
   crash: () => self.close(),
 };
@@ -215,10 +224,15 @@ function schedule() {
   const next = order.find((t) => t.id > (lastServed ?? 0)) ?? order.reduce((a, b) => (a.id < b.id ? a : b));
   const job = jobs.splice(jobs.findIndex((j) => j.tab === next), 1)[0];
   lastServed = next.id;
-  running = (async () => {
+  running = { key: job.data.key, freeAfter: [] };
+  (async () => {
     try { await loads.get(job.data.key); } catch (e) { /* the generation reports it */ }
     await job.run();
-  })().finally(() => { running = null; schedule(); });
+  })().finally(() => {
+    for (const engine of running.freeAfter) engine.dispose();
+    running = null;
+    schedule();
+  });
 }
 
 async function generate(tab, { id, key, messages, options }) {
@@ -272,12 +286,6 @@ async function greedy(key, messages, options) {
   const { token_ids, stop_token_id, stats } = last;
   return { tokens: stop_token_id === null ? token_ids : [...token_ids, stop_token_id], stats };
 }
-
-// What this host has done, for the tab's status (and the tests: one load and one self-check for many tabs,
-// the answers of tabs that left abandoned).
-HANDLERS.stats = (tab, { id }) => tab.send({ type: "stats", id, host: SHARED ? "shared" : "dedicated", tabs: tabs.size,
-                                             queued: jobs.length, answering: Boolean(running), ...counts });
-FIELDS.stats = (d) => isId(d.id);
 
 if (SHARED) self.onconnect = ({ ports: [port] }) => new Tab(port);
 else new Tab(self);
