@@ -53,11 +53,13 @@ class ChatTemplate:
         """The template of a built model, from its mlc-chat-config.json."""
         return cls(chat_config["chat_template"], chat_config.get("special_tokens"), chat_config.get("control_tokens", []))
 
-    def render(self, messages: list[dict]) -> str:
-        """The prompt for a new assistant message after `messages`; raises TemplateRefusal."""
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The prompt for a new assistant message after `messages`; raises TemplateRefusal. `tools`: OpenAI's
+        function tools, passed to a template that takes them as transformers passes them."""
         messages = [{**m, "content": self.as_text(m["content"])} if isinstance(m.get("content"), str) else m
                     for m in messages]
-        return self.template.render(messages=messages, add_generation_prompt=True, **self.special_tokens)
+        extra = {"tools": tools} if tools else {}
+        return self.template.render(messages=messages, add_generation_prompt=True, **extra, **self.special_tokens)
 
     def as_text(self, content: str) -> str:
         """`content` with every control token in it broken by a word joiner: it reads the same, and tokenizes

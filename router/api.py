@@ -17,6 +17,7 @@ from router.fleet import client_network
 from router.hosts import operator_only
 from router.sampling import SamplingError, parse_sampling
 from router.serving import UNSENT_BYTES
+from router.tools import CallReader, ToolError, check_tool_messages, parse_tools
 from router.validation import check_body
 
 bp = Blueprint("api", __name__)
@@ -183,27 +184,63 @@ def answer(backend, req: ChatRequest, release) -> Response:
     chunks = backend.start(req, lambda: stop["cancelled"] or client_left() or unread())
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     model = req.model or (backend.model_ids() or ["default"])[0]
+    reader = CallReader(backend.tool_format(req.model), req.tools.names()) if req.tools else None
     if req.stream:
         def ended():
             stop["cancelled"] = True  # the client went away, or we are done: free the engine
             release()
-        events = sse_events(chunks, completion_id, created, model, req.include_usage, backend.name, ended, unread)
+        events = sse_events(chunks, completion_id, created, model, req.include_usage, backend.name, ended, unread, reader)
         return Response(stream_with_context(events), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    text, last = [], None
+    pieces, last = [], None
     with closing(chunks):
         for chunk in chunks:
-            text.append(chunk.text)
+            pieces += reader.push(chunk.text) if reader else [chunk.text]
             last = chunk
     if last is None:
         raise ApiError(499, "the client closed the connection before the answer began", code="client_closed")
     metrics.TOKENS_SERVED.labels(backend.name).inc(last.completion_tokens)
+    message = assistant_message(pieces + (reader.end() if reader else []))
     return jsonify({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                     "finish_reason": last.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(last.finish_reason, reader),
+                     "logprobs": None}],
         "usage": usage(last),
     })
+
+
+def assistant_message(pieces: list) -> dict:
+    """The answer's message from its pieces: text, and (with tools) CallReader's call events."""
+    content = "".join(p for p in pieces if isinstance(p, str))
+    calls: dict[int, dict] = {}
+    for event in (p for p in pieces if isinstance(p, dict)):
+        call = calls.setdefault(event["index"], {"id": None, "type": "function", "function": {"name": None, "arguments": ""}})
+        if "id" in event:
+            call["id"], call["function"]["name"] = event["id"], event["name"]
+        call["function"]["arguments"] += event.get("arguments", "")
+    if not calls:
+        return {"role": "assistant", "content": content}
+    return {"role": "assistant", "content": content.strip() or None, "tool_calls": [calls[i] for i in sorted(calls)]}
+
+
+def finish_reason(finish: str, reader: CallReader | None) -> str:
+    """OpenAI's: an answer that ended after calling tools ends with "tool_calls"."""
+    return "tool_calls" if reader and reader.calls and finish == "stop" else finish
+
+
+def stream_deltas(pieces: list) -> list[dict]:
+    """OpenAI's stream deltas for pieces of an answer: text as content, a call's opening with its id and
+    name, then its arguments piece by piece."""
+    deltas = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            deltas.append({"content": piece})
+        elif "id" in piece:
+            deltas.append({"tool_calls": [{"index": piece["index"], "id": piece["id"], "type": "function",
+                                           "function": {"name": piece["name"], "arguments": ""}}]})
+        else:
+            deltas.append({"tool_calls": [{"index": piece["index"], "function": {"arguments": piece["arguments"]}}]})
+    return deltas
 
 
 def unread_check(environ, limit: int):
@@ -222,7 +259,7 @@ def unread_check(environ, limit: int):
     return unread
 
 
-def sse_events(chunks, completion_id, created, model, include_usage, backend_name, ended, unread):
+def sse_events(chunks, completion_id, created, model, include_usage, backend_name, ended, unread, reader=None):
     def event(payload) -> str:
         return f"data: {json.dumps(payload)}\n\n"
 
@@ -235,12 +272,15 @@ def sse_events(chunks, completion_id, created, model, include_usage, backend_nam
         for chunk in chunks:
             # with its tokens, which a page hands to the other path if this one fails mid-answer; a last chunk
             # may have tokens and no text (an answer that ends inside a UTF-8 character), and still carries them
-            if chunk.text or chunk.token_ids:
-                extra = {"seam": {"completion_tokens": chunk.completion_tokens, "token_ids": chunk.token_ids}} \
-                    if chunk.token_ids else {}
-                yield event({**frame({"content": chunk.text}), **extra})
+            pieces = ((reader.push(chunk.text) if reader else [chunk.text]) if chunk.text else []) + \
+                (reader.end() if reader and chunk.finish_reason else [])
+            extra = {"seam": {"completion_tokens": chunk.completion_tokens, "token_ids": chunk.token_ids}} \
+                if chunk.token_ids else {}
+            for delta in stream_deltas(pieces) or ([{"content": ""}] if extra else []):
+                yield event({**frame(delta), **extra})
+                extra = {}
             if chunk.finish_reason:
-                yield event(frame({}, chunk.finish_reason))
+                yield event(frame({}, finish_reason(chunk.finish_reason, reader)))
                 metrics.TOKENS_SERVED.labels(backend_name).inc(chunk.completion_tokens)
                 if include_usage:
                     yield event({**frame({}), "choices": [], "usage": usage(chunk)})
@@ -269,6 +309,10 @@ def parse_chat_request(body: dict) -> ChatRequest:
     config = current_app.config
     check_body(body, "chat-completions-request.v1.json")
     messages, model = body["messages"], body.get("model")
+    try:
+        check_tool_messages(messages)
+    except ToolError as error:
+        raise ApiError(400, str(error), error.param) from None
     try:  # in code, in the words of the browser engine's parseSampling (sampling.js)
         sampling = parse_sampling(body, config["DEFAULT_MAX_TOKENS"], config["MAX_TOKENS_LIMIT"])
     except SamplingError as error:
@@ -276,7 +320,7 @@ def parse_chat_request(body: dict) -> ChatRequest:
     stream = body.get("stream", False)
     options = body.get("stream_options") or {}
     continue_final = body.get("continue_final_message", False)
-    if continue_final and messages[-1]["role"] != "assistant":
+    if continue_final and (messages[-1]["role"] != "assistant" or messages[-1].get("content") is None):
         raise ApiError(400, "continue_final_message needs the last message to be the assistant's answer so far",
                        "continue_final_message")
     continue_ids = body.get("continue_token_ids")
@@ -288,7 +332,22 @@ def parse_chat_request(body: dict) -> ChatRequest:
         response_format = grammar.parse_response_format(body.get("response_format"))
     except grammar.SchemaError as error:
         raise ApiError(400, str(error), error.param, "invalid_schema") from None
-    return ChatRequest(model=model, messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+    try:
+        tools = parse_tools(body)
+    except ToolError as error:
+        raise ApiError(400, str(error), error.param) from None
+    if tools and response_format:
+        raise ApiError(400, "tools and response_format cannot be asked together yet: a tool's parameters already "
+                       "constrain its call; drop one of them", "response_format")
+    if tools and continue_final:
+        raise ApiError(400, "continue_final_message cannot go on with an answer that may call tools yet", "tools")
+    return ChatRequest(model=model, messages=[kept_fields(m) for m in messages],
                        stream=stream, include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                        sampling=sampling, continue_final=continue_final,
-                       continue_ids=None if continue_ids is None else tuple(continue_ids), response_format=response_format)
+                       continue_ids=None if continue_ids is None else tuple(continue_ids), response_format=response_format,
+                       tools=tools)
+
+
+def kept_fields(message: dict) -> dict:
+    """What the engine reads of a message: its role and text, and a tool conversation's calls and ids."""
+    return {key: message[key] for key in ("role", "content", "tool_calls", "tool_call_id") if key in message}

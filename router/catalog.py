@@ -12,6 +12,8 @@ from pathlib import Path
 
 import jsonschema
 
+from router.tools import tool_format
+
 # The build's contract for the catalog, checked again here: a broken manifest.json is refused whole
 # (with the reason), never half-read into a crash in the middle of a request.
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "models" / "manifest.schema.json"
@@ -65,7 +67,16 @@ class Catalog:
             where = "/".join(str(p) for p in error.absolute_path) or "the top level"
             return (), (f"manifest.json does not follow models/manifest.schema.json at {where}: {error.message}; "
                         "rebuild it with `make build-model`")
-        return tuple(catalog["models"]), None
+        return tuple({**m, "tool_format": self._tool_format(m)} for m in catalog["models"]), None
+
+    def _tool_format(self, entry: dict) -> str:
+        """How the variant calls tools, from its chat template (router/tools.py); a variant whose config cannot
+        be read is refused where it is loaded, with the reason."""
+        try:
+            config = json.loads((self.folder / entry["path"] / entry["files"]["config"]).read_text())
+            return tool_format(config.get("chat_template", ""))
+        except (OSError, ValueError):
+            return "generic"
 
     def variants(self, model: str | None = None) -> list[dict]:
         """Variants of a model name (all variants of the first model when none is named)."""

@@ -48,7 +48,7 @@ def base_url(entry: dict) -> str:
 def browser_models() -> list[dict]:
     """The catalog as the browser needs it: what to check and load, and where the files are."""
     shown = ("id", "model", "quantization", "version", "files", "download_bytes", "context_window_size",
-             "prefill_chunk_size", "requirements", "kernels", "self_check")
+             "prefill_chunk_size", "requirements", "kernels", "self_check", "tool_format")
     return [{**{k: m[k] for k in shown}, "compatible_versions": m.get("compatible_versions", []),
              **({"cpu": m["cpu"]} if "cpu" in m else {}), "base_url": base_url(m)}
             for m in current_app.extensions["seam"]["catalog"].models]

@@ -23,6 +23,7 @@ from router.errors import ApiError
 from router.grammar import SchemaBusy, SchemaError
 from router.redact import REDACTED, Redactor
 from router.sampling import Sampling
+from router.tools import Tools, for_template
 from router.threads import use_threads
 
 if TYPE_CHECKING:  # the engine loads TVM: imported only by a server that runs one (EmbeddedBackend._load)
@@ -45,6 +46,7 @@ class ChatRequest:
     continue_final: bool = False  # go on with the last (assistant) message instead of starting a new one
     continue_ids: tuple[int, ...] | None = None  # that message's own tokens, from the engine that drew them
     response_format: dict | None = None  # grammar.parse_response_format's result
+    tools: Tools | None = None  # tools.parse_tools's result: the functions the answer may call
 
 
 WARM_UP = [{"role": "user", "content": "Say hello."}]
@@ -101,14 +103,19 @@ class EmbeddedBackend:
 
     def start(self, req: ChatRequest, cancelled) -> Iterator[Chunk]:
         engine = self.engine(req.model)
+        messages, tools = for_template(req.messages, req.tools, engine.tool_format)
         try:
-            engine.check_size(req.messages, req.sampling.max_tokens)
-            prompt = engine.prompt_ids(req.messages, req.continue_final, req.continue_ids)
+            engine.check_size(messages, req.sampling.max_tokens)
+            prompt = engine.prompt_ids(messages, req.continue_final, req.continue_ids, tools)
             engine.check_fits(prompt, req.sampling.max_tokens)
         except EngineError as error:
             raise ApiError(error.status, str(error), error.param, error.code) from None
         constraint = self.constraint(engine, req)
         return self._run(engine, prompt, req.sampling, cancelled, constraint)
+
+    def tool_format(self, model: str | None) -> str:
+        """How the model answering `model` writes its tool calls (router/tools.py)."""
+        return self.engine(model).tool_format
 
     def warm_up(self) -> str:
         """Two short answers from the default model at startup: the first loads and warms the engine, the
@@ -125,10 +132,10 @@ class EmbeddedBackend:
 
     @staticmethod
     def constraint(engine: Engine, req: ChatRequest):
-        if req.response_format is None:
+        if req.response_format is None and req.tools is None:
             return None
         try:
-            constraint = engine.constraint(req.response_format)
+            constraint = engine.tool_constraint(req.tools) if req.tools else engine.constraint(req.response_format)
         except SchemaError as error:
             raise ApiError(400, str(error), error.param, "invalid_schema") from None
         except SchemaBusy as error:
@@ -165,6 +172,9 @@ class UpstreamBackend:
         return [self.model] if self.model else []
 
     def start(self, req: ChatRequest, cancelled) -> Iterator[Chunk]:
+        if req.tools or any(m["role"] == "tool" or m.get("tool_calls") for m in req.messages):
+            raise ApiError(400, "tools are answered by this server's own engine only; through an upstream model "
+                           "server they are not supported yet: send the request to the upstream directly", "tools")
         s = req.sampling
         body = {"model": self.model or req.model, "messages": req.messages, "stream": True,
                 "stream_options": {"include_usage": True}, "max_tokens": s.max_tokens, "temperature": s.temperature,

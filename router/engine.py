@@ -24,6 +24,7 @@ from modelrun.model import Model, free_pages, kv
 from router.answer import CONTEXT_LENGTH_EXCEEDED, Chunk, EngineError
 from router.grammar import COMPILE_TIMEOUT_S, Constraint, Grammars
 from router.sampling import Sampling, StreamedText, sample, seed_of
+from router.tools import Tools, structural_tag, tool_format
 
 
 class ConversationCaches:
@@ -122,6 +123,7 @@ class Engine:
         self.config = json.loads((model_dir / files["config"]).read_text())
         self.tokenizer = Tokenizer.from_file(str(model_dir / files["tokenizer"]))
         self.template = ChatTemplate.of_model(self.config)
+        self.tool_format = tool_format(self.config["chat_template"])  # how this model calls tools
         self.model = Model(model_dir / files["cpu_library"], model_dir / files["tensor_cache"], self.config)
         self.context_window = self.model.context_window
         self.stop_ids = set(self.config["stop_token_ids"])
@@ -134,14 +136,14 @@ class Engine:
 
     # --- prompt -----------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict], continue_final: bool = False,
-                   continue_ids: tuple[int, ...] | None = None) -> list[int]:
+                   continue_ids: tuple[int, ...] | None = None, tools: list[dict] | None = None) -> list[int]:
         """The prompt for a new assistant message, or, with `continue_final`, for going on with the last one
         (an answer that began elsewhere, e.g. in a browser whose GPU failed mid-answer). `continue_ids` are
         that answer's own tokens: its text may tokenize otherwise (a random model's "Cyber" + "save" is
         "Cy" + "bers" + "ave" again), and the answer goes on exactly only from the tokens it drew."""
         head, tail = (messages[:-1], messages[-1]["content"]) if continue_final else (messages, "")
         try:
-            text = self.template.render(head)
+            text = self.template.render(head, tools)
         except TemplateRefusal as refusal:
             raise EngineError(f"{refusal}: send the conversation in an order this model takes", param="messages",
                               code="chat_template_refused") from None
@@ -173,9 +175,17 @@ class Engine:
 
     def constraint(self, response_format: dict) -> Constraint:
         """The token mask for one structured answer (raises grammar.SchemaError)."""
+        return self.grammars.constraint(response_format)
+
+    def tool_constraint(self, tools: Tools) -> Constraint:
+        """The token mask for an answer that may call `tools`, in this model's call format."""
+        return self.grammars.tool_constraint(structural_tag(tools, self.tool_format))
+
+    @property
+    def grammars(self) -> Grammars:
         if self._grammars is None:  # built on first use: it reads the whole vocabulary
             self._grammars = Grammars(self.tokenizer, self.config, self.schema_timeout_s)
-        return self._grammars.constraint(response_format)
+        return self._grammars
 
     # --- generation -------------------------------------------------------------------------------
     def generate(self, prompt: list[int], sampling: Sampling, cancelled=lambda: False,

@@ -241,8 +241,9 @@ def predict_browser(probe: dict, variant: dict, policy: dict, calibration: float
     if not is_cached(probe, variant):
         downlink = (probe.get("network") or {}).get("downlink_mbps") or p["default_downlink_mbps"]
         download_s = download_bytes(variant, backend) * 8 / (downlink * 1e6)
-    return {"ttft_s": round(download_s + p["load_seconds"] + prefill_s, 3), "tokens_per_s": round(tokens_per_s, 2),
-            "download_s": round(download_s, 3), "source": source, "backend": backend}
+    compile_s = p["grammar_compile_s"] if probe.get("structured") else 0.0  # its grammar, compiled in wasm
+    return {"ttft_s": round(download_s + p["load_seconds"] + prefill_s + compile_s, 3),
+            "tokens_per_s": round(tokens_per_s, 2), "download_s": round(download_s, 3), "source": source, "backend": backend}
 
 
 def forced_backends(probe: dict) -> tuple[str, ...]:

@@ -46,10 +46,17 @@ class Grammars:
         self.free_places = threading.Semaphore(processes)  # compilers that may still be started
 
     def constraint(self, response_format: dict) -> "Constraint":
-        request = (json.dumps(response_format["schema"]), response_format["strict"])
+        return self._compiled(("json_schema", json.dumps(response_format["schema"]), response_format["strict"]),
+                              "response_format.json_schema.schema")
+
+    def tool_constraint(self, tag: dict) -> "Constraint":
+        """The mask for an answer that may (or must) call tools: `tag` is router/tools.py's structural tag."""
+        return self._compiled(("structural_tag", json.dumps(tag)), "tools")
+
+    def _compiled(self, request: tuple, param: str) -> "Constraint":
         compiler = self._take()
         try:
-            serialized = compiler.compile(*request, timeout_s=self.timeout_s)
+            serialized = compiler.compile(request, param, timeout_s=self.timeout_s)
         except BaseException:
             compiler.stop()
             self.free_places.release()
@@ -57,7 +64,7 @@ class Grammars:
         self.idle.put(compiler)
         constraint = Constraint(xgrammar.CompiledGrammar.deserialize_json(serialized, self.info), self.info.vocab_size)
         if not constraint.can_start():  # every logit would be -inf, and the sampler would fail with a 500
-            raise SchemaError(NO_FIRST_TOKEN, "response_format.json_schema.schema")
+            raise SchemaError(NO_FIRST_TOKEN, param)
         return constraint
 
     def _take(self) -> "CompilerProcess":
@@ -103,20 +110,20 @@ class CompilerProcess:
         child.close()
         self.fresh = True  # its first compile waits for it to start too
 
-    def compile(self, schema: str, strict: bool, timeout_s: float) -> str:
-        self.conn.send((schema, strict))
+    def compile(self, request: tuple, param: str, timeout_s: float) -> str:
+        """`request`: ("json_schema", schema, strict) or ("structural_tag", tag); `param` names the request's
+        field in errors."""
+        self.conn.send(request)
         started, self.fresh = self.fresh, False
         if not self.conn.poll(timeout_s + (STARTUP_S if started else 0)):
             raise SchemaError(f"the schema took longer than {timeout_s:.0f} s to compile: simplify it (fewer or "
-                              "shorter enum values, less nesting)", "response_format.json_schema.schema")
+                              "shorter enum values, less nesting)", param)
         try:
             ok, result = self.conn.recv()
         except EOFError:
-            raise SchemaError("the schema cannot be compiled to a grammar: the compiler stopped on it",
-                              "response_format.json_schema.schema") from None
+            raise SchemaError("the schema cannot be compiled to a grammar: the compiler stopped on it", param) from None
         if not ok:
-            raise SchemaError(f"the schema cannot be compiled to a grammar: {result}",
-                              "response_format.json_schema.schema")
+            raise SchemaError(f"the schema cannot be compiled to a grammar: {result}", param)
         return result
 
     def stop(self) -> None:
@@ -129,20 +136,40 @@ STARTUP_S = 5.0  # a new compiler process loads xgrammar and the vocabulary befo
 
 
 def compiler_main(conn, vocab: dict) -> None:
-    """The child's loop: (schema, strict) in, (True, serialized grammar) or (False, message) out."""
+    """The child's loop: a request (CompilerProcess.compile) in, (True, serialized grammar) or (False, message)
+    out."""
     compiler = xgrammar.GrammarCompiler(tokenizer_info(vocab), max_threads=1)
     while True:
         try:
-            schema, strict = conn.recv()
+            kind, *request = conn.recv()
         except EOFError:
             return
         try:
-            compiled = compiler.compile_json_schema(schema, strict_mode=strict,
-                                                    any_whitespace=JSON_STYLE["any_whitespace"],
-                                                    separators=tuple(JSON_STYLE["separators"]))
+            if kind == "json_schema":
+                schema, strict = request
+                compiled = compiler.compile_json_schema(schema, strict_mode=strict, **json_style())
+            else:
+                compiled = compiler.compile_structural_tag(json.dumps(in_json_style(json.loads(request[0]))))
             conn.send((True, compiled.serialize_json()))
         except Exception as error:  # noqa: BLE001 -- RuntimeError mostly; any other is still the schema's refusal
             conn.send((False, xgrammar_message(error)))
+
+
+def json_style() -> dict:
+    return {"any_whitespace": JSON_STYLE["any_whitespace"], "separators": tuple(JSON_STYLE["separators"])}
+
+
+def in_json_style(node):
+    """A structural tag whose json_schema contents are written as grammars in JSON_STYLE: a structural tag's
+    own JSON allows any whitespace, which small models fill until max_tokens."""
+    if isinstance(node, list):
+        return [in_json_style(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "json_schema":
+        return {"type": "grammar", "grammar": str(xgrammar.Grammar.from_json_schema(json.dumps(node["json_schema"]),
+                                                                                   **json_style()))}
+    return {key: in_json_style(value) for key, value in node.items()}
 
 
 def xgrammar_message(error: Exception) -> str:

@@ -69,10 +69,9 @@ def parse_response_format(value) -> dict | None:
     return {"schema": spec["schema"], "strict": True, "openai": value}
 
 
-def check_schema(schema: dict) -> None:
+def check_schema(schema: dict, base: str = "response_format.json_schema.schema") -> None:
     """Within SCHEMA_LIMITS, valid JSON Schema (2020-12), and nothing in it the grammar would silently
-    ignore or could not end."""
-    base = "response_format.json_schema.schema"
+    ignore or could not end; `base` is where the schema is in the request (errors name the field from it)."""
     check_limits(schema, base)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)

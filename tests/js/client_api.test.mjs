@@ -53,3 +53,24 @@ test("events are named: a listener for no event is refused, a throwing listener 
   }
   assert.deepEqual(heard, [1]);
 });
+
+test("an answer that may call tools is the server's, and its calls are put together from their pieces", async () => {
+  const { complete, usesTools } = await import("../../webapp/client/lib/answers.js");
+  const user = [{ role: "user", content: "Weather?" }];
+  const tool = { type: "function", function: { name: "get_weather" } };
+  assert.equal(usesTools({ messages: user, tools: [tool] }), true);
+  assert.equal(usesTools({ messages: user, tools: [tool], tool_choice: "none" }), false);
+  assert.equal(usesTools({ messages: user, tools: [] }), false);
+  assert.equal(usesTools({ messages: [...user, { role: "tool", tool_call_id: "c", content: "sunny" }] }), true);
+  const chunk = (delta, finish = null) => ({ id: "x", created: 0, model: "m", choices: [{ index: 0, delta, finish_reason: finish }] });
+  const pieces = [chunk({ role: "assistant", content: "" }),
+    chunk({ content: "", tool_calls: [{ index: 0, id: "call_a", type: "function", function: { name: "get_weather", arguments: "" } }] }),
+    chunk({ content: "", tool_calls: [{ index: 0, function: { arguments: '{"city": ' } }] }),
+    chunk({ content: "", tool_calls: [{ index: 0, function: { arguments: '"Paris"}' } }] }),
+    chunk({ content: "", tool_calls: [{ index: 1, id: "call_b", type: "function", function: { name: "get_time", arguments: "{}" } }] }),
+    { ...chunk({}, "tool_calls"), usage: null, seam: {} }];
+  const whole = await complete((async function* () { yield* pieces; })());
+  assert.deepEqual(whole.choices[0], { index: 0, finish_reason: "tool_calls", message: { role: "assistant", content: null,
+    tool_calls: [{ id: "call_a", type: "function", function: { name: "get_weather", arguments: '{"city": "Paris"}' } },
+                 { id: "call_b", type: "function", function: { name: "get_time", arguments: "{}" } }] } });
+});

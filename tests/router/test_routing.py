@@ -168,6 +168,15 @@ def test_predictions_follow_the_measurements():
     assert decide(probe(), VARIANTS, NO_CLOUD, POLICY).predictions["cloud"] is None
 
 
+def test_a_constrained_answer_counts_its_grammar_compile_in_the_browser():
+    """The probe's `structured` (a response_format): the browser compiles the grammar in wasm first, which the
+    policy's grammar_compile_s adds to its time to first token; the server's native compile is not counted."""
+    plain = decide(probe(), VARIANTS, CLOUD, POLICY).predictions
+    structured = decide(probe(structured=True), VARIANTS, CLOUD, POLICY).predictions
+    assert structured["browser"]["ttft_s"] == pytest.approx(plain["browser"]["ttft_s"] + POLICY["browser"]["grammar_compile_s"])
+    assert structured["cloud"] == plain["cloud"]
+
+
 def test_no_model_in_catalog():
     decision = decide(probe(), [], CLOUD, POLICY)
     assert decision.target == "cloud" and decision.reasons[0]["code"] == "no_model"

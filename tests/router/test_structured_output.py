@@ -304,7 +304,7 @@ def test_any_exception_of_the_compile_is_an_answer_not_a_dead_compiler(monkeypat
 
     class Pipe:
         def __init__(self):
-            self.requests, self.answers = [("{}", True)], []
+            self.requests, self.answers = [("json_schema", "{}", True)], []
 
         def recv(self):
             if not self.requests:

@@ -281,3 +281,31 @@ def test_the_page_measures_the_cloud_as_it_sees_it_and_the_router_uses_that(page
     assert last["source"] == "measured_by_browser"
     assert last["tokens_per_s"] == pytest.approx(stats["decode_tokens_per_s"], abs=0.01)
     assert last["ttft_s"] == pytest.approx(stats["ttft_s"] + last["queue_wait_s"], abs=0.002)
+
+
+TOOLS_THROUGH_THE_CLIENT = """async ({ tools }) => {
+  while (!window.seam) await new Promise((r) => setTimeout(r, 50));
+  const messages = [{ role: "user", content: "What is the weather in Paris?" }];
+  const whole = await window.seam.chat.completions.create({ messages, tools, tool_choice: "required", temperature: 0,
+                                                            parallel_tool_calls: false, max_tokens: 80 });
+  const stream = await window.seam.chat.completions.create({ messages, tools, tool_choice: "required", temperature: 0,
+                                                             parallel_tool_calls: false, max_tokens: 80, stream: true });
+  const deltas = [];
+  for await (const chunk of stream) for (const piece of chunk.choices[0]?.delta?.tool_calls ?? []) deltas.push(piece);
+  return { message: whole.choices[0].message, finish: whole.choices[0].finish_reason, target: whole.seam.target,
+           reason: whole.seam.reasons[0].code, deltas };
+}"""
+
+
+def test_the_client_sends_an_answer_that_may_call_tools_to_the_server(page, tiny_server):
+    """The browser engine calls no tools yet: the client answers such a request on the server, says why, and gives
+    the calls as OpenAI does, whole or in stream deltas."""
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 16}}, "required": ["city"]}}}
+    page.goto(tiny_server.url)
+    shown = page.evaluate(TOOLS_THROUGH_THE_CLIENT, {"tools": [weather]})
+    assert (shown["target"], shown["reason"], shown["finish"]) == ("cloud", "tools_on_server", "tool_calls"), shown
+    [call] = shown["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and set(json.loads(call["function"]["arguments"])) == {"city"}
+    assert shown["deltas"][0]["id"].startswith("call_") and shown["deltas"][0]["function"]["name"] == "get_weather"
+    assert "".join(d["function"]["arguments"] for d in shown["deltas"]) == call["function"]["arguments"]

@@ -30,8 +30,19 @@ export interface ConnectOptions {
   sharedEngine?: boolean;
 }
 
-export type Role = "system" | "user" | "assistant";
-export interface ChatMessage { role: Role; content: string; }
+export type Role = "system" | "user" | "assistant" | "tool";
+/** OpenAI's function call, as an answer gives it (arguments: a JSON string). */
+export interface ToolCall { id: string; type: "function"; function: { name: string; arguments: string }; }
+export interface ChatMessage {
+  role: Role;
+  /** null (or absent) only in an assistant message with tool_calls. */
+  content: string | null;
+  tool_calls?: ToolCall[];
+  /** A tool message: the id of the call it answers. */
+  tool_call_id?: string;
+}
+/** OpenAI's function tool: `parameters` is the JSON schema its arguments must follow. */
+export interface Tool { type: "function"; function: { name: string; description?: string; parameters?: Record<string, unknown> }; }
 
 export type ResponseFormat =
   | { type: "text" }
@@ -52,6 +63,10 @@ export interface ChatCompletionRequest {
   response_format?: ResponseFormat;
   /** Go on with the last (assistant) message instead of answering anew (vLLM's extension). */
   continue_final_message?: boolean;
+  /** Functions the answer may call; answered by the server's engine so far (the browser's is to come). */
+  tools?: Tool[];
+  tool_choice?: "none" | "auto" | "required" | { type: "function"; function: { name: string } };
+  parallel_tool_calls?: boolean;
 }
 
 export interface RequestOptions {
@@ -66,7 +81,8 @@ export type ReasonCode =
   | "browser_faster" | "compatible_cached" | "cached" | "no_webgpu" | "missing_feature" | "limit_too_small"
   | "low_memory" | "no_cpu_build" | "no_wasm_simd" | "wasm_heap_too_small" | "too_few_cores" | "unreliable"
   | "no_storage" | "context_too_long" | "cloud_unavailable"
-  | "server_unreachable";  // the client's: the server could not be asked, and this browser holds a checked model
+  | "server_unreachable"  // the client's: the server could not be asked, and this browser holds a checked model
+  | "tools_on_server";  // the client's: the answer may call tools, which only the server's engine does so far
 
 export interface Reason {
   code: ReasonCode;
@@ -133,14 +149,17 @@ export interface AnswerInfo {
 }
 
 export interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number; }
-export type FinishReason = "stop" | "length" | "abort";
+export type FinishReason = "stop" | "length" | "abort" | "tool_calls";
+/** A piece of a tool call in a stream: its opening (index, id, name), then its arguments piece by piece. */
+export interface ToolCallDelta { index: number; id?: string; type?: "function"; function: { name?: string; arguments: string }; }
 
 export interface ChatCompletionChunk {
   id: string;
   object: "chat.completion.chunk";
   created: number;
   model: string;
-  choices: { index: number; delta: { role?: "assistant"; content?: string }; finish_reason: FinishReason | null }[];
+  choices: { index: number; delta: { role?: "assistant"; content?: string; tool_calls?: ToolCallDelta[] };
+             finish_reason: FinishReason | null }[];
   /** The last chunk's. */
   usage?: Usage | null;
   /** On text chunks: {completion_tokens, token_ids}; on the last chunk: where the answer ran. */
@@ -152,7 +171,8 @@ export interface ChatCompletion {
   object: "chat.completion";
   created: number;
   model: string;
-  choices: { index: number; message: { role: "assistant"; content: string }; finish_reason: FinishReason }[];
+  choices: { index: number; message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
+             finish_reason: FinishReason }[];
   usage: Usage | null;
   seam: AnswerInfo;
 }

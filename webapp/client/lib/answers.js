@@ -42,10 +42,22 @@ export class Answer {
 
   firstPath() {
     const d = this.decision;
+    if (usesTools(this.request)) return this.toolsPath();
     if (d?.target === "browser" || d?.target === "cloud") return d.target;
     const why = d ? d.reasons.map(reasonText).join("; ")
                   : `the router could not be asked (${this.routeError?.message}) and this browser holds no checked model`;
     throw new EngineError(ErrorKind.NoEngine, why);
+  }
+
+  // Tools are called by the server's engine only, so far (router/tools.py): an answer that may call one, or
+  // that goes on from a conversation with calls in it, is the server's, and says so.
+  toolsPath() {
+    const d = this.decision;
+    if (!d?.model || d.target === "none" && !d.predictions?.cloud || this.seam.preference === "local_only")
+      throw new EngineError(ErrorKind.NoEngine, "this answer may call tools, which only the server's engine does so far, " +
+                            "and the server cannot take it here" + (this.seam.preference === "local_only" ? " (this device only)" : ""));
+    this.toolsReason = { code: "tools_on_server", message: "this answer may call tools, which only the server's engine does so far" };
+    return "cloud";
   }
 
   async open(path, request) {
@@ -85,7 +97,7 @@ export class Answer {
       return d.predictions?.cloud && seam.preference !== "local_only" ? "cloud" : null;
     }
     const serverFailed = error.status === undefined || error.status >= 500;
-    return serverFailed && d.variant && seam.preference !== "cloud_only" && !seam.hasFailed(d.variant, d.version) ? "browser" : null;
+    return serverFailed && !usesTools(this.request) && d.variant && seam.preference !== "cloud_only" && !seam.hasFailed(d.variant, d.version) ? "browser" : null;
   }
 
   // The request that makes the other path go on with the answer as given so far, from the same tokens,
@@ -108,15 +120,17 @@ export class Answer {
     while (this.source) {
       try {
         for await (const chunk of this.source) {
-          const choice = chunk.choices[0];
+          const choice = chunk.choices[0], delta = choice?.delta ?? {};
           // A piece of the answer: text, or tokens that show no text yet (the server's last piece may end inside a
-          // UTF-8 character); a final chunk's whole list of token_ids (the worker's) has no completion_tokens.
-          if (choice?.delta?.content || (chunk.seam?.token_ids?.length && chunk.seam.completion_tokens !== undefined)) {
+          // UTF-8 character), or pieces of tool calls; a final chunk's whole list of token_ids (the worker's) has
+          // no completion_tokens.
+          const counted = chunk.seam?.token_ids?.length && chunk.seam.completion_tokens !== undefined;
+          if (delta.content || counted || delta.tool_calls) {
             this.firstAt ??= performance.now();
-            const content = choice.delta?.content ?? "";
-            this.take(content, chunk.seam);
-            yield this.chunk({ content }, null, { seam: { completion_tokens: this.so.tokens,
-                                                                                token_ids: chunk.seam?.token_ids } });
+            const content = delta.content ?? "";
+            if (delta.content || counted) this.take(content, chunk.seam);
+            yield this.chunk({ content, ...(delta.tool_calls ? { tool_calls: delta.tool_calls } : {}) }, null,
+                             { seam: { completion_tokens: this.so.tokens, token_ids: chunk.seam?.token_ids } });
           }
           if (choice?.finish_reason) end.finish = choice.finish_reason;
           if (chunk.usage) end.usage = chunk.usage;
@@ -161,7 +175,7 @@ export class Answer {
     const browser = this.path === "browser" && this.engine;
     return { target: this.path ?? null, backend: browser ? backendOf(this.engine.kernels) : this.path === "cloud" ? "server" : null,
              variant: browser ? this.engine.id : null, version: browser ? this.engine.version : null,
-             reasons: d?.reasons ?? [], ...(this.routeError ? { route_error: this.routeError.message } : {}),
+             reasons: [...(this.toolsReason ? [this.toolsReason] : []), ...(d?.reasons ?? [])], ...(this.routeError ? { route_error: this.routeError.message } : {}),
              handover: this.handover, stats, token_ids: this.so.ids, stopped: this.stopped };
   }
 
@@ -175,13 +189,25 @@ export class Answer {
   }
 }
 
-// The whole answer as one completion object (a request without `stream`).
+// Whether an answer may call tools, or goes on from a conversation with calls in it.
+export const usesTools = ({ tools, tool_choice: choice, messages }) =>
+  (Array.isArray(tools) && tools.length > 0 && choice !== "none") || messages.some((m) => m.role === "tool" || m.tool_calls);
+
+// The whole answer as one completion object (a request without `stream`): its text, and its tool calls put
+// together from their pieces.
 export async function complete(chunks) {
   let content = "", last = null;
+  const calls = [];
   for await (const chunk of chunks) {
-    content += chunk.choices[0]?.delta?.content ?? "";
+    const delta = chunk.choices[0]?.delta ?? {};
+    content += delta.content ?? "";
+    for (const piece of delta.tool_calls ?? []) {
+      const call = (calls[piece.index] ??= { id: piece.id, type: "function", function: { name: piece.function?.name, arguments: "" } });
+      call.function.arguments += piece.function?.arguments ?? "";
+    }
     last = chunk;
   }
+  const message = calls.length ? { role: "assistant", content: content.trim() || null, tool_calls: calls } : { role: "assistant", content };
   return { id: last.id, object: "chat.completion", created: last.created, model: last.model, usage: last.usage, seam: last.seam,
-           choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: last.choices[0].finish_reason }] };
+           choices: [{ index: 0, message, finish_reason: last.choices[0].finish_reason }] };
 }

@@ -247,6 +247,9 @@ export class LocalEngine {
   // `options.response_format` (OpenAI's shapes) masks every token its JSON schema does not allow.
   async *generate(messages, options, shouldStop, notify = () => {}) {
     if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
+    if (options.tools?.length && options.tool_choice !== "none")  // the client sends these to the server (answers.js)
+      throw new EngineError(ErrorKind.InvalidRequest, "the browser engine calls no tools yet: send a request with " +
+                            "tools through the Seam client, which answers it on the server");
     const started = performance.now();
     const sampling = parseSampling(options, this.requestLimits);
     const prompt = options.prompt_token_ids ??

@@ -1,0 +1,253 @@
+"""Tool calling on the server: OpenAI's tools, tool_choice and parallel_tool_calls, each family's call format,
+calls constrained so that every one parses and validates, the official `openai` client's tool loop.
+
+The tiny random Llama (SmolLM2's tokenizer and chat template, which takes no tools: the generic format) and
+copies of it whose chat template is each family's tool template, written out below in the families' words;
+random weights write nonsense, so whatever a call holds it holds because the grammar made it. The real model
+runs the client's loop end to end over HTTP.
+"""
+import json
+import shutil
+
+import jsonschema
+import openai
+import pytest
+
+from tokenizers import Tokenizer
+
+from router.grammar import Grammars
+from router.tools import parse_tools, structural_tag
+from tests.support.api import app_over, assert_error
+from tests.support.models import TINY, catalog_of
+from tests.support.servers import seam_server
+
+VARIANT = f"{TINY}-q4f32_1"
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city, for the next days",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "maxLength": 24},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "days"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                                       "required": ["zone"]}}}
+ASK = [{"role": "user", "content": "What is the weather in Paris this week, and the time in CET?"}]
+
+QWEN_TOOLS = (
+    "{%- if tools %}<|im_start|>system\n{{ messages[0]['content'] if messages[0]['role'] == 'system' else 'You are a helpful "
+    "assistant.' }}\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided "
+    "with function signatures within <tools></tools> XML tags:\n<tools>{% for tool in tools %}\n{{ tool | tojson }}"
+    "{% endfor %}\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
+    "</tool_call><|im_end|>\n{% elif messages[0]['role'] == 'system' %}<|im_start|>system\n{{ messages[0]['content'] }}"
+    "<|im_end|>\n{% endif %}{%- for message in messages %}{%- if message.role == 'user' or (message.role == 'assistant' "
+    "and not message.tool_calls) %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% elif message.role "
+    "== 'assistant' %}<|im_start|>assistant\n{{ message.content }}{%- for tool_call in message.tool_calls %}\n<tool_call>\n"
+    "{\"name\": \"{{ tool_call.function.name }}\", \"arguments\": {{ tool_call.function.arguments | tojson }}}\n"
+    "</tool_call>{% endfor %}<|im_end|>\n{% elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n"
+    "{{ message.content }}\n</tool_response><|im_end|>\n{% endif %}{%- endfor %}{%- if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}")
+MISTRAL_TOOLS = (
+    "{{ bos_token }}{% for message in messages %}{% if message.role == 'user' %}{% if tools and loop.last %}"
+    "[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}[INST] {{ message.content }}[/INST]"
+    "{% elif message.role == 'assistant' and message.tool_calls %}[TOOL_CALLS] "
+    "{{ message.tool_calls | map(attribute='function') | list | tojson }}{{ eos_token }}"
+    "{% elif message.role == 'assistant' %}{{ message.content }}{{ eos_token }}{% elif message.role == 'tool' %}"
+    "[TOOL_RESULTS] {{ message.content }}[/TOOL_RESULTS]{% endif %}{% endfor %}")
+LLAMA31_TOOLS = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ 'ipython' if message.role == 'tool' else "
+    "message.role }}<|end_header_id|>\n\n{% if tools and loop.last and message.role == 'user' %}Given the following "
+    "functions, please respond with a JSON for a function call with its proper arguments that best answers the given "
+    "prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its "
+    "value}. Do not use variables.\n\n{% for t in tools %}{{ t | tojson }}\n\n{% endfor %}{% endif %}"
+    "{% if message.tool_calls %}{% for c in message.tool_calls %}{\"name\": \"{{ c.function.name }}\", \"parameters\": "
+    "{{ c.function.arguments | tojson }}}{% endfor %}{% else %}{{ message.content }}{% endif %}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+TEMPLATES = {"hermes": QWEN_TOOLS, "mistral": MISTRAL_TOOLS, "llama3_json": LLAMA31_TOOLS}
+
+
+def ask(client, **body):
+    return client.post("/v1/chat/completions", json={"model": TINY, "messages": ASK, "max_tokens": 120, **body})
+
+
+def calls_of(answer: dict, tools=(WEATHER, TIME)) -> list[dict]:
+    """The answer's calls, each checked: a known function, arguments that parse and validate."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    calls = answer["choices"][0]["message"].get("tool_calls") or []
+    for call in calls:
+        assert call["type"] == "function" and call["id"].startswith("call_")
+        jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]])
+    return calls
+
+
+# --- bad input --------------------------------------------------------------------------------------------
+
+BAD_TOOLS = [  # (the request's tool fields, the param named, words of the message)
+    ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, "tools[0].function.name", "letters, digits"),
+    ({"tools": [WEATHER, WEATHER]}, "tools[1].function.name", "also the name of tools[0]"),
+    ({"tools": [{"type": "retrieval"}]}, "tools[0]", '"type": "function"'),
+    ({"tools": [WEATHER] + [{"type": "function", "function": {"name": f"f{i}"}} for i in range(64)]}, "tools", "at most 64"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "a": {"type": "strnig"}}}}}]}, "tools[0].function.parameters.properties.a.type", "tool f"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "a": {"not": {"type": "string"}}}}}}]}, "tools[0].function.parameters.properties.a.not", "cannot be enforced"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]},
+     "tools[0].function.parameters", "schema of an object"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_time"}}},
+     "tool_choice.function.name", "not in tools"),
+    ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice", '"none", "auto", "required"'),
+    ({"tool_choice": "required"}, "tool_choice", "needs tools"),
+    ({"tools": [WEATHER], "parallel_tool_calls": "yes"}, "parallel_tool_calls", "true or false"),
+    ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "response_format", "together"),
+]
+
+
+@pytest.mark.parametrize("fields, param, words", BAD_TOOLS)
+def test_bad_tools_are_a_400_naming_the_tool_and_the_field(tiny_client, fields, param, words):
+    response = ask(tiny_client, **fields)
+    assert_error(response, 400, param)
+    assert words in response.get_json()["error"]["message"], response.get_json()
+
+
+BAD_CONVERSATIONS = [  # (messages, the param named)
+    ([*ASK, {"role": "tool", "tool_call_id": "call_nowhere", "content": "sunny"}], "messages[1].tool_call_id"),
+    ([*ASK, {"role": "tool", "content": "sunny"}], "messages[1].tool_call_id"),
+    ([{"role": "user", "content": None}], "messages[0].content"),
+    ([{"role": "user", "content": "hi", "tool_calls": [{"id": "c", "type": "function",
+                                                       "function": {"name": "f", "arguments": "{}"}}]}],
+     "messages[0].tool_calls"),
+]
+
+
+@pytest.mark.parametrize("messages, param", BAD_CONVERSATIONS)
+def test_a_tool_message_must_answer_an_earlier_call(tiny_client, messages, param):
+    assert_error(tiny_client.post("/v1/chat/completions", json={"model": TINY, "messages": messages,
+                                                                "tools": [WEATHER]}), 400, param)
+
+
+# --- constrained calls, in each format ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def families(tiny_models, tmp_path_factory):
+    """A models folder per tool format: the tiny variant with that family's tool template (the generic one is
+    the tiny model's own, which takes no tools)."""
+    folders = {"generic": tiny_models}
+    for fmt, template in TEMPLATES.items():
+        folder = tmp_path_factory.mktemp(fmt)
+        catalog = catalog_of(tiny_models)
+        catalog["models"] = [m for m in catalog["models"] if m["id"] == VARIANT]
+        (folder / "manifest.json").write_text(json.dumps(catalog))
+        shutil.copytree(tiny_models / VARIANT, folder / VARIANT)
+        config = json.loads((folder / VARIANT / "mlc-chat-config.json").read_text())
+        (folder / VARIANT / "mlc-chat-config.json").write_text(json.dumps({**config, "chat_template": template}))
+        folders[fmt] = folder
+    return folders
+
+
+@pytest.fixture(scope="module")
+def family_clients(families, tmp_path_factory):
+    return {fmt: app_over(folder, tmp_path_factory).test_client() for fmt, folder in families.items()}
+
+
+def test_auto_lets_the_model_write_until_a_call_opens_then_holds_the_call_to_the_schema(tiny_models):
+    folder = tiny_models / VARIANT
+    grammars = Grammars(Tokenizer.from_file(str(folder / "tokenizer.json")),
+                        json.loads((folder / "mlc-chat-config.json").read_text()))
+    auto = grammars.tool_constraint(structural_tag(parse_tools({"tools": [WEATHER], "tool_choice": "auto"}), "generic"))
+    assert auto.accept_text("Let me look that up. ")
+    assert auto.accept_text('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", ')
+    assert not auto.accept_text('"days": 9')  # over the schema's maximum
+    assert not auto.accept_text('"days":3')   # not the server's JSON style
+    assert auto.accept_text('"days": 3}}\n</tool_call>')
+    required = grammars.tool_constraint(structural_tag(parse_tools({"tools": [WEATHER], "tool_choice": "required"}), "generic"))
+    assert not required.accept_text("Let me look that up.")  # a call first, and nothing but calls
+
+
+@pytest.mark.parametrize("fmt", ["generic", "hermes", "mistral", "llama3_json"])
+def test_every_call_parses_and_validates_in_each_format_greedy_and_sampled(family_clients, fmt):
+    client = family_clients[fmt]
+    assert [m["tool_format"] for m in client.get("/api/catalog").get_json()["models"] if m["id"] == VARIANT] == [fmt]
+    for seed in range(4):
+        sampling = {"temperature": 0} if seed == 0 else {"temperature": 1.0, "seed": seed}
+        required = ask(client, tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=False, **sampling).get_json()
+        assert required["choices"][0]["finish_reason"] == "tool_calls", required
+        assert len(calls_of(required)) == 1 and required["choices"][0]["message"]["content"] is None
+        named = ask(client, tools=[WEATHER, TIME], tool_choice={"type": "function", "function": {"name": "get_time"}},
+                    **sampling).get_json()
+        assert [c["function"]["name"] for c in calls_of(named)] == ["get_time"], named
+        several = ask(client, tools=[WEATHER, TIME], tool_choice="required", **sampling).get_json()
+        assert len(calls_of(several)) >= 1
+
+
+def test_a_tool_conversation_renders_in_each_format_and_none_answers_in_text(family_clients):
+    """The call and its result go back through each family's template (calls as the template writes them), and
+    with tool_choice none the answer is text."""
+    for fmt, client in family_clients.items():
+        first = ask(client, tools=[WEATHER], tool_choice="required", temperature=0).get_json()
+        call = calls_of(first)[0]
+        history = [*ASK, first["choices"][0]["message"], {"role": "tool", "tool_call_id": call["id"], "content": "sunny, 21 C"}]
+        final = client.post("/v1/chat/completions", json={"model": TINY, "messages": history, "tools": [WEATHER],
+                                                          "tool_choice": "none", "max_tokens": 8, "temperature": 0})
+        assert final.status_code == 200, (fmt, final.get_json())
+        message = final.get_json()["choices"][0]["message"]
+        assert "tool_calls" not in message and message["content"], (fmt, message)
+
+
+def test_a_streamed_call_comes_as_openai_streams_it(family_clients):
+    client = family_clients["hermes"]
+    body = {"model": TINY, "messages": ASK, "tools": [WEATHER, TIME], "tool_choice": "required", "temperature": 0,
+            "max_tokens": 120, "stream": True}
+    whole = ask(client, tools=[WEATHER, TIME], tool_choice="required", temperature=0).get_json()
+    events = [json.loads(line[6:]) for line in client.post("/v1/chat/completions", json=body).get_data(as_text=True).splitlines()
+              if line.startswith("data: {")]
+    deltas = [e["choices"][0]["delta"] for e in events if e.get("choices")]
+    pieces = [c for d in deltas for c in d.get("tool_calls", [])]
+    opened = [p for p in pieces if "id" in p]
+    assert opened and all(p["type"] == "function" and p["function"]["arguments"] == "" for p in opened)
+    arguments = {}
+    for piece in pieces:
+        arguments[piece["index"]] = arguments.get(piece["index"], "") + piece["function"]["arguments"]
+    assert len([p for p in pieces if "id" not in p]) > len(opened)  # the arguments came in pieces
+    assert [json.loads(a) for a in arguments.values()] == [json.loads(c["function"]["arguments"]) for c in calls_of(whole)]
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert not "".join(d.get("content") or "" for d in deltas)
+
+
+# --- the official client, over HTTP ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(default_built):
+    with seam_server(default_built) as url:
+        yield url
+
+
+def test_the_openai_clients_tool_loop_against_the_server(server):
+    """A tool, the call (its arguments valid), the tool's result, and the final answer in words; then the same
+    call streamed, accumulated from its deltas by the client's own stream helper."""
+    client = openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=300)
+    messages = [{"role": "user", "content": "What is the weather in Paris for the next 3 days?"}]
+    first = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=messages, tools=[WEATHER],
+                                           tool_choice="required", parallel_tool_calls=False, temperature=0,
+                                           max_tokens=64)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, WEATHER["function"]["parameters"])
+    print("the model called", call.function.name, arguments)
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"forecast": "sunny", "high_c": 21})}]
+    final = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=messages, tools=[WEATHER],
+                                           temperature=0, max_tokens=48)
+    print("then answered:", final.choices[0].message.content)
+    assert final.choices[0].message.content and final.choices[0].finish_reason in ("stop", "length")
+    stream = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=messages[:1], tools=[WEATHER],
+                                            tool_choice="required", parallel_tool_calls=False, temperature=0,
+                                            max_tokens=64, stream=True)
+    streamed = {"id": None, "name": None, "arguments": ""}
+    for chunk in stream:
+        for piece in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
+            streamed["id"] = piece.id or streamed["id"]
+            streamed["name"] = (piece.function.name if piece.function else None) or streamed["name"]
+            streamed["arguments"] += (piece.function.arguments or "") if piece.function else ""
+    assert (streamed["name"], streamed["arguments"]) == (call.function.name, call.function.arguments)
