@@ -16,7 +16,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from router.grammar import Grammars
-from router.tools import parse_tools, structural_tag
+from router.tools import CallReader, call_text, parse_tools, structural_tag
 from tests.support.api import app_over, assert_error
 from tests.support.models import TINY, catalog_of
 from tests.support.servers import seam_server
@@ -251,3 +251,25 @@ def test_the_openai_clients_tool_loop_against_the_server(server):
             streamed["name"] = (piece.function.name if piece.function else None) or streamed["name"]
             streamed["arguments"] += (piece.function.arguments or "") if piece.function else ""
     assert (streamed["name"], streamed["arguments"]) == (call.function.name, call.function.arguments)
+
+
+@pytest.mark.parametrize("fmt", ["hermes", "mistral", "llama3_json", "generic"])
+def test_calls_are_read_out_of_the_text_however_it_is_split(fmt):
+    """CallReader: whatever pieces the text streams in (one character, a few, all), the same content and calls,
+    braces and quotes inside strings included; the line break between two calls is not content."""
+    arguments = '{"city": "Pa\\"ris}", "n": {"a": [1, {"b": "]}"}]}}'
+    assert json.loads(arguments)["city"] == 'Pa"ris}'  # what the grammar lets through: valid JSON, tricky strings
+    text = "Sure. " + call_text(fmt, "get_weather", arguments) + "\n" + call_text(fmt, "get_time", "{}")
+    for size in (1, 2, 3, 7, len(text)):
+        reader, events = CallReader(fmt, ["get_weather", "get_time"]), []
+        for start in range(0, len(text), size):
+            events += reader.push(text[start:start + size])
+        events += reader.end()
+        calls: dict[int, dict] = {}
+        for event in (e for e in events if isinstance(e, dict)):
+            call = calls.setdefault(event["index"], {"name": None, "arguments": ""})
+            call["name"] = event.get("name", call["name"])
+            call["arguments"] += event.get("arguments", "")
+        assert "".join(e for e in events if isinstance(e, str)) == "Sure. "
+        assert calls == {0: {"name": "get_weather", "arguments": arguments}, 1: {"name": "get_time", "arguments": "{}"}}
+        assert reader.calls == 2
