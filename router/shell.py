@@ -27,30 +27,34 @@ STATIC = WEBAPP / "static"
 TEMPLATES = WEBAPP / "templates"
 
 
+def static_files() -> list[Path]:
+    return sorted(p for p in STATIC.rglob("*") if p.is_file())
+
+
+def client_files() -> list[Path]:
+    return sorted(CLIENT.rglob("*.js"))
+
+
 def shell_files() -> list[tuple[str, Path]]:
     """(URL path, file) of every static file and client module the page may load."""
-    static = [(url_for("static", filename=p.relative_to(STATIC).as_posix()), p) for p in sorted(STATIC.rglob("*")) if p.is_file()]
-    client = [(url_for("client.client_file", filename=p.relative_to(CLIENT).as_posix()), p)
-              for p in sorted(CLIENT.rglob("*.js"))]
-    return static + client
+    return [(url_for("static", filename=p.relative_to(STATIC).as_posix()), p) for p in static_files()] + \
+        [(url_for("client.client_file", filename=p.relative_to(CLIENT).as_posix()), p) for p in client_files()]
 
 
 @cache
-def _hash_of(files: tuple[Path, ...], vendors: tuple[str, ...]) -> str:
+def _files_hash() -> str:
+    """A hash of the shell's files and the page's templates, by path and content, and the vendor versions:
+    read once per process (a server serves the files it started with)."""
     digest = hashlib.sha256()
-    for path in files:
+    for path in [*static_files(), *client_files(), *sorted(TEMPLATES.glob("*"))]:
         digest.update(path.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    digest.update("\0".join(vendors).encode())
+    digest.update("\0".join(f"{name}@{vendor_version(name)}" for name in sorted(VENDOR)).encode())
     return digest.hexdigest()[:16]
 
 
 def build_id() -> str:
-    """This server's shell build: `SHELL_BUILD` where set (tests that upgrade a build), else a hash of the
-    shell's files, the page's templates and the vendor versions (computed once per process)."""
-    if current_app.config.get("SHELL_BUILD"):
-        return current_app.config["SHELL_BUILD"]
-    files = tuple(p for _, p in shell_files()) + tuple(sorted(TEMPLATES.glob("*")))
-    return _hash_of(files, tuple(f"{name}@{vendor_version(name)}" for name in sorted(VENDOR)))
+    """This server's shell build: `SHELL_BUILD` where set (tests that upgrade a build), else _files_hash()."""
+    return current_app.config.get("SHELL_BUILD") or _files_hash()
 
 
 def shell_urls() -> list[str]:

@@ -91,7 +91,6 @@ export class WorkerEngine {
     hello = await answered;
     if (!hello) return this.replaceShared("the shared engine did not start");
     if (hello.lock) self.navigator.locks.request(hello.lock, () => this.replaceShared("the shared engine stopped"));
-    this.port = port;
     this.host = { kind: "shared", why: null, tabs: hello.tabs, gpu: hello.gpu };
     for (const message of queued) port.postMessage(message);
     return this.host;
@@ -100,16 +99,17 @@ export class WorkerEngine {
   // The shared host is gone or cannot serve this tab: this tab goes on with a dedicated one (once).
   replaceShared(why) {
     if (this.host.kind === "dedicated") return this.host;
-    const old = this.channel;
-    this.port = null;
-    this.startDedicated(`the shared engine could not go on: ${why}`);
-    try { old.close(); } catch (error) { /* already closed */ }
-    this.moveWork(new EngineError(ErrorKind.Restarted, `the shared browser engine ended (${why}); this tab runs its own now`));
+    this.moveToDedicated(`the shared engine could not go on: ${why}`,
+                         new EngineError(ErrorKind.Restarted, `the shared browser engine ended (${why}); this tab runs its own now`));
     return this.host;
   }
 
-  // After a host was replaced: answers in flight fail with `error`, everything else is asked of the new host.
-  moveWork(error, except = null) {
+  // Leaves the host for a new dedicated one (`why`): answers in flight fail with `error` (but `except`, failed
+  // already), everything else is asked of the new host.
+  moveToDedicated(why, error, except = null) {
+    const old = this.channel;
+    this.startDedicated(why);
+    try { old.close(); } catch (closed) { /* already closed */ }
     for (const [id, target] of this.pending) {
       if (id === except) continue;
       if (target.again) target.again();
@@ -183,11 +183,9 @@ export class WorkerEngine {
       const why = `the schema took longer than ${seconds} s to compile`;
       this.pending.get(id)?.fail(new EngineError(ErrorKind.InvalidSchema, `${why}: simplify it ` +
                                                  "(fewer or shorter enum values, less nesting)"));
-      const old = this.channel;
-      this.startDedicated(this.host.kind === "shared" ? `this tab left the shared engine when ${why}` : this.host.why);
-      try { old.close(); } catch (error) { /* already closed */ }
-      this.moveWork(new EngineError(ErrorKind.Restarted, "the browser engine restarted after another answer's schema " +
-                                    "took too long to compile"), id);
+      this.moveToDedicated(this.host.kind === "shared" ? `this tab left the shared engine when ${why}` : this.host.why,
+                           new EngineError(ErrorKind.Restarted, "the browser engine restarted after another answer's " +
+                                           "schema took too long to compile"), id);
     }, seconds * 1000);
   }
 
