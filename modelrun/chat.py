@@ -19,6 +19,11 @@ def raise_exception(message: str):
     raise TemplateRefusal(f"the chat template refused the messages: {message}")
 
 
+def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+    """transformers' tojson (jinja2's own sorts keys and escapes HTML), as the tools in a prompt are written."""
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
 # Put inside a control token's text typed in a message, so that the tokenizer no longer sees the token.
 WORD_JOINER = "\u2060"
 
@@ -44,6 +49,7 @@ class ChatTemplate:
     def __init__(self, source: str, special_tokens: dict[str, str] | None = None, control_tokens: list[str] = ()):
         environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         environment.globals["raise_exception"] = raise_exception
+        environment.filters["tojson"] = tojson
         self.template = environment.from_string(source)
         self.special_tokens = {"bos_token": "", "eos_token": "", **(special_tokens or {})}
         self.controls = re.compile("|".join(map(re.escape, control_tokens))) if control_tokens else None

@@ -184,7 +184,7 @@ def answer(backend, req: ChatRequest, release) -> Response:
     chunks = backend.start(req, lambda: stop["cancelled"] or client_left() or unread())
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     model = req.model or (backend.model_ids() or ["default"])[0]
-    reader = CallReader(backend.tool_format(req.model), req.tools.names()) if req.tools else None
+    reader = tool_reader(backend, req)
     if req.stream:
         def ended():
             stop["cancelled"] = True  # the client went away, or we are done: free the engine
@@ -207,6 +207,18 @@ def answer(backend, req: ChatRequest, release) -> Response:
                      "logprobs": None}],
         "usage": usage(last),
     })
+
+
+def tool_reader(backend, req: ChatRequest) -> CallReader | None:
+    """The reader of an answer's tool calls. One going on with an answer begun elsewhere first reads what was
+    given (its events were sent by the path that gave it), so that a call opened there goes on here, with
+    the index it had."""
+    if not req.tools:
+        return None
+    reader = CallReader(backend.tool_format(req.model), req.tools.names())
+    if req.continue_final:
+        reader.push(req.messages[-1]["content"])
+    return reader
 
 
 def assistant_message(pieces: list) -> dict:
@@ -274,8 +286,9 @@ def sse_events(chunks, completion_id, created, model, include_usage, backend_nam
             # may have tokens and no text (an answer that ends inside a UTF-8 character), and still carries them
             pieces = ((reader.push(chunk.text) if reader else [chunk.text]) if chunk.text else []) + \
                 (reader.end() if reader and chunk.finish_reason else [])
-            extra = {"seam": {"completion_tokens": chunk.completion_tokens, "token_ids": chunk.token_ids}} \
-                if chunk.token_ids else {}
+            # (with tools, the piece's own text too: calls' markers are no content, yet a handover goes on from them)
+            extra = {"seam": {"completion_tokens": chunk.completion_tokens, "token_ids": chunk.token_ids,
+                              **({"text": chunk.text} if reader else {})}} if chunk.token_ids else {}
             for delta in stream_deltas(pieces) or ([{"content": ""}] if extra else []):
                 yield event({**frame(delta), **extra})
                 extra = {}
@@ -339,8 +352,6 @@ def parse_chat_request(body: dict) -> ChatRequest:
     if tools and response_format:
         raise ApiError(400, "tools and response_format cannot be asked together yet: a tool's parameters already "
                        "constrain its call; drop one of them", "response_format")
-    if tools and continue_final:
-        raise ApiError(400, "continue_final_message cannot go on with an answer that may call tools yet", "tools")
     return ChatRequest(model=model, messages=[kept_fields(m) for m in messages],
                        stream=stream, include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
                        sampling=sampling, continue_final=continue_final,

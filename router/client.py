@@ -17,7 +17,7 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, send_from_directory, url_for
 
-from router import grammar
+from router import grammar, tools
 from router.errors import ApiError
 
 bp = Blueprint("client", __name__)
@@ -70,7 +70,8 @@ def client_config() -> dict:
                        "grammar": {"json_style": grammar.JSON_STYLE,
                                    "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS),
                                    "limits": grammar.SCHEMA_LIMITS,
-                                   "compile_timeout_s": config["SCHEMA_TIMEOUT_S"]}},
+                                   "compile_timeout_s": config["SCHEMA_TIMEOUT_S"]},
+                       "tools": tools.RULES},
             "testHooks": bool(config["TEST_HOOKS"])}
 
 

@@ -24,17 +24,20 @@ NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # OpenAI's pattern for a function's
 MAX_TOOLS = 64
 NO_PARAMETERS = {"type": "object", "properties": {}}
 
-# How each format writes one call: the text that opens it (with the function's name in it), the key that
-# holds the arguments, and the text that closes it. The grammar makes the model write these exactly.
+# How each format writes one call: the text that opens it (the function's name in place of {name}), the key
+# that holds the arguments, and the text that closes it. The grammar makes the model write these exactly.
+# The browser engine gets this table and the generic prompt from the client config (RULES), so both paths
+# write and read calls alike (webapp/client/lib/engine/tools.js).
 FORMATS = {
-    "hermes": {"trigger": "<tool_call>", "begin": '<tool_call>\n{{"name": "{name}", "arguments": ', "end": "}\n</tool_call>"},
-    "mistral": {"trigger": "[TOOL_CALLS]", "begin": '[TOOL_CALLS] [{{"name": "{name}", "arguments": ', "end": "}]"},
-    "llama3_json": {"trigger": '{"name": "', "begin": '{{"name": "{name}", "parameters": ', "end": "}"},
+    "hermes": {"trigger": "<tool_call>", "begin": '<tool_call>\n{"name": "{name}", "arguments": ', "end": "}\n</tool_call>"},
+    "mistral": {"trigger": "[TOOL_CALLS]", "begin": '[TOOL_CALLS] [{"name": "{name}", "arguments": ', "end": "}]"},
+    "llama3_json": {"trigger": '{"name": "', "begin": '{"name": "{name}", "parameters": ', "end": "}"},
 }
 FORMATS["generic"] = FORMATS["hermes"]
 GENERIC_PROMPT = ("You can call these tools, described as JSON schemas:\n{tools}\n\nTo call one, answer with "
-                  "<tool_call>\n{{\"name\": <the tool's name>, \"arguments\": <its arguments as a JSON object>}}\n"
+                  "<tool_call>\n{\"name\": <the tool's name>, \"arguments\": <its arguments as a JSON object>}\n"
                   "</tool_call>\nand nothing else; its result will follow in a message of its own.")
+RULES = {"formats": FORMATS, "generic_prompt": GENERIC_PROMPT, "max_tools": MAX_TOOLS, "name_pattern": NAME.pattern}
 
 
 class ToolError(ValueError):
@@ -173,7 +176,7 @@ def for_template(messages: list[dict], tools: Tools | None, fmt: str) -> tuple[l
         return [template_message(m) for m in messages], (openai_tools(tools) if tools else None)
     converted = [generic_message(m) for m in messages]
     if tools:
-        described = GENERIC_PROMPT.format(tools="\n".join(json.dumps(t) for t in openai_tools(tools)))
+        described = GENERIC_PROMPT.replace("{tools}", "\n".join(json.dumps(t) for t in openai_tools(tools)))
         if converted and converted[0]["role"] == "system":
             converted[0] = {"role": "system", "content": f"{converted[0]['content']}\n\n{described}"}
         else:
@@ -210,9 +213,13 @@ def arguments_of(call: dict):
         return call["function"]["arguments"]
 
 
+def begin_text(spec: dict, name: str) -> str:
+    return spec["begin"].replace("{name}", name)
+
+
 def call_text(fmt: str, name: str, arguments: str) -> str:
     spec = FORMATS[fmt]
-    return spec["begin"].format(name=name) + arguments + spec["end"]
+    return begin_text(spec, name) + arguments + spec["end"]
 
 
 # --- the grammar ------------------------------------------------------------------------------------------
@@ -224,7 +231,7 @@ def structural_tag(tools: Tools, fmt: str) -> dict:
     named function, one call of it. The compiler writes each json_schema content in the server's JSON style
     (router/grammar/compilers.py)."""
     spec = FORMATS[fmt]
-    tags = [{"type": "tag", "begin": spec["begin"].format(name=f["name"]),
+    tags = [{"type": "tag", "begin": begin_text(spec, f["name"]),
              "content": {"type": "json_schema", "json_schema": f["parameters"]}, "end": spec["end"]}
             for f in tools.functions if not tools.forced or f["name"] == tools.choice]
     if tools.choice == "auto":
@@ -247,7 +254,7 @@ class CallReader:
 
     def __init__(self, fmt: str, names: list[str]):
         self.spec = FORMATS[fmt]
-        self.begins = {self.spec["begin"].format(name=n): n for n in names}
+        self.begins = {begin_text(self.spec, n): n for n in names}
         self.buffer, self.state, self.calls = "", "text", 0
         self.depth, self.in_string, self.escaped = 0, False, False
 

@@ -54,14 +54,15 @@ test("events are named: a listener for no event is refused, a throwing listener 
   assert.deepEqual(heard, [1]);
 });
 
-test("an answer that may call tools is the server's, and its calls are put together from their pieces", async () => {
-  const { complete, usesTools } = await import("../../webapp/client/lib/answers.js");
+test("an answer that may call tools is constrained, and its calls are put together from their pieces", async () => {
+  const { mayCallTools } = await import("../../webapp/client/lib/answers.js");
+  const { complete } = await import("../../webapp/client/lib/engine/completion.js");
   const user = [{ role: "user", content: "Weather?" }];
   const tool = { type: "function", function: { name: "get_weather" } };
-  assert.equal(usesTools({ messages: user, tools: [tool] }), true);
-  assert.equal(usesTools({ messages: user, tools: [tool], tool_choice: "none" }), false);
-  assert.equal(usesTools({ messages: user, tools: [] }), false);
-  assert.equal(usesTools({ messages: [...user, { role: "tool", tool_call_id: "c", content: "sunny" }] }), true);
+  assert.equal(mayCallTools({ messages: user, tools: [tool] }), true);
+  assert.equal(mayCallTools({ messages: user, tools: [tool], tool_choice: "none" }), false);
+  assert.equal(mayCallTools({ messages: user, tools: [] }), false);
+  assert.equal(mayCallTools({ messages: [...user, { role: "tool", tool_call_id: "c", content: "sunny" }] }), false);
   const chunk = (delta, finish = null) => ({ id: "x", created: 0, model: "m", choices: [{ index: 0, delta, finish_reason: finish }] });
   const pieces = [chunk({ role: "assistant", content: "" }),
     chunk({ content: "", tool_calls: [{ index: 0, id: "call_a", type: "function", function: { name: "get_weather", arguments: "" } }] }),

@@ -5,6 +5,10 @@ divide, and the attention kernels that replace TVM's (prefill over a chunk, pref
 decode over the pages). The whole models are checked in
 test_tiny_llama.py and test_families.py; these name the kernel when one is wrong.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tvm
@@ -170,3 +174,25 @@ def test_cpu_paged_decode_attention_matches_numpy():
         want_out, want_lse = attention_reference(q[b:b + 1], ks[b], vs[b], False, scale)
         np.testing.assert_allclose(out[b:b + 1], want_out, rtol=0, atol=1e-5)
         np.testing.assert_allclose(lse[b:b + 1], want_lse, rtol=0, atol=1e-4)
+
+
+TWO_THREADS = "SEAM_KERNEL_TESTS_ON_TWO_THREADS"
+
+
+def test_this_process_runs_the_kernels_on_the_threads_it_was_given():
+    """TVM reads TVM_NUM_THREADS once per process; without it, one thread on a 2-core x86 (it halves the
+    cores, taking them for hyper-threads), which is how the tests above run in the suite's process."""
+    threads = tvm.get_global_func("runtime.NumThreads")()
+    assert threads == (2 if os.environ.get(TWO_THREADS) else int(os.environ.get("TVM_NUM_THREADS", threads)))
+
+
+def test_the_kernels_match_numpy_on_two_threads_too():
+    """The tests above again, in a process whose TVM thread pool has two threads: every parallel loop (the
+    matmuls' output columns, the attention's heads) split between them gives numpy's results too."""
+    if os.environ.get(TWO_THREADS):
+        pytest.skip("this is the run on two threads")
+    env = {**os.environ, "TVM_NUM_THREADS": "2", TWO_THREADS: "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "1 skipped" in done.stdout, done.stdout[-500:]

@@ -2,12 +2,11 @@
 calls constrained so that every one parses and validates, the official `openai` client's tool loop.
 
 The tiny random Llama (SmolLM2's tokenizer and chat template, which takes no tools: the generic format) and
-copies of it whose chat template is each family's tool template, written out below in the families' words;
-random weights write nonsense, so whatever a call holds it holds because the grammar made it. The real model
+copies of it whose chat template is each family's tool template (tests/support/tool_families.py); random
+weights write nonsense, so whatever a call holds it holds because the grammar made it. The real model
 runs the client's loop end to end over HTTP.
 """
 import json
-import shutil
 
 import jsonschema
 import openai
@@ -16,54 +15,13 @@ import pytest
 from tokenizers import Tokenizer
 
 from router.grammar import Grammars
-from router.tools import CallReader, call_text, parse_tools, structural_tag
+from router.tools import FORMATS, CallReader, call_text, parse_tools, structural_tag
 from tests.support.api import app_over, assert_error
-from tests.support.models import TINY, catalog_of
+from tests.support.models import TINY
 from tests.support.servers import seam_server
+from tests.support.tool_families import ASK, TIME, WEATHER, family_folders
 
 VARIANT = f"{TINY}-q4f32_1"
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city, for the next days",
-    "parameters": {"type": "object", "properties": {
-        "city": {"type": "string", "maxLength": 24},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-        "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "days"]}}}
-TIME = {"type": "function", "function": {
-    "name": "get_time", "parameters": {"type": "object", "properties": {"zone": {"type": "string", "pattern": "^[A-Z]{3}$"}},
-                                       "required": ["zone"]}}}
-ASK = [{"role": "user", "content": "What is the weather in Paris this week, and the time in CET?"}]
-
-QWEN_TOOLS = (
-    "{%- if tools %}<|im_start|>system\n{{ messages[0]['content'] if messages[0]['role'] == 'system' else 'You are a helpful "
-    "assistant.' }}\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided "
-    "with function signatures within <tools></tools> XML tags:\n<tools>{% for tool in tools %}\n{{ tool | tojson }}"
-    "{% endfor %}\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n"
-    "</tool_call><|im_end|>\n{% elif messages[0]['role'] == 'system' %}<|im_start|>system\n{{ messages[0]['content'] }}"
-    "<|im_end|>\n{% endif %}{%- for message in messages %}{%- if message.role == 'user' or (message.role == 'assistant' "
-    "and not message.tool_calls) %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% elif message.role "
-    "== 'assistant' %}<|im_start|>assistant\n{{ message.content }}{%- for tool_call in message.tool_calls %}\n<tool_call>\n"
-    "{\"name\": \"{{ tool_call.function.name }}\", \"arguments\": {{ tool_call.function.arguments | tojson }}}\n"
-    "</tool_call>{% endfor %}<|im_end|>\n{% elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n"
-    "{{ message.content }}\n</tool_response><|im_end|>\n{% endif %}{%- endfor %}{%- if add_generation_prompt %}"
-    "<|im_start|>assistant\n{% endif %}")
-MISTRAL_TOOLS = (
-    "{{ bos_token }}{% for message in messages %}{% if message.role == 'user' %}{% if tools and loop.last %}"
-    "[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}[INST] {{ message.content }}[/INST]"
-    "{% elif message.role == 'assistant' and message.tool_calls %}[TOOL_CALLS] "
-    "{{ message.tool_calls | map(attribute='function') | list | tojson }}{{ eos_token }}"
-    "{% elif message.role == 'assistant' %}{{ message.content }}{{ eos_token }}{% elif message.role == 'tool' %}"
-    "[TOOL_RESULTS] {{ message.content }}[/TOOL_RESULTS]{% endif %}{% endfor %}")
-LLAMA31_TOOLS = (
-    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ 'ipython' if message.role == 'tool' else "
-    "message.role }}<|end_header_id|>\n\n{% if tools and loop.last and message.role == 'user' %}Given the following "
-    "functions, please respond with a JSON for a function call with its proper arguments that best answers the given "
-    "prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its "
-    "value}. Do not use variables.\n\n{% for t in tools %}{{ t | tojson }}\n\n{% endfor %}{% endif %}"
-    "{% if message.tool_calls %}{% for c in message.tool_calls %}{\"name\": \"{{ c.function.name }}\", \"parameters\": "
-    "{{ c.function.arguments | tojson }}}{% endfor %}{% else %}{{ message.content }}{% endif %}<|eot_id|>{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
-TEMPLATES = {"hermes": QWEN_TOOLS, "mistral": MISTRAL_TOOLS, "llama3_json": LLAMA31_TOOLS}
 
 
 def ask(client, **body):
@@ -129,19 +87,7 @@ def test_a_tool_message_must_answer_an_earlier_call(tiny_client, messages, param
 
 @pytest.fixture(scope="module")
 def families(tiny_models, tmp_path_factory):
-    """A models folder per tool format: the tiny variant with that family's tool template (the generic one is
-    the tiny model's own, which takes no tools)."""
-    folders = {"generic": tiny_models}
-    for fmt, template in TEMPLATES.items():
-        folder = tmp_path_factory.mktemp(fmt)
-        catalog = catalog_of(tiny_models)
-        catalog["models"] = [m for m in catalog["models"] if m["id"] == VARIANT]
-        (folder / "manifest.json").write_text(json.dumps(catalog))
-        shutil.copytree(tiny_models / VARIANT, folder / VARIANT)
-        config = json.loads((folder / VARIANT / "mlc-chat-config.json").read_text())
-        (folder / VARIANT / "mlc-chat-config.json").write_text(json.dumps({**config, "chat_template": template}))
-        folders[fmt] = folder
-    return folders
+    return family_folders(tiny_models, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +157,46 @@ def test_a_streamed_call_comes_as_openai_streams_it(family_clients):
     assert [json.loads(a) for a in arguments.values()] == [json.loads(c["function"]["arguments"]) for c in calls_of(whole)]
     assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert not "".join(d.get("content") or "" for d in deltas)
+
+
+def test_an_answer_cut_inside_a_call_goes_on_with_that_call(family_clients):
+    """A handover in the middle of a call: the server is given the text so far (markers and all) with
+    continue_final_message and the tools; it goes on with the same call (same index, its arguments' rest,
+    no second opening) and the whole is the uncut greedy answer. Its stream says each piece's own text."""
+    for fmt, client in family_clients.items():
+        body = {"model": TINY, "messages": ASK, "tools": [WEATHER, TIME], "tool_choice": "required", "temperature": 0,
+                "max_tokens": 60, "parallel_tool_calls": False, "stream": True}
+        events = streamed(client, body)
+        pieces = [e["seam"] for e in events if "seam" in e]
+        assert all("text" in p for p in pieces)
+        cut = opened_at(events) + 2  # two pieces into the call's arguments
+        so_far = "".join(p["text"] for p in pieces[:cut])
+        assert FORMATS[fmt]["trigger"] in so_far and not so_far.endswith(FORMATS[fmt]["end"]), so_far
+        going_on = streamed(client, {**body, "messages": [*ASK, {"role": "assistant", "content": so_far}],
+                                     "continue_final_message": True, "max_tokens": 60 - cut,
+                                     "continue_token_ids": [i for p in pieces[:cut] for i in p["token_ids"]]})
+        calls = [c for e in going_on if e.get("choices") for c in e["choices"][0]["delta"].get("tool_calls", [])]
+        assert calls and all(c["index"] == 0 and "id" not in c for c in calls), calls
+        first = [c for e in events if e.get("choices") for c in e["choices"][0]["delta"].get("tool_calls", [])]
+        whole, rest = ("".join(c["function"]["arguments"] for c in pieces_) for pieces_ in (first, calls))
+        assert rest and whole.endswith(rest), (fmt, whole, rest)
+        assert "".join(p["text"] for p in pieces) == so_far + "".join(e["seam"]["text"] for e in going_on if "seam" in e)
+        assert going_on[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def opened_at(events: list[dict]) -> int:
+    """The number of the answer's pieces (events with `seam`) up to and with the one that opened a call."""
+    pieces = 0
+    for event in events:
+        pieces += "seam" in event
+        if any("id" in c for c in (event.get("choices") or [{}])[0].get("delta", {}).get("tool_calls", [])):
+            return pieces
+    raise AssertionError("no call was opened")
+
+
+def streamed(client, body: dict) -> list[dict]:
+    text = client.post("/v1/chat/completions", json=body).get_data(as_text=True)
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
 
 
 # --- the official client, over HTTP ---------------------------------------------------------------------

@@ -77,8 +77,9 @@ class ChatPage:
 
 # The browser engine through the chat page's Seam client (window.seam, its public API): `prepare` loads
 # and checks `variant` (on `kernels`, else the page URL's), then each request in order gives its content,
-# finish reason, usage, tokens, stats and where it ran, or its typed error. `progress`: the download's
-# events; `steps`: the engine's states as they came.
+# finish reason, usage, tokens, stats, tool calls and where it ran, or its typed error. A request
+# {"tool_result": text, ...} is the one before it, going on after its answer's calls, each answered with
+# `text` (a tool loop). `progress`: the download's events; `steps`: the engine's states as they came.
 PREPARE_AND_RUN = """async ({ variant, kernels, requests }) => {
   while (!window.seam) await new Promise((r) => setTimeout(r, 50));
   const seam = window.seam, progress = [], steps = [];
@@ -91,11 +92,19 @@ PREPARE_AND_RUN = """async ({ variant, kernels, requests }) => {
     return { load: { kind: error.kind, message: error.message }, progress, steps, results: [] };
   }
   const results = [];
-  for (const request of requests) {
+  let asked = null, said = null;
+  for (let request of requests) {
+    if (request.tool_result !== undefined) {  // the last request, its answer's calls, and each call's result
+      const { tool_result: result, ...rest } = request;
+      const answered = (said.tool_calls ?? []).map((c) => ({ role: "tool", tool_call_id: c.id, content: result }));
+      request = { ...asked, ...rest, messages: [...asked.messages, said, ...answered] };
+    }
     try {
       const r = await seam.chat.completions.create(request);
+      [asked, said] = [request, r.choices[0].message];
       results.push({ content: r.choices[0].message.content, finish: r.choices[0].finish_reason, usage: r.usage,
-                     token_ids: r.seam.token_ids, stats: r.seam.stats, target: r.seam.target });
+                     token_ids: r.seam.token_ids, stats: r.seam.stats, target: r.seam.target,
+                     tool_calls: r.choices[0].message.tool_calls });
     } catch (error) {
       results.push({ kind: error.kind, message: error.message });
     }
@@ -140,9 +149,10 @@ def in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expe
     return result
 
 
-def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors) -> list[dict]:
+def run_in_the_engine(page, base_url: str, variant: str, requests_: list[dict], expected_console_errors,
+                      kernels: str | None = None) -> list[dict]:
     """The results of `requests_` in the browser engine, which must have loaded."""
-    result = in_the_engine(page, base_url, variant, requests_, expected_console_errors)
+    result = in_the_engine(page, base_url, variant, requests_, expected_console_errors, kernels)
     assert "load" not in result, result["load"]
     return result["results"]
 

@@ -293,18 +293,22 @@ TOOLS_THROUGH_THE_CLIENT = """async ({ tools }) => {
   const deltas = [];
   for await (const chunk of stream) for (const piece of chunk.choices[0]?.delta?.tool_calls ?? []) deltas.push(piece);
   return { message: whole.choices[0].message, finish: whole.choices[0].finish_reason, target: whole.seam.target,
-           reason: whole.seam.reasons[0].code, deltas };
+           deltas };
 }"""
 
 
-def test_the_client_sends_an_answer_that_may_call_tools_to_the_server(page, tiny_server):
-    """The browser engine calls no tools yet: the client answers such a request on the server, says why, and gives
-    the calls as OpenAI does, whole or in stream deltas."""
+def test_the_client_gives_tool_calls_as_openai_does(page, tiny_server):
+    """On a first visit the server answers (the model is not in this browser yet); the client gives its calls
+    as OpenAI does, whole or in stream deltas, and tells the router each answer is constrained (its grammar's
+    compile counts in the browser's prediction). (The browser engine's calls: test_tools_in_browser.py.)"""
     weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string", "maxLength": 16}}, "required": ["city"]}}}
+    routed = []  # the probe reports the router was sent: an answer that may call tools compiles a grammar
+    page.on("request", lambda r: routed.append(r.post_data_json) if r.url.endswith("/api/route") else None)
     page.goto(tiny_server.url)
     shown = page.evaluate(TOOLS_THROUGH_THE_CLIENT, {"tools": [weather]})
-    assert (shown["target"], shown["reason"], shown["finish"]) == ("cloud", "tools_on_server", "tool_calls"), shown
+    assert (shown["target"], shown["finish"]) == ("cloud", "tool_calls"), shown
+    assert [r.get("structured") for r in routed][-2:] == [True, True], routed
     [call] = shown["message"]["tool_calls"]
     assert call["function"]["name"] == "get_weather" and set(json.loads(call["function"]["arguments"])) == {"city"}
     assert shown["deltas"][0]["id"].startswith("call_") and shown["deltas"][0]["function"]["name"] == "get_weather"

@@ -81,8 +81,7 @@ export type ReasonCode =
   | "browser_faster" | "compatible_cached" | "cached" | "no_webgpu" | "missing_feature" | "limit_too_small"
   | "low_memory" | "no_cpu_build" | "no_wasm_simd" | "wasm_heap_too_small" | "too_few_cores" | "unreliable"
   | "no_storage" | "context_too_long" | "cloud_unavailable"
-  | "server_unreachable"  // the client's: the server could not be asked, and this browser holds a checked model
-  | "tools_on_server";  // the client's: the answer may call tools, which only the server's engine does so far
+  | "server_unreachable";  // the client's: the server could not be asked, and this browser holds a checked model
 
 export interface Reason {
   code: ReasonCode;

@@ -18,6 +18,7 @@ export class Answer {
     this.seam = seam;
     // A seed for every answer, so that a path taking the answer over draws what the first would have.
     this.request = { ...request, seed: request.seed ?? randomSeed() };
+    this.mayCall = mayCallTools(request);
     delete this.request.stream;
     this.signal = signal;
     this.so = { text: "", tokens: 0, ids: [] };  // what was given so far, whatever happens
@@ -42,22 +43,10 @@ export class Answer {
 
   firstPath() {
     const d = this.decision;
-    if (usesTools(this.request)) return this.toolsPath();
     if (d?.target === "browser" || d?.target === "cloud") return d.target;
     const why = d ? d.reasons.map(reasonText).join("; ")
                   : `the router could not be asked (${this.routeError?.message}) and this browser holds no checked model`;
     throw new EngineError(ErrorKind.NoEngine, why);
-  }
-
-  // Tools are called by the server's engine only, so far (router/tools.py): an answer that may call one, or
-  // that goes on from a conversation with calls in it, is the server's, and says so.
-  toolsPath() {
-    const d = this.decision;
-    if (!d?.model || d.target === "none" && !d.predictions?.cloud || this.seam.preference === "local_only")
-      throw new EngineError(ErrorKind.NoEngine, "this answer may call tools, which only the server's engine does so far, " +
-                            "and the server cannot take it here" + (this.seam.preference === "local_only" ? " (this device only)" : ""));
-    this.toolsReason = { code: "tools_on_server", message: "this answer may call tools, which only the server's engine does so far" };
-    return "cloud";
   }
 
   async open(path, request) {
@@ -97,7 +86,7 @@ export class Answer {
       return d.predictions?.cloud && seam.preference !== "local_only" ? "cloud" : null;
     }
     const serverFailed = error.status === undefined || error.status >= 500;
-    return serverFailed && !usesTools(this.request) && d.variant && seam.preference !== "cloud_only" && !seam.hasFailed(d.variant, d.version) ? "browser" : null;
+    return serverFailed && d.variant && seam.preference !== "cloud_only" && !seam.hasFailed(d.variant, d.version) ? "browser" : null;
   }
 
   // The request that makes the other path go on with the answer as given so far, from the same tokens,
@@ -128,7 +117,9 @@ export class Answer {
           if (delta.content || counted || delta.tool_calls) {
             this.firstAt ??= performance.now();
             const content = delta.content ?? "";
-            if (delta.content || counted) this.take(content, chunk.seam);
+            // with tools, a piece's own text (calls' markers and all) comes once, in seam.text of its first chunk
+            const raw = chunk.seam?.text;
+            if (raw !== undefined || (!this.mayCall && (delta.content || counted))) this.take(raw ?? content, chunk.seam);
             yield this.chunk({ content, ...(delta.tool_calls ? { tool_calls: delta.tool_calls } : {}) }, null,
                              { seam: { completion_tokens: this.so.tokens, token_ids: chunk.seam?.token_ids } });
           }
@@ -144,6 +135,7 @@ export class Answer {
     yield this.last(end, performance.now());
   }
 
+  // `text`: the piece as the model wrote it (with tools, calls' markers too), which a handover goes on from.
   take(text, seam) {
     const so = this.so;
     so.text += text;
@@ -175,7 +167,7 @@ export class Answer {
     const browser = this.path === "browser" && this.engine;
     return { target: this.path ?? null, backend: browser ? backendOf(this.engine.kernels) : this.path === "cloud" ? "server" : null,
              variant: browser ? this.engine.id : null, version: browser ? this.engine.version : null,
-             reasons: [...(this.toolsReason ? [this.toolsReason] : []), ...(d?.reasons ?? [])], ...(this.routeError ? { route_error: this.routeError.message } : {}),
+             reasons: d?.reasons ?? [], ...(this.routeError ? { route_error: this.routeError.message } : {}),
              handover: this.handover, stats, token_ids: this.so.ids, stopped: this.stopped };
   }
 
@@ -189,25 +181,5 @@ export class Answer {
   }
 }
 
-// Whether an answer may call tools, or goes on from a conversation with calls in it.
-export const usesTools = ({ tools, tool_choice: choice, messages }) =>
-  (Array.isArray(tools) && tools.length > 0 && choice !== "none") || messages.some((m) => m.role === "tool" || m.tool_calls);
-
-// The whole answer as one completion object (a request without `stream`): its text, and its tool calls put
-// together from their pieces.
-export async function complete(chunks) {
-  let content = "", last = null;
-  const calls = [];
-  for await (const chunk of chunks) {
-    const delta = chunk.choices[0]?.delta ?? {};
-    content += delta.content ?? "";
-    for (const piece of delta.tool_calls ?? []) {
-      const call = (calls[piece.index] ??= { id: piece.id, type: "function", function: { name: piece.function?.name, arguments: "" } });
-      call.function.arguments += piece.function?.arguments ?? "";
-    }
-    last = chunk;
-  }
-  const message = calls.length ? { role: "assistant", content: content.trim() || null, tool_calls: calls } : { role: "assistant", content };
-  return { id: last.id, object: "chat.completion", created: last.created, model: last.model, usage: last.usage, seam: last.seam,
-           choices: [{ index: 0, message, finish_reason: last.choices[0].finish_reason }] };
-}
+// Whether an answer may call tools (and so is constrained by a grammar, and read for calls).
+export const mayCallTools = ({ tools, tool_choice: choice }) => Array.isArray(tools) && tools.length > 0 && choice !== "none";

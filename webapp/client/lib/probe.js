@@ -121,7 +121,7 @@ export function adapterKey(report) {
 
 // `unreliable`: [{id, version, reason}] the page saw fail here; `clientId`: its random id, for the fleet
 // counts. For the answer about to be asked: `promptTokens` (and whether that is an estimate), `maxTokens`,
-// `structured` (a response_format); `measured(key)`: this browser's own speeds for an adapter key;
+// `structured` (a response_format, or tools the answer may call); `measured(key)`: this browser's own speeds for an adapter key;
 // `measuredCloud`: the cloud's speed as this page saw it ({ttft_s, decode_tokens_per_s, answers}), if it has;
 // `kernels`: the kernel set the page URL forces, if it does.
 export async function collectProbeReport({ models, preference = "auto", promptTokens = 0, promptTokensEstimated,

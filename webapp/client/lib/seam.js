@@ -3,7 +3,8 @@
 // measurements, and handed over mid-answer when a path fails. It owns everything a page needs for that:
 // the routing (route_queue.js), the browser engine's lifecycle (browser_engine.js), one answer's path and
 // handover (answers.js), and what is remembered about this device (remembered.js). index.d.ts documents it.
-import { Answer, complete } from "./answers.js";
+import { Answer, mayCallTools } from "./answers.js";
+import { complete } from "./engine/completion.js";
 import { BrowserEngine } from "./browser_engine.js";
 import { CloudClient } from "./cloud_client.js";
 import { State, backendOf, engineKey } from "./engine_states.js";
@@ -288,8 +289,10 @@ export class Seam {
 
   // What the router needs to know of one answer. The prompt is counted by the model's own tokenizer once
   // the browser engine holds it, and estimated (about 4 characters a token) before.
-  async answerNumbers({ messages, max_tokens, response_format }) {
-    const numbers = { maxTokens: max_tokens, structured: Boolean(response_format) };
+  // A constrained answer (a response_format, or tools it may call) compiles a grammar first.
+  async answerNumbers(request) {
+    const { messages, max_tokens, response_format } = request;
+    const numbers = { maxTokens: max_tokens, structured: Boolean(response_format) || mayCallTools(request) };
     const counted = await this.browser.countTokens(messages).catch(() => null);  // busy or gone: estimate
     if (counted !== null) return { ...numbers, promptTokens: counted };
     const characters = messages.reduce((sum, m) => sum + String(m.content ?? "").length, 0);

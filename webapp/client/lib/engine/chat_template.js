@@ -16,10 +16,11 @@ export class ChatTemplate {
   }
 
   // The prompt for a new assistant message after `messages`; throws ChatTemplateRefusedError when refused.
-  render(messages) {
+  // `tools`: OpenAI's function tools, for a template that takes them (tools.js forTemplate).
+  render(messages, tools = null) {
     messages = messages.map((m) => typeof m.content === "string" ? { ...m, content: this.asText(m.content) } : m);
-    return this.template.render({ messages, add_generation_prompt: true, ...this.specialTokens,
-                                  seam_refuse: refuse });
+    return this.template.render({ messages, add_generation_prompt: true, ...(tools ? { tools } : {}),
+                                  ...this.specialTokens, seam_refuse: refuse });
   }
 
   // `content` with every control token in it broken by a word joiner (U+2060): it reads the same, and

@@ -35,17 +35,22 @@ export function parseResponseFormat(value, rules) {
   const schema = value.json_schema?.schema;
   if (!schema || typeof schema !== "object" || Array.isArray(schema))
     throw schemaError(`${BASE} must be a JSON schema object`);
-  checkLimits(schema, rules.limits);
-  const literals = { chars: 0 };
-  checkSchema(schema, BASE, rules, schema, literals);
+  checkSchemaAt(schema, BASE, rules);
   return { schema, strict: true };
+}
+
+// Throws InvalidSchemaError when `schema` (at `base` in the request) cannot be enforced, as the server's
+// check_schema does; a tool's parameters are checked here too (tools.js).
+export function checkSchemaAt(schema, base, rules) {
+  checkLimits(schema, base, rules.limits);
+  checkSchema(schema, base, rules, schema, { chars: 0 });
 }
 
 // The server's SCHEMA_LIMITS (router/grammar/schema_checks.py), checked the same way: size and nesting first, without
 // recursion, so that nothing after meets a schema too big to walk.
-function checkLimits(schema, limits) {
+function checkLimits(schema, base, limits) {
   const chars = JSON.stringify(schema).length;
-  if (chars > limits.max_chars) throw schemaError(`${BASE} is ${chars} characters as JSON; the limit is ${limits.max_chars}`);
+  if (chars > limits.max_chars) throw schemaError(`${base} is ${chars} characters as JSON; the limit is ${limits.max_chars}`);
   let deepest = 0;
   const stack = [[schema, 1]];
   while (stack.length) {
@@ -54,7 +59,7 @@ function checkLimits(schema, limits) {
     for (const child of Object.values(node)) if (child && typeof child === "object") stack.push([child, depth + 1]);
   }
   if (deepest > limits.max_depth)
-    throw schemaError(`${BASE} nests objects and lists ${deepest} deep; the limit is ${limits.max_depth}`);
+    throw schemaError(`${base} nests objects and lists ${deepest} deep; the limit is ${limits.max_depth}`);
 }
 
 // The strings a keyword puts into the grammar verbatim (compiling costs grow with the square of their length).
@@ -241,14 +246,41 @@ export class Grammars {
     return grammars;
   }
 
-  async constraint(format) {
+  constraint(format) {
     const { any_whitespace, separators } = this.rules.json_style;
+    return this.compiled(() => this.compiler.compileJSONSchema(JSON.stringify(format.schema), any_whitespace, -1,  // -1: no indent
+                                                               separators, format.strict));
+  }
+
+  // The mask for an answer that may (or must) call tools: `tag` is tools.js's structural tag. Its json_schema
+  // contents are written as grammars in the server's JSON style first (a structural tag's own JSON allows
+  // any whitespace, which small models fill until max_tokens), as router/grammar/compilers.py does.
+  toolConstraint(tag) {
+    return this.compiled(async () => this.compiler.compileStructuralTag(JSON.stringify(await this.inJsonStyle(tag))));
+  }
+
+  async inJsonStyle(node) {
+    if (Array.isArray(node)) return Promise.all(node.map((item) => this.inJsonStyle(item)));
+    if (!isSchemaObject(node)) return node;
+    if (node.type === "json_schema") {
+      const { any_whitespace, separators } = this.rules.json_style;
+      const grammar = await this.xgr.Grammar.fromJSONSchema(JSON.stringify(node.json_schema), any_whitespace, -1, separators, true);
+      try {
+        return { type: "grammar", grammar: grammar.toString() };
+      } finally {
+        grammar.dispose?.();
+      }
+    }
+    const entries = await Promise.all(Object.entries(node).map(async ([key, value]) => [key, await this.inJsonStyle(value)]));
+    return Object.fromEntries(entries);
+  }
+
+  async compiled(compile) {
     let compiled;
     // A failed compile aborts the wasm instance, which prints why: keep that for the error, off the console.
     this.printed = [];
     try {
-      compiled = await this.compiler.compileJSONSchema(JSON.stringify(format.schema), any_whitespace, -1,  // -1: no indent
-                                                       separators, format.strict);
+      compiled = await compile();
     } catch (error) {
       this.aborted = true;
       throw schemaError(`the schema cannot be compiled to a grammar: ${xgrammarMessage(this.printed[0] ?? error)}`);

@@ -8,6 +8,7 @@ import { adapterLabel, chooseKernels, requestGPU } from "./gpu.js";
 import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
 import { reusable } from "./next_turn.js";
 import { StreamedText, parseSampling, sample } from "./sampling.js";
+import { CallReader, checkToolMessages, forTemplate, parseTools, structuralTag } from "./tools.js";
 import { CPU_LABEL, checkCpu, cpuError } from "./wasm_cpu.js";
 
 export class LocalEngine {
@@ -16,9 +17,10 @@ export class LocalEngine {
   // `featureLevel`: which WebGPU adapter to ask for first, "core" or "compatibility"; `partBytes`: the size
   // of the stored parts of a download; `kernels`: the kernel set to run ("software" or "gpu"; by default
   // the one that suits the adapter; "cpu" runs the CPU build, no WebGPU needed).
-  constructor({ vendor, grammar, request, featureLevel = "core", partBytes, kernels }) {
+  constructor({ vendor, grammar, tools, request, featureLevel = "core", partBytes, kernels }) {
     this.vendor = vendor;
     this.grammarRules = grammar;
+    this.toolRules = tools;
     this.requestLimits = request;
     this.featureLevel = featureLevel;
     this.partBytes = partBytes;
@@ -134,10 +136,11 @@ export class LocalEngine {
   // With `continueFinal`, the prompt goes on with the last (assistant) message: an answer begun elsewhere.
   // `continueIds` are that answer's own tokens (as router/engine.py's prompt_ids takes them): its text may
   // tokenize otherwise, and the answer goes on exactly only from the tokens it drew.
-  promptIds(messages, continueFinal = false, continueIds = null) {
+  // `tools`: for a template that takes them (tools.js forTemplate).
+  promptIds(messages, continueFinal = false, continueIds = null, tools = null) {
     const head = continueFinal ? messages.slice(0, -1) : messages;
     const tail = continueFinal ? messages[messages.length - 1].content : "";
-    const text = this.template.render(head);
+    const text = this.template.render(head, tools);
     if (continueIds && this.spells(continueIds, tail)) return [...this.tokenizer.encode(text, false), ...continueIds];
     return Array.from(this.tokenizer.encode(text + this.template.asText(tail), false));
   }
@@ -146,20 +149,23 @@ export class LocalEngine {
     return ids.every((id) => id < this.config.vocab_size) && this.tokenizer.decode(Int32Array.from(ids)) === text;
   }
 
-  // The token mask for a structured answer; web-xgrammar is loaded the first time one is asked for, and
-  // again (a fresh instance) after a schema it could not compile aborted the one it had.
-  // `notify("compiling")` and `notify("compiled")` bracket the compile, which the worker client times (worker_client.js).
-  async constraint(format, messages, continueFinal, notify) {
+  // The token mask for a structured answer (`want`: {format} for a response_format, {tag} for a tool
+  // structural tag); web-xgrammar is loaded the first time one is asked for, and again (a fresh instance)
+  // after a schema it could not compile aborted the one it had. `notify("compiling")` and
+  // `notify("compiled")` bracket the compile, which the worker client times (worker_client.js).
+  async constraint(want, messages, continueFinal, notify) {
     if (!this.grammars || this.grammars.aborted) {
       this.grammarInstances = (this.grammarInstances ?? -1) + 1;
       this.grammars = await Grammars.create(this.vendor.xgrammar, this.tokenizer, this.config, this.grammarRules,
                                             this.grammarInstances);
     }
     notify("compiling");
-    const constraint = await this.grammars.constraint(format).finally(() => notify("compiled"));
+    const constraint = await (want.tag ? this.grammars.toolConstraint(want.tag) : this.grammars.constraint(want.format))
+      .finally(() => notify("compiled"));
     if (continueFinal && !constraint.acceptText(messages[messages.length - 1].content)) {
       constraint.dispose();
-      throw new EngineError(ErrorKind.InvalidSchema, "the answer to continue does not follow the response_format's schema");
+      throw new EngineError(ErrorKind.InvalidSchema, want.tag ? "the answer to continue is no text or call the tools allow"
+                                                              : "the answer to continue does not follow the response_format's schema");
     }
     return constraint;
   }
@@ -242,24 +248,42 @@ export class LocalEngine {
     }
   }
 
+  // The reader of the answer's calls; going on with an answer begun elsewhere, it first reads what was given
+  // (the other path sent its events), so that a call opened there goes on here with its index (router/api.py).
+  callReader(tools, messages, continueFinal) {
+    const reader = new CallReader(this.toolFormat, tools.functions.map((f) => f.name), this.toolRules);
+    if (continueFinal) reader.push(messages[messages.length - 1].content);
+    return reader;
+  }
+
+  // How this model writes its calls: the catalog's word (router/tools.py tool_format).
+  get toolFormat() { return this.model.tool_format ?? "generic"; }
+
   // Yields {text} pieces, then {finish_reason, usage, stats, token_ids, stop_token_id}. The prompt is the
   // chat template over `messages`, or `options.prompt_token_ids` as given (the catalog's self-check).
-  // `options.response_format` (OpenAI's shapes) masks every token its JSON schema does not allow.
+  // `options.response_format` (OpenAI's shapes) masks every token its JSON schema does not allow; with
+  // `options.tools`, every call follows its function's parameters, and each piece says what it `read`:
+  // content and call events (tools.js CallReader).
   async *generate(messages, options, shouldStop, notify = () => {}) {
     if (!this.tvm) throw new EngineError(ErrorKind.NotLoaded, "no model is loaded in the browser engine");
-    if (options.tools?.length && options.tool_choice !== "none")  // the client sends these to the server (answers.js)
-      throw new EngineError(ErrorKind.InvalidRequest, "the browser engine calls no tools yet: send a request with " +
-                            "tools through the Seam client, which answers it on the server");
     const started = performance.now();
+    checkToolMessages(messages);
     const sampling = parseSampling(options, this.requestLimits);
+    const format = parseResponseFormat(options.response_format, this.grammarRules);
+    const tools = parseTools(options, this.toolRules, this.grammarRules);
+    if (tools && format) throw new EngineError(ErrorKind.InvalidRequest, "tools and response_format cannot be asked " +
+                                               "together yet: a tool's parameters already constrain its call; drop one of them");
+    const [templateMessages, templateTools] = forTemplate(messages, tools, this.toolFormat, this.toolRules);
+    const continueFinal = options.continue_final_message;
     const prompt = options.prompt_token_ids ??
-      this.promptIds(messages, options.continue_final_message, continueIds(options, this.requestLimits));
+      this.promptIds(templateMessages, continueFinal, continueIds(options, this.requestLimits), templateTools);
     const maxTokens = sampling.max_tokens, stops = sampling.stop;
     if (prompt.length + maxTokens > this.config.context_window_size)
       throw new EngineError(ErrorKind.ContextWindow, `the prompt is ${prompt.length} tokens and max_tokens is ${maxTokens}, ` +
                             `over the context window of ${this.config.context_window_size}; shorten the conversation`);
-    const format = parseResponseFormat(options.response_format, this.grammarRules);
-    const constraint = format && await this.constraint(format, messages, options.continue_final_message, notify);
+    const want = tools ? { tag: structuralTag(tools, this.toolFormat, this.toolRules) } : format && { format };
+    const constraint = want && await this.constraint(want, messages, continueFinal, notify);
+    const reader = tools && this.callReader(tools, messages, continueFinal);
     const stopIds = new Set(this.config.stop_token_ids);
     const { cache, held } = this.cacheFor(prompt);
     const step = async (name, ids) => { const logits = await this.forward(cache, name, ids); held.push(...ids); return logits; };
@@ -282,14 +306,16 @@ export class LocalEngine {
         if (stopIds.has(token)) { finish = "stop"; stopToken = token; break; }
         const piece = streamed.push(token);
         if (piece) {
-          yield { text: piece.text, tokens: generated.length, ids: piece.ids };
+          yield { text: piece.text, tokens: generated.length, ids: piece.ids, ...(reader && { read: reader.push(piece.text) }) };
           if (this.loseAfter !== undefined && --this.loseAfter <= 0) { this.loseAfter = undefined; this.gpuDevice.destroy(); }
         }
         if (streamed.stopped) { finish = "stop"; break; }
         if (generated.length < maxTokens) logits = await step("decode", [token]);
       }
       const tail = streamed.tail();  // a held-back tail that never became a stop string, or tokens that showed no text
-      if (tail) yield { text: tail.text, tokens: generated.length, ids: tail.ids };
+      const read = reader && [...(tail ? reader.push(tail.text) : []), ...reader.end()];
+      if (tail || read?.length) yield { text: tail?.text ?? "", tokens: generated.length, ids: tail?.ids ?? [], ...(read && { read }) };
+      if (reader?.calls && finish === "stop") finish = "tool_calls";  // OpenAI's: an answer that called tools
       this.kept = { cache, held, promptLength: prompt.length };  // for the next turn of this conversation
       kept = true;
     } finally {

@@ -15,7 +15,7 @@
 // unload {key}, generate {id, key, messages, options}, count {id, key, messages}, selfcheck {id, key, check},
 // stop {id}, and, only once a load enabled the server's test hooks, lose-device {key, afterTokens}, crash.
 // Messages out: hello {host, lock, gpu, tabs}, progress {key, ...}, loaded {key, ...}, compiling {id},
-// compiled {id}, chunk {id, text, tokens, ids}, done {id, ...}, counted {id, tokens},
+// compiled {id}, chunk {id, text, tokens, ids, read (with tools: content and call events)}, done {id, ...}, counted {id, tokens},
 // checked {id, tokens, stats, ranHere}, error {key, error} (a load) or {id, error} (a request),
 // refused {message} (then the connection is closed), uncaught {message}.
 import { EngineError, ErrorKind } from "./errors.js";
@@ -243,7 +243,7 @@ async function generate(tab, { id, key, messages, options }) {
     const withHost = (stats) => ({ ...stats, engine_host: SHARED ? "shared" : "dedicated", tabs: tabs.size });
     let paused = performance.now();
     for await (const piece of engine.generate(messages, options ?? {}, () => stopped.has(stopKey), notify)) {
-      tab.send(piece.text !== undefined ? { type: "chunk", id, text: piece.text, tokens: piece.tokens, ids: piece.ids }
+      tab.send(piece.text !== undefined ? { type: "chunk", id, text: piece.text, tokens: piece.tokens, ids: piece.ids, read: piece.read }
                                         : { type: "done", id, ...piece, stats: withHost(piece.stats) });
       if (performance.now() - paused > YIELD_EVERY_MS) {
         await letMessagesIn();

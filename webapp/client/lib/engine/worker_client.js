@@ -7,7 +7,9 @@
 // that ends (it crashed, or broke off this tab's connection) or stops answering is replaced by a dedicated
 // one: answers in flight fail as restarted (the server takes them over), loads, counts and self-checks are
 // asked again there.
+import { complete } from "./completion.js";
 import { EngineError, ErrorKind } from "./errors.js";
+import { streamDeltas } from "./tools.js";
 
 const HELLO_TIMEOUT_MS = 30_000;   // a shared host may be inside a long step for another tab
 const HEARTBEAT_MS = 10_000;       // the host drops a tab silent for 75 s (worker.js), should its lock not tell
@@ -238,6 +240,14 @@ export class WorkerEngine {
       id: `chatcmpl-browser-${id}`, object: "chat.completion.chunk", created, model: name,
       choices: [{ index: 0, delta, finish_reason: finish }], ...extra });
     const engine = this;
+    // A piece of the answer as the server streams it: its text as content, or with tools its content and
+    // call deltas (its own text, markers and all, in `seam.text`, for a handover), the tokens on the first.
+    function* pieceChunks({ text, tokens, ids, read }) {
+      const seam = { completion_tokens: tokens, token_ids: ids, ...(read ? { text } : {}) };
+      const deltas = read ? streamDeltas(read) : [{ content: text }];
+      for (const [i, delta] of (deltas.length ? deltas : [{ content: "" }]).entries())
+        yield chunk(delta, null, i ? {} : { seam });
+    }
     async function* chunks() {
       try {
         yield chunk({ role: "assistant", content: "" });
@@ -246,7 +256,7 @@ export class WorkerEngine {
           if (failure) throw failure;
           const data = queue.shift();
           if (data.type === "chunk") {
-            yield chunk({ content: data.text }, null, { seam: { completion_tokens: data.tokens, token_ids: data.ids } });
+            yield* pieceChunks(data);
             continue;
           }
           finished = true;
@@ -265,11 +275,6 @@ export class WorkerEngine {
       iterator.stop = () => this.stop(id);
       return Promise.resolve(iterator);
     }
-    return (async () => {
-      let content = "", last = null;
-      for await (const c of chunks()) { content += c.choices[0].delta.content || ""; last = c; }
-      return { id: last.id, object: "chat.completion", created, model: name, usage: last.usage, seam: last.seam,
-               choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: last.choices[0].finish_reason }] };
-    })();
+    return complete(chunks());
   }
 }
