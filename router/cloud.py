@@ -141,7 +141,8 @@ class EmbeddedBackend:
         except SchemaBusy as error:
             raise ApiError(503, str(error), code="server_busy", headers={"Retry-After": "5"}) from None
         if req.continue_final and not constraint.accept_text(req.messages[-1]["content"]):
-            raise ApiError(400, "the answer to continue does not follow the response_format's schema",
+            raise ApiError(400, "the answer to continue is no text or call the tools allow" if req.tools else
+                           "the answer to continue does not follow the response_format's schema",
                            "continue_final_message", "invalid_schema")
         return constraint
 

@@ -182,6 +182,10 @@ def test_an_answer_cut_inside_a_call_goes_on_with_that_call(family_clients):
         assert rest and whole.endswith(rest), (fmt, whole, rest)
         assert "".join(p["text"] for p in pieces) == so_far + "".join(e["seam"]["text"] for e in going_on if "seam" in e)
         assert going_on[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    broken = ask(family_clients["generic"], tools=[WEATHER], tool_choice="required", continue_final_message=True,
+                 messages=[*ASK, {"role": "assistant", "content": '<tool_call>\n{"name": "get_weather", "arguments": {"days'}])
+    assert_error(broken, 400, "continue_final_message", "invalid_schema")  # city comes first, in the schema's order
+    assert "no text or call the tools allow" in broken.get_json()["error"]["message"]
 
 
 def opened_at(events: list[dict]) -> int:
