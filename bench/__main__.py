@@ -28,8 +28,8 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=128, help="tokens generated for decode speed (128)")
     parser.add_argument("--long-prompt-tokens", type=int, default=512, help="the long prompt's length (512)")
     parser.add_argument("--chat-tokens", type=int, default=200, help="tokens per answer in the chat (200)")
-    parser.add_argument("--workloads", default="load,short,long,json,chat,host,tabs",
-                        help="comma-separated, from: load, short, long, json (structured output), chat (a whole "
+    parser.add_argument("--workloads", default="load,short,long,json,tools,chat,host,tabs",
+                        help="comma-separated, from: load, short, long, json (structured output), tools (a tool call), chat (a whole "
                              "conversation at the page's sampling), host (sampling and detokenizing per token, "
                              "without a forward pass), tabs (the memory a second tab adds, with and without the "
                              "shared engine) (default: all)")

@@ -24,6 +24,7 @@ os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")  # the runtime library, as the
 
 from router.engine import Engine  # noqa: E402
 from router.grammar import parse_response_format  # noqa: E402
+from router.tools import for_template, parse_tools  # noqa: E402
 from router.sampling import Sampling  # noqa: E402
 from router.threads import available_cores, use_threads  # noqa: E402
 from bench.workloads import run_chat  # noqa: E402
@@ -67,9 +68,11 @@ class ServerEngine:
         return self.answer(workload.request())
 
     def answer(self, request: dict) -> dict:
-        prompt = self.engine.prompt_ids(request["messages"])
+        tools = parse_tools(request)
+        messages, template_tools = for_template(request["messages"], tools, self.engine.tool_format)
+        prompt = self.engine.prompt_ids(messages, tools=template_tools)
         fmt = parse_response_format(request.get("response_format"))
-        constraint = self.engine.constraint(fmt) if fmt else None
+        constraint = self.engine.tool_constraint(tools) if tools else self.engine.constraint(fmt) if fmt else None
         sampling = Sampling(max_tokens=request["max_tokens"], temperature=request["temperature"],
                             top_p=request.get("top_p", 1.0), seed=request.get("seed"))
         started = time.perf_counter()
@@ -104,7 +107,7 @@ RUN = """async (request) => {
   const s = r.seam.stats;
   return { prompt_tokens: r.usage.prompt_tokens, completion_tokens: r.usage.completion_tokens, ttft_s: s.ttft_s,
            prefill_tokens_per_s: s.prefill_tokens_per_s, decode_tokens_per_s: s.decode_tokens_per_s,
-           cached_tokens: s.cached_tokens ?? 0, text: r.choices[0].message.content,
+           cached_tokens: s.cached_tokens ?? 0, text: r.choices[0].message.content, target: r.seam.target,
            ...(s.grammar_ms_per_token === undefined ? {} : { grammar_ms_per_token: s.grammar_ms_per_token }) };
 }"""
 # The roofline's denominator: a read-bandwidth kernel (the page's own probe) over 64 MiB, more than any

@@ -131,6 +131,14 @@ def markdown(results: dict) -> str:
         lines.append(f"| {engine} | {cell(engine, 'json_text', 'decode_tokens_per_s')} | "
                      f"{cell(engine, 'json_schema', 'decode_tokens_per_s')} | {ratio:.2f}× | "
                      f"{cell(engine, 'json_schema', 'grammar_ms_per_token')} |")
+    calling = [engine for engine in summary if "tools" in summary[engine]]
+    if calling:
+        lines += ["", "Tool calling (Seam's engines): a question answered with a call to one tool (tool_choice required, "
+                  "greedy), the call held to the tool's schema.", "",
+                  "| engine | TTFT s | decode tok/s | grammar ms/token | tokens |", "|---|---|---|---|---|"]
+    for engine in calling:
+        lines.append(f"| {engine} | {cell(engine, 'tools', 'ttft_s')} | {cell(engine, 'tools', 'decode_tokens_per_s')} "
+                     f"| {cell(engine, 'tools', 'grammar_ms_per_token')} | {cell(engine, 'tools', 'completion_tokens', 4)} |")
     chats = [engine for engine in summary if "chat" in summary[engine]]
     if chats:
         lines += ["", "A conversation (Seam's engines): 8 turns at the page's sampling (temperature 0.7, top-p 0.95), "

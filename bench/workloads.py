@@ -7,6 +7,8 @@
   (time to first token, prefill speed).
 - json_text, json_schema: one prompt answered as free text and constrained to a JSON schema (Seam's
   engines only; the peers have no such mode here): the cost of constraining.
+- tools: a question answered with a call to one tool (tool_choice "required", the call's arguments held to
+  the tool's schema by the grammar; Seam's engines only): the cost of a tool call on each path.
 - chat: a conversation of CHAT_TURNS turns at the chat page's default sampling, ~200-token answers, each
   turn sent with the whole history as a user's page sends it (Seam's engines: whether a conversation
   keeps its cache, TTFT at the last turn against the first), then the first turn again greedy and sampled
@@ -31,6 +33,11 @@ CHAT_TURNS = ["What is a good first programming language to learn, and why?",
               "Which tools would help me write it faster?",
               "How would I share it with friends?",
               "What should I learn after that?"]
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city, for the next days",
+    "parameters": {"type": "object", "required": ["city", "days"], "properties": {
+        "city": {"type": "string", "maxLength": 24}, "days": {"type": "integer", "minimum": 1, "maximum": 7}}}}}
+WEATHER = [{"role": "user", "content": "What is the weather in Paris for the next 3 days?"}]
 SHOPPING_SCHEMA = {"type": "object", "required": ["items"], "properties": {
     "items": {"type": "array", "minItems": 3, "maxItems": 3, "items": {
         "type": "object", "required": ["name", "qty"], "properties": {
@@ -47,11 +54,14 @@ class Workload:
     kind: str = "generate"  # or "load", "chat"
     seam_only: bool = False
     turns: tuple[str, ...] = ()  # a chat's user messages, one per turn
+    tools: tuple[dict, ...] = ()  # the functions a call must be to
 
     def request(self) -> dict:
         body = {"messages": self.messages, "max_tokens": self.max_tokens, "temperature": 0}
         if self.response_format:
             body["response_format"] = self.response_format
+        if self.tools:
+            body.update(tools=list(self.tools), tool_choice="required", parallel_tool_calls=False)
         return body
 
 
@@ -70,6 +80,7 @@ def workloads(tokenizer_json: Path, decode_tokens: int = 128, long_prompt_tokens
         Workload("json_schema", SHOPPING, schema_tokens,
                  {"type": "json_schema", "json_schema": {"name": "shopping", "schema": SHOPPING_SCHEMA}},
                  seam_only=True),
+        Workload("tools", WEATHER, 48, seam_only=True, tools=(WEATHER_TOOL,)),
         Workload("chat", [], chat_tokens, kind="chat", seam_only=True, turns=tuple(CHAT_TURNS)),
     ]
 

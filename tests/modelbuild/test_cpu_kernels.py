@@ -179,11 +179,12 @@ def test_cpu_paged_decode_attention_matches_numpy():
 TWO_THREADS = "SEAM_KERNEL_TESTS_ON_TWO_THREADS"
 
 
-def test_this_process_runs_the_kernels_on_the_threads_it_was_given():
-    """TVM reads TVM_NUM_THREADS once per process; without it, one thread on a 2-core x86 (it halves the
-    cores, taking them for hyper-threads), which is how the tests above run in the suite's process."""
-    threads = tvm.get_global_func("runtime.NumThreads")()
-    assert threads == (2 if os.environ.get(TWO_THREADS) else int(os.environ.get("TVM_NUM_THREADS", threads)))
+def test_the_two_thread_run_has_two_threads():
+    """(Asked only there: TVM's runtime.NumThreads pins the calling thread to one core, and the suite's process
+    must keep every core for the tests after this one.)"""
+    if not os.environ.get(TWO_THREADS):
+        pytest.skip("asked only in the run on two threads")
+    assert tvm.get_global_func("runtime.NumThreads")() == 2
 
 
 def test_the_kernels_match_numpy_on_two_threads_too():
@@ -195,4 +196,4 @@ def test_the_kernels_match_numpy_on_two_threads_too():
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "1 skipped" in done.stdout, done.stdout[-500:]
+    assert " passed" in done.stdout and "1 skipped" in done.stdout, done.stdout[-500:]  # all but this one ran
