@@ -308,7 +308,8 @@ def test_the_client_gives_tool_calls_as_openai_does(page, tiny_server):
     page.goto(tiny_server.url)
     shown = page.evaluate(TOOLS_THROUGH_THE_CLIENT, {"tools": [weather]})
     assert (shown["target"], shown["finish"]) == ("cloud", "tool_calls"), shown
-    assert [r.get("structured") for r in routed][-2:] == [True, True], routed
+    answers_routed = [r for r in routed if r.get("max_tokens") == 80]  # (the page also routes without an answer)
+    assert answers_routed and all(r.get("structured") for r in answers_routed), routed
     [call] = shown["message"]["tool_calls"]
     assert call["function"]["name"] == "get_weather" and set(json.loads(call["function"]["arguments"])) == {"city"}
     assert shown["deltas"][0]["id"].startswith("call_") and shown["deltas"][0]["function"]["name"] == "get_weather"
