@@ -1,6 +1,6 @@
 // Tool calling in the browser engine: OpenAI's `tools`, `tool_choice` and `parallel_tool_calls`, checked,
 // put into the prompt, constrained and read back exactly as the server does it (router/tools.py, whose
-// words and steps these follow; tests/router/test_tools.py holds them equal). The call formats, the generic
+// words and steps these follow; tests/router/test_tools_agreement.py holds them equal). The call formats, the generic
 // prompt and the limits come from the server (client config `engine.tools`), so they are written once.
 import { EngineError, ErrorKind } from "./errors.js";
 import { checkSchemaAt } from "./grammar.js";
