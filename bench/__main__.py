@@ -104,11 +104,11 @@ def rooflines(engines, runs, failures) -> dict:
 
 
 # The browser engine on each adapter (core: SwiftShader here; compat: llvmpipe) with each kernel set, and
-# on the CPU (its wasm SIMD build, one thread).
+# on the CPU (its wasm SIMD build): on every core (the page is cross-origin isolated), and on one thread.
 BROWSERS = {**{f"browser{'-compat' if level == 'compatibility' else ''}-{kernels}": (level, kernels)
                for level in ("core", "compatibility") for kernels in ("software", "gpu")},
-            "browser-cpu": ("core", "cpu")}
-# wllama on one thread per core, and on one thread (the browser CPU build's count).
+            "browser-cpu": ("core", "cpu"), "browser-cpu-1t": ("core", "cpu", 1)}
+# wllama on one thread per core, and on one thread (as browser-cpu and browser-cpu-1t).
 ENGINES = ("server", *BROWSERS, "transformers.js-webgpu", "transformers.js-wasm", "wllama", "wllama-1t", "llama.cpp")
 
 

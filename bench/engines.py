@@ -177,13 +177,16 @@ def cold_and_warm(browser, url: str, script: str, argument) -> dict:
 class BrowserEngine:
     seam = True  # runs the Seam-only workloads (structured output)
 
-    def __init__(self, models: Path, feature_level: str = "core", kernels: str = "software"):
+    def __init__(self, models: Path, feature_level: str = "core", kernels: str = "software", threads: int | None = None):
+        """`threads`: the CPU build's (default: every core)."""
         self.models = models
         self.feature_level = feature_level
-        self.name = ("browser" if feature_level == "core" else "browser (compat)") + f" · {kernels}"
+        self.name = (("browser" if feature_level == "core" else "browser (compat)") + f" · {kernels}"
+                     + (f" {threads}t" if threads else ""))
         self.on_cpu = kernels == "cpu"
         self.conversations = itertools.count(1)
-        self.query = f"?kernels={kernels}" + ("&webgpu=compatibility" if feature_level == "compatibility" else "")
+        self.query = (f"?kernels={kernels}" + ("&webgpu=compatibility" if feature_level == "compatibility" else "")
+                      + (f"&threads={threads}" if threads else ""))
 
     def start(self) -> None:
         from werkzeug.serving import make_server

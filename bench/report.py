@@ -74,12 +74,15 @@ def targets(summary: dict, rooflines: dict, host: dict) -> list[dict]:
             {"target": f"{browser}: warm load (reload, cached) to first token ≤ 3 s (ratio: 3 s / measured)",
              "ratio": 3.0 / m(browser, "load", "warm_load_s"), "goal": 1.0},
         ]
-    cpu = "browser · cpu"  # the CPU build against the CPU peers: wllama on as many threads, transformers.js wasm 4-bit
+    # The CPU build against the CPU peers at the same thread count (wllama), and transformers.js wasm 4-bit.
+    cpu, cpu_1t = "browser · cpu", "browser · cpu 1t"
     rows += [
-        {"target": f"{cpu}: decode ≥ 1.5× wllama's on one thread",
-         "ratio": m(cpu, "short", "decode_tokens_per_s") / m("wllama 1t", "short", "decode_tokens_per_s"), "goal": 1.5},
-        {"target": f"{cpu}: decode ≥ 1.5× wllama's on every core (ours on one thread)",
+        {"target": f"{cpu_1t}: decode ≥ 1.5× wllama's on one thread",
+         "ratio": m(cpu_1t, "short", "decode_tokens_per_s") / m("wllama 1t", "short", "decode_tokens_per_s"), "goal": 1.5},
+        {"target": f"{cpu}: decode ≥ 1.5× wllama's on every core",
          "ratio": m(cpu, "short", "decode_tokens_per_s") / m("wllama", "short", "decode_tokens_per_s"), "goal": 1.5},
+        {"target": f"{cpu}: decode on every core ≥ 1.3× its own on one thread",
+         "ratio": m(cpu, "short", "decode_tokens_per_s") / m(cpu_1t, "short", "decode_tokens_per_s"), "goal": 1.3},
         {"target": f"{cpu}: decode ≥ transformers.js wasm's (4-bit)",
          "ratio": m(cpu, "short", "decode_tokens_per_s") / m("transformers.js wasm", "short", "decode_tokens_per_s"), "goal": 1.0},
         {"target": f"{cpu}: prefill ≥ 1.5× transformers.js wasm's (4-bit)",

@@ -71,7 +71,8 @@ def client_config() -> dict:
                                    "unsupported_keywords": list(grammar.UNSUPPORTED_KEYWORDS),
                                    "limits": grammar.SCHEMA_LIMITS,
                                    "compile_timeout_s": config["SCHEMA_TIMEOUT_S"]},
-                       "tools": tools.RULES},
+                       "tools": tools.RULES,
+                       "cpuMaxThreads": current_app.extensions["seam"]["policy"]["cpu"]["max_threads"]},
             "testHooks": bool(config["TEST_HOOKS"])}
 
 

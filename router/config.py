@@ -40,6 +40,7 @@ def defaults() -> dict:
         "LISTEN_HOST": "",                  # the address `python -m router` listens on (it sets this itself)
         "ALLOWED_HOSTS": "",                # comma-separated Host names the server answers (* any; default: see hosts.py)
         "ALLOWED_ORIGINS": "",              # comma-separated origins whose pages may use the API and artifacts (CORS)
+        "CROSS_ORIGIN_ISOLATED": True,      # serve every response with COOP/COEP, so the page's CPU build runs on every core (docs/page-and-browsers.md)
         "TEST_HOOKS": False,                # the page's test-only fault injection (device loss); never in production
     }
 

@@ -22,6 +22,14 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+# With CROSS_ORIGIN_ISOLATED: the page gets SharedArrayBuffer, which the browser CPU build's threads share
+# (webapp/client/lib/engine/cpu_threads.js). Everything the page loads comes from this origin; another
+# origin's page that uses the artifacts reads them through CORS, which resource policy does not restrict.
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 
 @bp.get("/healthz")
@@ -59,4 +67,6 @@ def log_request(response):
     metrics.REQUEST_SECONDS.labels(endpoint, str(response.status_code)).observe(seconds)
     log.info("%s %s %s %.3fs", request.method, request.path, response.status_code, seconds)
     response.headers.update(SECURITY_HEADERS)
+    if current_app.config["CROSS_ORIGIN_ISOLATED"]:
+        response.headers.update(ISOLATION_HEADERS)
     return response

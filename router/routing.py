@@ -212,6 +212,14 @@ def bandwidth_tokens_per_s(probe: dict, variant: dict, policy: dict) -> float | 
     return bench["bandwidth_gbps"] * 1e9 * policy["browser"]["bandwidth_efficiency"] / variant["download_bytes"]
 
 
+def cpu_threads(probe: dict, variant: dict, policy: dict) -> int:
+    """The threads the page's CPU build will run on (webapp/client/lib/engine/cpu_threads.js, threadsHere):
+    every core up to the policy's most, where the page has shared memory and the variant a threaded build."""
+    if not (variant.get("cpu", {}).get("threads") and (probe.get("wasm") or {}).get("threads")):
+        return 1
+    return max(1, min(probe.get("hardware_concurrency") or 1, policy["cpu"]["max_threads"]))
+
+
 def measured_speed(probe: dict, variant: dict, backend: str = "webgpu") -> dict | None:
     """This browser's own measured speed for this variant version on a backend (for WebGPU any kernel
     set: the engine picks the same one again on the same adapter)."""
@@ -226,7 +234,8 @@ def predict_browser(probe: dict, variant: dict, policy: dict, calibration: float
     if measured:
         tokens_per_s, prefill_per_s, source = measured["decode_tokens_per_s"], measured["prefill_tokens_per_s"], "measured"
     elif backend == "cpu":  # one wasm thread reads the weights at about the policy's rate on any recent CPU
-        tokens_per_s = policy["cpu"]["decode_gbps"] * 1e9 / variant["cpu"]["download_bytes"]
+        speedup = 1 + (cpu_threads(probe, variant, policy) - 1) * policy["cpu"]["thread_gain"]
+        tokens_per_s = speedup * policy["cpu"]["decode_gbps"] * 1e9 / variant["cpu"]["download_bytes"]
         prefill_per_s, source = tokens_per_s * policy["cpu"]["prefill_speedup"], "predicted"
     else:
         tokens_per_s = bandwidth_tokens_per_s(probe, variant, policy)

@@ -102,11 +102,12 @@ def adapter_label(browser) -> str:
 
 @pytest.fixture
 def serve_folder():
-    """Serve folders over HTTP on 127.0.0.1 for one test: `url = serve_folder(path)`."""
+    """Serve folders over HTTP on 127.0.0.1 for one test: `url = serve_folder(path)`, or with `headers` on every
+    response."""
     servers: list[StaticServer] = []
 
-    def start(folder: Path) -> str:
-        server = StaticServer(folder).__enter__()
+    def start(folder: Path, headers: dict[str, str] | None = None) -> str:
+        server = StaticServer(folder, headers).__enter__()
         servers.append(server)
         return server.url
 

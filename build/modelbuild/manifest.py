@@ -16,6 +16,7 @@ import jsonschema
 from modelrun.chat import control_tokens
 from modelbuild.convert import sha256_file
 from modelbuild.toolchain import web_runtime
+from modelbuild.toolchain.wasm_link import CPU_MEMORY_PAGES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "models" / "manifest.schema.json"
 SCHEMA_VERSION = 2
@@ -79,7 +80,7 @@ def catalog_entry(folder: Path) -> dict:
     activations = 4 * chat["prefill_chunk_size"] * widest * dtype_bytes + 4 * c["vocab_size"]
     largest_buffer = max(info["largest_param_bytes"], kv_layer, chat["prefill_chunk_size"] * widest * dtype_bytes)
     wasm = {k: folder / files[v["file"]] for k, v in info["kernels"].items()}
-    cpu_wasm = [folder / files["wasm_cpu"]] if "wasm_cpu" in files else []
+    cpu_wasm = [folder / files[f] for f in ("wasm_cpu", "wasm_cpu_threads") if f in files]
     downloaded = [folder / files["config"], folder / files["tokenizer"], *wasm.values(), *cpu_wasm]
     content, weights = hashlib.sha256(), hashlib.sha256()
     for path in [folder / files["tensor_cache"], *downloaded]:
@@ -115,8 +116,9 @@ def catalog_entry(folder: Path) -> dict:
     if cpu_wasm:
         # On the CPU everything lives in the wasm heap, in float32: weights, the KV cache, activations, code.
         kv_f32 = kv_layer * 4 // dtype_bytes
-        entry["cpu"] = {"file": "wasm_cpu", "simd": True, "threads": 1,
-                        "download_bytes": common_bytes + cpu_wasm[0].stat().st_size,
+        entry["cpu"] = {"file": "wasm_cpu", "simd": True,
+                        "threads": {"file": "wasm_cpu_threads", "memory_pages": list(CPU_MEMORY_PAGES)},
+                        "download_bytes": common_bytes + max(p.stat().st_size for p in cpu_wasm),
                         "memory_bytes": (info["shard_bytes"] + c["num_hidden_layers"] * kv_f32
                                          + activations * 4 // dtype_bytes + 4 * cpu_wasm[0].stat().st_size)}
     return entry

@@ -36,7 +36,7 @@ from modelbuild.reference import dequantized_weights
 from modelbuild.schedule import KERNEL_SETS
 from modelbuild.source import ModelSource, open_source
 from modelbuild.toolchain import targets, web_runtime
-from modelbuild.toolchain.wasm_link import CPU_HEAP_FLAGS, WasmLinker
+from modelbuild.toolchain.wasm_link import CPU_HEAP_FLAGS, THREADS_FLAGS, WasmLinker
 from modelrun.chat import ChatTemplate
 from modelrun.model import Model
 
@@ -95,7 +95,7 @@ def build_key(source: ModelSource, config, preset, options: BuildOptions) -> str
     """Everything a preset's artifacts depend on; a change to any of it rebuilds that preset."""
     digest = hashlib.sha256()
     for part in (source.fingerprint, json.dumps(config.to_dict(), sort_keys=True), repr(preset), options.wasm_opt, str(options.shard_mb),
-                 metadata.version("apache-tvm"), web_runtime.cache_key()):
+                 metadata.version("apache-tvm"), *map(web_runtime.cache_key, web_runtime.FLAVORS)):
         digest.update(part.encode())
     for path in sorted(CODE_DIR.rglob("*.py")):
         digest.update(path.read_bytes())
@@ -135,13 +135,16 @@ def build_preset(source, arch, config, preset, model_id, key, weights, options) 
                 f16 = f16 or "enable f16" in wgsl
         if has_browser_cpu_library(preset):
             files["wasm_cpu"] = f"{model_id}-wasm-cpu.wasm"
-            with step(f"{model_id}: compiling for the browser's CPU (wasm SIMD) and linking the wasm"):
+            files["wasm_cpu_threads"] = f"{model_id}-wasm-cpu-threads.wasm"
+            with step(f"{model_id}: compiling for the browser's CPU (wasm SIMD) and linking its two wasm builds"):
                 wasm_mod, wasm_specs = compiler.export(arch, config, preset, targets.wasm_cpu(), eight_bit)
                 if wasm_specs != param_specs:  # it must read the very shards the WebGPU variant reads
                     raise BuildError(f"{model_id}: the browser CPU build takes other parameters than the WebGPU one",
                                      "report this: the two exports of one preset must agree")
-                compiler.compile_cpu(wasm_mod, targets.wasm_cpu()).export_library(
-                    str(work / files["wasm_cpu"]), fcompile=WasmLinker(options.wasm_opt, CPU_HEAP_FLAGS))
+                executable = compiler.compile_cpu(wasm_mod, targets.wasm_cpu())
+                executable.export_library(str(work / files["wasm_cpu"]), fcompile=WasmLinker(options.wasm_opt, CPU_HEAP_FLAGS))
+                executable.export_library(str(work / files["wasm_cpu_threads"]),
+                                          fcompile=WasmLinker(options.wasm_opt, THREADS_FLAGS, runtime="threads"))
         with step(f"{model_id}: compiling the CPU library"):
             cpu_mod, _ = compiler.export(arch, config, preset, targets.cpu(), eight_bit)
             compiler.compile_cpu(cpu_mod, targets.cpu()).export_library(str(work / files["cpu_library"]))

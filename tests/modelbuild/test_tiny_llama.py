@@ -65,10 +65,25 @@ def test_cpu_build_logits_in_chromium_match_numpy(built, preset, launch_page, se
     assert_steps_close(result, expected)
 
 
-def test_cpu_build_logits_in_firefox_match_numpy(built, serve_folder, firefox):
+@pytest.mark.parametrize("preset", PRESETS)
+def test_threaded_cpu_build_logits_in_chromium_match_numpy(built, preset, launch_page, serve_folder):
+    """The CPU build's threaded wasm on 2 threads (a cross-origin isolated page): TVM's parallel loops shared
+    by the page's thread and a helper Worker, over one shared memory."""
+    _, expected = reference_steps(built / f"tiny-llama-{preset}", preset)
+    page = launch_page(drop=["--enable-unsafe-webgpu"])
+    page.goto(serve_logits_page(built, serve_folder, isolated=True))
+    assert page.evaluate("self.crossOriginIsolated")
+    result = page.evaluate("runModel", {"modelUrl": f"tiny-llama-{preset}/", "kernels": "cpu", "threads": 2, **RUN})
+    assert result["threads"] == 2 and result["launches"] > 0  # its loops were shared with the helper
+    assert_steps_close(result, expected)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_build_logits_in_firefox_match_numpy(built, threads, serve_folder, firefox):
     _, expected = reference_steps(built / "tiny-llama-q4f32_1", "q4f32_1")
-    firefox.goto(serve_logits_page(built, serve_folder))
-    result = firefox.evaluate("runModel", {"modelUrl": "tiny-llama-q4f32_1/", "kernels": "cpu", **RUN})
+    firefox.goto(serve_logits_page(built, serve_folder, isolated=threads > 1))
+    result = firefox.evaluate("runModel", {"modelUrl": "tiny-llama-q4f32_1/", "kernels": "cpu", "threads": threads, **RUN})
+    assert result.get("threads", 1) == threads and (threads == 1 or result["launches"] > 0)
     assert_steps_close(result, expected)
 
 

@@ -455,6 +455,26 @@ def test_pages_carry_security_headers(server):
     assert headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_every_response_is_cross_origin_isolated_unless_turned_off(tiny_app, tiny_catalog):
+    """COOP/COEP on the page, its scripts, its workers and the artifacts, so the page has SharedArrayBuffer
+    for the CPU build's threads (test_tiny_llama.py runs them); SEAM_CROSS_ORIGIN_ISOLATED=0 leaves them out."""
+    entry = next(m for m in tiny_catalog["models"] if "cpu" in m)
+    paths = ["/", "/client/lib/engine/worker.js", "/client/lib/engine/cpu_thread.js", "/api/client",
+             f"/models/{entry['id']}/{entry['version']}/{entry['files']['wasm_cpu_threads']}"]
+    client = tiny_app.test_client()
+    for path in paths:
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin", path
+        assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp", path
+        assert response.headers["Cross-Origin-Resource-Policy"] == "same-origin", path
+    tiny_app.config["CROSS_ORIGIN_ISOLATED"] = False
+    try:
+        assert "Cross-Origin-Embedder-Policy" not in client.get("/").headers
+    finally:
+        tiny_app.config["CROSS_ORIGIN_ISOLATED"] = True
+
+
 def get_as(url, path, host, **headers):
     """A GET whose Host header names `host`: what a page of a rebound name sends."""
     parts = urlsplit(url)

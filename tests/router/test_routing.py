@@ -8,6 +8,7 @@ import pytest
 from router import routing
 from router.config import defaults, load_policy
 from router.reasons import Reason
+from tests.support.node import run_js
 from tests.support.repo import DECISION, REPO
 
 POLICY = load_policy(defaults()["POLICY_FILE"])
@@ -245,7 +246,8 @@ def test_adapter_classes_are_short_plain_keys():
 
 
 # --- the CPU build (wasm SIMD) ---------------------------------------------------------------------------
-CPU_BUILD = {"file": "wasm_cpu", "simd": True, "threads": 1, "download_bytes": 97 * MB, "memory_bytes": 600 * MB}
+CPU_BUILD = {"file": "wasm_cpu", "simd": True, "threads": {"file": "wasm_cpu_threads", "memory_pages": [2560, 65536]},
+             "download_bytes": 97 * MB, "memory_bytes": 600 * MB}
 WITH_CPU = [{**VARIANTS[0], "cpu": CPU_BUILD}, VARIANTS[1]]  # as the build writes them: q4f32_1 has one
 SIMD = {"simd": True, "threads": False}
 NO_GPU = {"available": False}
@@ -316,6 +318,39 @@ def test_cpu_prediction_uses_its_own_measurement_and_download():
     assert (browser["tokens_per_s"], browser["source"], browser["backend"]) == (12.0, "measured", "cpu")
     predicted = decide(probe(webgpu=NO_GPU, wasm=SIMD), WITH_CPU, CLOUD, POLICY).predictions["browser"]
     assert predicted["tokens_per_s"] == round(POLICY["cpu"]["decode_gbps"] * 1e9 / CPU_BUILD["download_bytes"], 2)
+
+
+@pytest.mark.parametrize("cores,isolated,threaded_build,threads", [
+    (4, True, True, 4), (4, False, True, 1), (4, True, False, 1), (64, True, True, 8), (2, True, True, 2)])
+def test_cpu_prediction_counts_the_threads_the_page_will_run(cores, isolated, threaded_build, threads):
+    """Threads where the page has shared memory (wasm.threads) and the variant a threaded build: every core up
+    to the policy's most, as the browser engine picks them (cpu_threads.js threadsHere)."""
+    build = CPU_BUILD if threaded_build else {k: v for k, v in CPU_BUILD.items() if k != "threads"}
+    variants = [{**VARIANTS[0], "cpu": build}]
+    report = probe(webgpu=NO_GPU, wasm={"simd": True, "threads": isolated}, hardware_concurrency=cores)
+    assert routing.cpu_threads(report, variants[0], POLICY) == threads
+    one_thread = POLICY["cpu"]["decode_gbps"] * 1e9 / CPU_BUILD["download_bytes"]
+    speedup = 1 + (threads - 1) * POLICY["cpu"]["thread_gain"]
+    predicted = decide(report, variants, CLOUD, POLICY).predictions["browser"]
+    assert predicted["tokens_per_s"] == round(one_thread * speedup, 2)
+
+
+def test_the_browser_engine_picks_the_threads_the_router_predicts_with():
+    """cpu_threads.js threadsHere (under node) against router/routing.py cpu_threads, at the engine's default
+    (no cpuThreads option) with the policy's most."""
+    cases = [{"cores": c, "isolated": i, "threaded": t} for c in (1, 2, 3, 8, 16) for i in (True, False) for t in (True, False)]
+    for case in cases:
+        build = CPU_BUILD if case["threaded"] else {k: v for k, v in CPU_BUILD.items() if k != "threads"}
+        case["model"] = {**VARIANTS[0], "cpu": build}
+    picked = run_js("""
+      return data.cases.map(({ cores, isolated, model }) => {
+        Object.defineProperty(globalThis, "navigator", { value: { hardwareConcurrency: cores }, configurable: true });
+        globalThis.crossOriginIsolated = isolated;
+        return modules.cpu_threads.threadsHere(model, undefined, data.most).threads;
+      });""", {"cases": cases, "most": POLICY["cpu"]["max_threads"]})
+    expected = [routing.cpu_threads(probe(wasm={"simd": True, "threads": c["isolated"]}, hardware_concurrency=c["cores"]),
+                                    c["model"], POLICY) for c in cases]
+    assert picked == expected
 
 
 # --- the reason codes ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def run_js(body: str, data, timeout_s: float = 60):
     `modules["sampling"]` etc.; what it returns comes back as JSON."""
     node = shutil.which("node")
     assert node, "node is missing: run `make setup` (it installs Debian's nodejs)"
-    names = ("sampling", "errors", "grammar", "chat_template", "next_turn", "tools")
+    names = ("sampling", "errors", "grammar", "chat_template", "next_turn", "tools", "cpu_threads")
     imports = "\n".join(f'import * as {n} from "{(ENGINE_JS / f"{n}.js").as_uri()}";' for n in names)
     script = f"""{imports}
 import {{ Template }} from "{JINJA_JS.as_uri()}";

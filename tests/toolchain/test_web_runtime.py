@@ -38,3 +38,23 @@ def test_failed_compile_leaves_nothing_a_later_run_would_trust(empty_cache, tmp_
     assert not list(built.glob("building-*")), "the temporary build folder was left behind"
     with pytest.raises(ToolchainError):
         web_runtime.runtime_objects()
+
+
+def test_the_threads_edits_find_their_code_in_this_tvm():
+    """The threads flavor replaces TVM's serial parallel launch and locks its workspace allocation: each text
+    it replaces is in the installed apache-tvm once, or the build would run serially or unlocked."""
+    tvm_root = web_runtime.package_dir("tvm")
+    for name, theirs, _ in web_runtime.THREADS_EDITS:
+        assert (tvm_root / name).read_text().count(theirs) == 1, name
+
+
+def test_a_tvm_without_the_serial_launch_fails_the_threads_build(tmp_path):
+    (tmp_path / "web" / "emcc").mkdir(parents=True)
+    (tmp_path / "web" / "emcc" / "wasm_runtime.cc").write_text("// a TVM whose wasm runtime has moved on\n")
+    with pytest.raises(ToolchainError, match="THREADS_EDITS"):
+        web_runtime.apply_edits(tmp_path, web_runtime.THREADS_EDITS)
+
+
+def test_each_flavor_has_its_own_cache():
+    assert web_runtime.cache_key("threads") != web_runtime.cache_key("single")
+    assert web_runtime.runtime_dir("threads").name.endswith("_threads")

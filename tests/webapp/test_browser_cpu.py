@@ -2,7 +2,9 @@
 
 Chromium without `--enable-unsafe-webgpu` and Firefox ESR with `dom.webgpu.enabled` off have no WebGPU
 adapter: with "This device only" the router sends the answer to the CPU build, and its greedy tokens must
-equal the server's. A Firefox without wasm SIMD gets the server, and the reason.
+equal the server's. A Firefox without wasm SIMD gets the server, and the reason. The chat page is
+cross-origin isolated, so the CPU build runs on every core; without isolation, or without its helper
+threads, it runs on one and says why.
 """
 import json
 
@@ -10,10 +12,10 @@ import pytest
 from playwright.sync_api import expect
 from tokenizers import Tokenizer
 
-from tests.support.api import server_answer
+from tests.support.api import server_answer, server_reply
 from tests.support.firefox import WASM_SIMD_OFF, WEBGPU_OFF, open_firefox
-from tests.support.models import REAL
-from tests.support.pages import ANSWER_IN_THE_PAGE, ChatPage
+from tests.support.models import REAL, TINY
+from tests.support.pages import ANSWER_IN_THE_PAGE, ChatPage, run_in_the_engine
 
 CPU_VARIANT = f"{REAL}-q4f32_1"  # the float32 preset has the CPU build
 GREEDY = {"temperature": 0, "max_tokens": 12, "system": "Be brief."}
@@ -79,3 +81,53 @@ def test_firefox_without_wasm_simd_is_told_why_and_gets_the_server(live_app):
     assert "no_wasm_simd" in [r["code"] for r in shown["decision"]["reasons"]]
     assert shown["load"]["kind"] == "WasmSimdNotAvailableError", shown["load"]
     assert "WebAssembly SIMD" in shown["load"]["message"]
+
+
+# --- the CPU build on every core (engine/cpu_threads.js) ----------------------------------------------------
+TINY_CPU = f"{TINY}-q4f32_1"
+STORY = {"messages": [{"role": "user", "content": "Tell me a story about a cat."}], "max_tokens": 24, "temperature": 0}
+
+
+def cpu_answer(page, url: str, expected_console_errors) -> dict:
+    """The tiny model's greedy STORY from the page's CPU build (its routing cut, its engine told "cpu")."""
+    [answer] = run_in_the_engine(page, url, TINY_CPU, [STORY], expected_console_errors, kernels="cpu")
+    assert answer["target"] == "browser", answer
+    return answer
+
+
+def test_the_cpu_build_runs_on_every_core_and_on_one_with_the_servers_tokens(page, tiny_server, expected_console_errors):
+    """The chat page is cross-origin isolated: the CPU build runs on a thread per core (a helper Worker per extra
+    core over one shared memory), in a tab's own engine (Chromium's SharedWorker is not isolated), and writes
+    the server's greedy tokens; `?threads=1` runs it on one (in the shared engine), and writes the same."""
+    server = server_reply(tiny_server.url, {"model": TINY_CPU, **STORY})
+    cores = min(page.evaluate("navigator.hardwareConcurrency"), 8)
+    assert cores > 1, "this machine has one core: the threads cannot be tested here"
+    threaded = cpu_answer(page, tiny_server.url, expected_console_errors)
+    assert threaded["content"] == server["choices"][0]["message"]["content"]
+    stats = threaded["stats"]
+    assert (stats["threads"], stats["threads_why"]) == (cores, None)
+    assert stats["adapter"] == f"this browser, CPU (wasm SIMD, {cores} threads)"
+    assert stats["engine_host"] == "dedicated" and "SharedWorker cannot share memory" in stats["engine_host_why"]
+    assert any(p.endswith("-wasm-cpu-threads.wasm") for p in tiny_server.model_paths(TINY_CPU))
+    one = cpu_answer(page, tiny_server.url + "?threads=1", expected_console_errors)
+    assert one["token_ids"] == threaded["token_ids"] and len(one["token_ids"]) == STORY["max_tokens"]
+    assert (one["stats"]["threads"], one["stats"]["threads_why"]) == (1, "1 thread asked")
+
+
+def test_without_isolation_or_helpers_the_cpu_build_runs_on_one_thread_and_says_why(
+        page, app_server, tiny_models, tiny_server, expected_console_errors):
+    """A server that does not isolate its pages (SEAM_CROSS_ORIGIN_ISOLATED off): one thread, the single-thread
+    build, and why. A helper whose script fails to load: the threaded build's loops on the engine's thread
+    alone, and why; the answer is the same either way."""
+    plain = app_server(tiny_models, CROSS_ORIGIN_ISOLATED=False)
+    alone = cpu_answer(page, plain.url, expected_console_errors)
+    assert alone["stats"]["threads"] == 1
+    assert alone["stats"]["threads_why"] == "the page is not cross-origin isolated, so no shared memory"
+    assert not any(p.endswith("-threads.wasm") for p in plain.model_paths(TINY_CPU))
+
+    tiny_server.faults.add("/client/lib/engine/cpu_thread.js", "flip", 0)  # a syntax error in the helper
+    expected_console_errors.append("SyntaxError")
+    broken = cpu_answer(page, tiny_server.url, expected_console_errors)
+    assert broken["stats"]["threads"] == 1
+    assert broken["stats"]["threads_why"].startswith("its helper threads could not start"), broken["stats"]
+    assert broken["token_ids"] == alone["token_ids"]

@@ -28,6 +28,9 @@ export interface ConnectOptions {
   /** Run browser models in one engine shared by this origin's tabs (a SharedWorker: one download, load and
    * self-check, one copy in memory) where the browser can (default true); false gives this tab its own. */
   sharedEngine?: boolean;
+  /** Threads the CPU build may run on (default: every core, up to the server's policy). More than one needs a
+   * cross-origin isolated page (COOP/COEP headers, so SharedArrayBuffer exists); elsewhere it runs on one. */
+  cpuThreads?: number;
 }
 
 export type Role = "system" | "user" | "assistant" | "tool";
@@ -125,6 +128,9 @@ export interface AnswerStats {
   kernels?: Kernels;
   backend?: string;
   grammar_ms_per_token?: number;
+  /** The CPU build's threads, and why it ran on one where it did (no cross-origin isolation, one core, ...). */
+  threads?: number;
+  threads_why?: string | null;
   /** A browser answer's engine: shared by this origin's tabs (`tabs` connected), or this tab's own and why. */
   engine_host?: "shared" | "dedicated";
   engine_host_why?: string | null;
@@ -188,6 +194,9 @@ export interface EngineEntry {
   adapter?: string;
   kernels?: Kernels;
   kernelsWhy?: string | null;
+  /** The CPU build's threads (kernels "cpu"), and why one where it is one. */
+  threads?: number;
+  threadsWhy?: string | null;
   /** Why it failed (state "failed"), and when: loading it, or answering. */
   reason?: string;
   kind?: string;

@@ -13,9 +13,11 @@ def webgpu() -> tvm.target.Target:
 
 
 def wasm_cpu() -> tvm.target.Target:
-    """The browser's CPU: WebAssembly with its 128-bit SIMD, which every current browser has. One thread:
-    TVM's web runtime runs a parallel loop's tasks one after another (web/emcc/wasm_runtime.cc)."""
-    return tvm.target.Target({**WASM_HOST, "mattr": ["+simd128"]})
+    """The browser's CPU: WebAssembly with its 128-bit SIMD, which every current browser has, and atomics
+    and bulk memory, so that the same code links into both CPU builds: one thread (TVM's web runtime runs
+    a parallel loop's tasks one after another) and threads over a shared memory (wasm_link.THREADS_FLAGS).
+    The kernels use no atomic instruction themselves; the features only allow the shared memory."""
+    return tvm.target.Target({**WASM_HOST, "mattr": ["+simd128", "+atomics", "+bulk-memory"]})
 
 
 def cpu() -> tvm.target.Target:

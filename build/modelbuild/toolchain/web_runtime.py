@@ -11,8 +11,12 @@ The objects are compiled straight to wasm object files (not LLVM bitcode): TVM e
 that Debian's wasm-ld 14 cannot read as bitcode, and precompiled objects let a model link in seconds
 instead of running LTO over 16 MB of runtime bitcode each time.
 
-The cache key is the TVM and tvm-ffi versions plus a hash of our headers and flags. A build happens
-in a temporary folder next to the cache and is moved into place only when all three objects exist.
+Two flavors: "single" is TVM's runtime as it is (one thread; every browser with wasm SIMD), "threads" is
+compiled with wasm atomics and runs TVM's parallel loops on helper threads over a shared memory
+(include/seam/wasm_threads.h replaces TVM's serial parallel launch; see docs/page-and-browsers.md).
+
+The cache key is the TVM and tvm-ffi versions plus a hash of the flavor's headers and flags. A build
+happens in a temporary folder next to the cache and is moved into place only when all three objects exist.
 """
 from __future__ import annotations
 
@@ -35,6 +39,28 @@ from modelbuild.errors import ToolchainError
 OWN_HEADERS = Path(__file__).with_name("include")
 RUNTIME_UNITS = ("wasm_runtime", "tvmjs_support", "webgpu_runtime")
 CFLAGS = ["-O3", "-std=c++17", "-Wno-ignored-attributes"]
+FLAVORS = {"single": [], "threads": ["-matomics", "-mbulk-memory"]}  # flavor -> its extra compiler flags
+
+# The threads flavor's edits of TVM's sources: (file in the source root, TVM's text, ours). Each must match
+# once, so that a TVM update that moves them fails the build instead of running serially or unlocked.
+SERIAL_LAUNCH = """int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task) {
+  TVMParallelGroupEnv env;
+  env.num_task = 1;
+  flambda(0, &env, cdata);
+  return 0;
+}
+
+int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) { return 0; }
+"""
+THREADS_EDITS = (
+    ("web/emcc/wasm_runtime.cc", SERIAL_LAUNCH, ""),
+    ("web/emcc/wasm_runtime.cc", '#include "src/runtime/cpu_device_api.cc"',
+     '#include "seam/wasm_threads.h"\n#include "src/runtime/cpu_device_api.cc"'),
+    ("src/runtime/cpu_device_api.cc", "  return CPUWorkspacePoolThreadLocal()->AllocWorkspace(dev, size);",
+     "  seam::HeapLock lock;\n  return CPUWorkspacePoolThreadLocal()->AllocWorkspace(dev, size);"),
+    ("src/runtime/cpu_device_api.cc", "  CPUWorkspacePoolThreadLocal()->FreeWorkspace(dev, data);",
+     "  seam::HeapLock lock;\n  CPUWorkspacePoolThreadLocal()->FreeWorkspace(dev, data);"),
+)
 
 # Wheels that carry headers the apache-tvm wheel leaves out. Only the listed members are used.
 HEADER_WHEELS = {
@@ -58,22 +84,28 @@ def cache_root() -> Path:
     return Path(os.environ.get("SEAM_CACHE", default))
 
 
-def cache_key() -> str:
+def own_headers(flavor: str) -> list[Path]:
+    return [h for h in sorted(OWN_HEADERS.rglob("*.h")) if flavor == "threads" or "seam" not in h.parts]
+
+
+def cache_key(flavor: str = "single") -> str:
     tvm_version = metadata.version("apache-tvm")
     ffi_version = metadata.version("apache-tvm-ffi")
-    digest = hashlib.sha256(json.dumps([CFLAGS, HEADER_WHEELS]).encode())
-    for header in sorted(OWN_HEADERS.rglob("*.h")):
+    settings = [CFLAGS, HEADER_WHEELS] + ([FLAVORS[flavor], THREADS_EDITS] if flavor == "threads" else [])
+    digest = hashlib.sha256(json.dumps(settings).encode())
+    for header in own_headers(flavor):
         digest.update(header.read_bytes())
-    return f"tvm-{tvm_version}_ffi-{ffi_version}_{digest.hexdigest()[:10]}"
+    name = f"tvm-{tvm_version}_ffi-{ffi_version}_{digest.hexdigest()[:10]}"
+    return name if flavor == "single" else f"{name}_{flavor}"
 
 
-def runtime_dir() -> Path:
-    return cache_root() / "web-runtime" / cache_key()
+def runtime_dir(flavor: str = "single") -> Path:
+    return cache_root() / "web-runtime" / cache_key(flavor)
 
 
-def runtime_objects() -> list[Path]:
+def runtime_objects(flavor: str = "single") -> list[Path]:
     """The cached runtime objects a model links against; fails with what to run if they are missing."""
-    objects = [runtime_dir() / f"{unit}.o" for unit in RUNTIME_UNITS]
+    objects = [runtime_dir(flavor) / f"{unit}.o" for unit in RUNTIME_UNITS]
     missing = [str(o) for o in objects if not o.is_file()]
     if missing:
         raise ToolchainError(f"the TVM web runtime is not built ({', '.join(missing)} missing)",
@@ -81,11 +113,15 @@ def runtime_objects() -> list[Path]:
     return objects
 
 
-def ensure_built(log=print) -> Path:
-    """Build the runtime objects unless the cache already has them; return the cache folder."""
-    target = runtime_dir()
+def ensure_built(log=print) -> list[Path]:
+    """Build each flavor's runtime objects unless the cache already has them; return the cache folders."""
+    return [ensure_flavor_built(flavor, log) for flavor in FLAVORS]
+
+
+def ensure_flavor_built(flavor: str, log=print) -> Path:
+    target = runtime_dir(flavor)
     if (target / "BUILD_INFO.json").is_file():
-        log(f"web runtime: already built ({target})")
+        log(f"web runtime ({flavor}): already built ({target})")
         return target
     emcc = shutil.which("emcc")
     if emcc is None:
@@ -94,16 +130,30 @@ def ensure_built(log=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="building-", dir=target.parent) as tmp:
         started = time.time()
         root = assemble_source_root(Path(tmp) / "tvm_root", log)
+        if flavor == "threads":
+            apply_edits(root, THREADS_EDITS)
         out = Path(tmp) / "out"
         out.mkdir()
-        compile_units(emcc, root, out, log)
-        info = {"key": target.name, "emcc": emcc_version(emcc), "cflags": CFLAGS,
+        cflags = CFLAGS + FLAVORS[flavor]
+        compile_units(emcc, root, out, cflags, log)
+        info = {"key": target.name, "emcc": emcc_version(emcc), "cflags": cflags,
                 "seconds": round(time.time() - started, 1)}
         (out / "BUILD_INFO.json").write_text(json.dumps(info, indent=1))
         shutil.rmtree(target, ignore_errors=True)
         os.replace(out, target)
-    log(f"web runtime: built in {info['seconds']}s ({target})")
+    log(f"web runtime ({flavor}): built in {info['seconds']}s ({target})")
     return target
+
+
+def apply_edits(root: Path, edits) -> None:
+    for name, theirs, ours in edits:
+        path = root / name
+        text = path.read_text()
+        if text.count(theirs) != 1:
+            raise ToolchainError(f"{name} of apache-tvm {metadata.version('apache-tvm')} does not have the code "
+                                 f"the threads runtime replaces:\n{theirs}",
+                                 "check THREADS_EDITS in build/modelbuild/toolchain/web_runtime.py against it")
+        path.write_text(text.replace(theirs, ours))
 
 
 def assemble_source_root(root: Path, log=print) -> Path:
@@ -122,6 +172,7 @@ def assemble_source_root(root: Path, log=print) -> Path:
     extract(wheels["tilelang"], {f"tilelang/3rdparty/tvm/src/support/{h}": f"src/support/{h}"
                                  for h in TILELANG_SUPPORT_HEADERS}, root)
     shutil.copytree(OWN_HEADERS / "tvm", root / "include" / "tvm", dirs_exist_ok=True)
+    shutil.copytree(OWN_HEADERS / "seam", root / "include" / "seam")
     shutil.copytree(OWN_HEADERS / "compiler-rt", root / "3rdparty" / "compiler-rt")
     return root
 
@@ -165,14 +216,14 @@ def extract(wheel: Path, members: dict[str, str], root: Path) -> None:
             path.write_bytes(zf.read(member))
 
 
-def compile_units(emcc: str, root: Path, out: Path, log=print) -> None:
+def compile_units(emcc: str, root: Path, out: Path, cflags: list[str], log=print) -> None:
     """Compile the three unity builds to wasm objects, two at a time (the machines have two cores)."""
     includes = [f"-I{root}", f"-I{root / 'include'}", f"-I{root / '3rdparty/tvm-ffi/include'}",
                 f"-I{root / '3rdparty/tvm-ffi/3rdparty/dlpack/include'}", f"-I{root / '3rdparty/compiler-rt'}"]
 
     def compile_one(unit: str) -> tuple[str, float]:
         started = time.time()
-        cmd = [emcc, *includes, *CFLAGS, "-c", str(root / "web" / "emcc" / f"{unit}.cc"), "-o", str(out / f"{unit}.o")]
+        cmd = [emcc, *includes, *cflags, "-c", str(root / "web" / "emcc" / f"{unit}.cc"), "-o", str(out / f"{unit}.o")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             log_path = out.parent.parent / f"{unit}.error.log"

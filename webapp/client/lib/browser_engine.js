@@ -70,7 +70,9 @@ export class BrowserEngine {
       const speeds = await this.selfCheck(key, model, `${info.adapter}, ${info.kernels} kernels`);
       if (speeds) this.recordSpeed(model, info.kernels, speeds);
       const ready = this.states.move(key, State.Ready, { adapter: info.adapter, kernels: info.kernels,
-                                                          kernelsWhy: info.kernelsWhy ?? null });
+                                                          kernelsWhy: info.kernelsWhy ?? null,
+                                                          ...(info.kernels === "cpu" ? { threads: info.threads,
+                                                                                       threadsWhy: info.threadsWhy } : {}) });
       await this.switchTo(ready, model);
       return ready;
     } catch (error) {

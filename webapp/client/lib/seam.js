@@ -20,8 +20,10 @@ export const PREFERENCES = ["auto", "fastest", "local_only", "cloud_only"];
 const OPTIONS = {
   server: "string", model: "string", preference: PREFERENCES, kernels: ["software", "gpu", "cpu"],
   featureLevel: ["core", "compatibility"], prefetch: "boolean", variant: "string", sharedEngine: "boolean",
+  cpuThreads: "number",
 };
-const CONNECT_OPTIONS = ["server", "model", "preference", "kernels", "featureLevel", "prefetch", "sharedEngine"];
+const CONNECT_OPTIONS = ["server", "model", "preference", "kernels", "featureLevel", "prefetch", "sharedEngine",
+                         "cpuThreads"];
 const EVENTS = ["decision", "progress", "engine", "selfcheck", "handover", "update"];
 
 const optionError = (message) => new EngineError(ErrorKind.InvalidOption, message);
@@ -33,6 +35,8 @@ function checkOptions(options, allowed = CONNECT_OPTIONS, where = "Seam.connect"
   for (const [name, value] of Object.entries(options)) {
     if (!allowed.includes(name)) throw optionError(`${where} has no option "${name}"; its options are ${allowed.join(", ")}`);
     const rule = OPTIONS[name];
+    if (name === "cpuThreads" && value !== undefined && !(Number.isInteger(value) && value >= 1))
+      throw optionError(`option cpuThreads must be a whole number of threads, 1 or more, not ${JSON.stringify(value)}`);
     if (value === undefined || (Array.isArray(rule) ? rule.includes(value) : typeof value === rule)) continue;
     throw optionError(`option ${name} must be ${Array.isArray(rule) ? `one of ${rule.join(", ")}` : `a ${rule}`}, ` +
                       `not ${JSON.stringify(value)}`);
@@ -89,7 +93,7 @@ export class Seam {
     this.cloud = new CloudClient(config.endpoints.chat);
     this.browser = new BrowserEngine({
       workerUrl: new URL("./engine/worker.js", import.meta.url).href,
-      settings: { ...config.engine, featureLevel: options.featureLevel ?? "core" },
+      settings: { ...config.engine, featureLevel: options.featureLevel ?? "core", cpuThreads: options.cpuThreads },
       testHooks: config.testHooks, build: config.build ?? "", shared: options.sharedEngine ?? true, events: this.events,
       reportSelfCheck: (body) => report(config.endpoints.self_check, body),
       recordSpeed: (model, kernels, stats) => this.recordSpeed(model, kernels, stats),

@@ -11,9 +11,12 @@ export function formatDuration(seconds) {
   return `${Math.floor(seconds / 60)} min ${Math.ceil(seconds % 60)} s`;
 }
 
+// "this browser, CPU (wasm SIMD, 2 threads)", or with why it ran on one: "(wasm SIMD, 1 thread: why)".
+const cpuWhere = (stats) => (stats.threads_why ? stats.adapter.replace(/\)$/, `: ${stats.threads_why})`) : stats.adapter);
+
 export function formatStats(stats, usage) {
   const where = stats.where !== "browser" ? `server · ${stats.backend || "cloud"}`
-    : stats.kernels === "cpu" ? stats.adapter  // "this browser, CPU (...)"
+    : stats.kernels === "cpu" ? cpuWhere(stats)
     : `browser · ${stats.adapter} · ${stats.kernels} kernels`;
   const handoff = { cloud: "browser, then ", browser: "server, then " }[stats.handoff] || "";
   const parts = [handoff + where, `first token ${stats.ttft_s.toFixed(2)} s`];

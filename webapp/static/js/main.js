@@ -16,6 +16,8 @@ const featureLevel = query.get("webgpu") === "compatibility" ? "compatibility" :
 const kernels = ["software", "gpu", "cpu"].includes(query.get("kernels")) ? query.get("kernels") : undefined;
 // `?engine=own` gives this tab an engine of its own instead of the one this origin's tabs share.
 const sharedEngine = query.get("engine") !== "own";
+// `?threads=N` runs the CPU build on N threads (by default every core, where the page is cross-origin isolated).
+const cpuThreads = /^[1-9][0-9]*$/.test(query.get("threads") ?? "") ? Number(query.get("threads")) : undefined;
 
 // The app shell for offline visits (router/shell.py): after this visit, the page opens and answers in this
 // browser while the server is unreachable. A browser that refuses service workers only loses that.
@@ -29,7 +31,8 @@ view.restoreSettings(keptSettings());
 view.onSettingsChange((values) => { try { localStorage.setItem(SETTINGS_KEY, JSON.stringify(values)); } catch (e) { /* private window */ } });
 
 const { model, preference } = view.choice();
-const seam = await Seam.connect({ server: location.origin, model, preference, kernels, featureLevel, sharedEngine }).catch((error) => {
+const seam = await Seam.connect({ server: location.origin, model, preference, kernels, featureLevel, sharedEngine,
+                                  cpuThreads }).catch((error) => {
   view.showRoute({ target: "error" }, error.message);
   throw error;
 });

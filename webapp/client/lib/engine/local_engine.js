@@ -9,15 +9,17 @@ import { ensureModelFiles, CACHE_NAME } from "./model_cache.js";
 import { reusable } from "./next_turn.js";
 import { StreamedText, parseSampling, sample } from "./sampling.js";
 import { CallReader, checkToolMessages, forTemplate, parseTools, structuralTag } from "./tools.js";
-import { CPU_LABEL, checkCpu, cpuError } from "./wasm_cpu.js";
+import { instantiateThreaded, threadsHere } from "./cpu_threads.js";
+import { checkCpu, cpuError, cpuLabel } from "./wasm_cpu.js";
 
 export class LocalEngine {
   // `vendor`: URLs of tvmjs, web-tokenizers, jinja and xgrammar, from the server; `grammar`: the server's
   // JSON style and unsupported schema keywords; `request`: the server's default and largest max_tokens;
   // `featureLevel`: which WebGPU adapter to ask for first, "core" or "compatibility"; `partBytes`: the size
   // of the stored parts of a download; `kernels`: the kernel set to run ("software" or "gpu"; by default
-  // the one that suits the adapter; "cpu" runs the CPU build, no WebGPU needed).
-  constructor({ vendor, grammar, tools, request, featureLevel = "core", partBytes, kernels }) {
+  // the one that suits the adapter; "cpu" runs the CPU build, no WebGPU needed); `cpuThreads`: how many
+  // threads the CPU build may use (every core by default, where the page is cross-origin isolated).
+  constructor({ vendor, grammar, tools, request, featureLevel = "core", partBytes, kernels, cpuThreads, cpuMaxThreads }) {
     this.vendor = vendor;
     this.grammarRules = grammar;
     this.toolRules = tools;
@@ -25,6 +27,8 @@ export class LocalEngine {
     this.featureLevel = featureLevel;
     this.partBytes = partBytes;
     this.requestedKernels = kernels;
+    this.requestedThreads = cpuThreads;
+    this.maxThreads = cpuMaxThreads;
     this.lost = null;
   }
 
@@ -35,10 +39,11 @@ export class LocalEngine {
     await import(this.vendor.tokenizers);
     const { Template } = await import(this.vendor.jinja);
     // Step 2. A WebGPU device that has what this variant needs, or a CPU that can run its CPU build.
-    const gpu = this.requestedKernels === "cpu" ? this.useCpu() : await this.openGPU(model);
+    const gpu = this.requestedKernels === "cpu" ? this.useCpu(model) : await this.openGPU(model);
     // Step 3. The files, verified and cached.
     const { urls, cache } = await ensureModelFiles(model, origin, onProgress, { partBytes: this.partBytes,
-                                                                               kernels: this.kernels });
+                                                                               kernels: this.kernels,
+                                                                               cpuThreads: this.threads > 1 });
     const read = async (url) => (await cache.match(url)).arrayBuffer();
     this.config = JSON.parse(new TextDecoder().decode(await read(urls.config)));
     this.tokenizer = await tokenizers.Tokenizer.fromJSON(await read(urls.tokenizer));
@@ -47,18 +52,25 @@ export class LocalEngine {
     // Step 4. The wasm, the weights on the device, and the compiled functions, created once per load.
     onProgress({ phase: gpu ? "gpu" : "cpu" });
     try {
-      await this.instantiate(await read(urls.wasm(this.kernels)), urls, gpu);
+      await this.instantiate(await read(urls.wasm(this.kernels, this.threads > 1)), urls, gpu, model);
     } catch (error) {  // on the CPU, the weights fill the wasm heap: it may not grow enough
+      this.stopThreads?.();
       throw this.kernels === "cpu" && !(error instanceof EngineError) ? cpuError(error) : error;
     }
     await this.sync();
     await this.warmUp();
     this.model = model;
-    return { adapter: this.adapter, kernels: this.kernels, kernelsWhy: this.kernelsWhy };
+    return { adapter: this.adapter, kernels: this.kernels, kernelsWhy: this.kernelsWhy, threads: this.threads,
+             threadsWhy: this.threadsWhy };
   }
 
-  async instantiate(wasm, urls, gpu) {
-    const tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
+  async instantiate(wasm, urls, gpu, model) {
+    let tvm;
+    if (this.threads > 1) {  // where its helpers cannot start, its loops run on this thread alone
+      const threaded = await instantiateThreaded(wasm, model, this.threads);
+      ({ tvm, stop: this.stopThreads } = threaded);
+      if (threaded.why) this.setThreads(1, threaded.why);
+    } else tvm = await tvmjs.instantiate(wasm, tvmjs.createPolyfillWASI(), () => {});
     if (gpu) tvm.initWebGPU(gpu.device);
     this.tvm = tvm;
     this.device = gpu ? tvm.webgpu() : tvm.cpu();
@@ -73,10 +85,16 @@ export class LocalEngine {
     tvm.endScope();
   }
 
-  // The CPU build (load() checked that this browser can run it): no GPU.
-  useCpu() {
-    Object.assign(this, { adapter: CPU_LABEL, kernels: "cpu", kernelsWhy: null });
+  // The CPU build (load() checked that this browser can run it): no GPU, and as many threads as it may use.
+  useCpu(model) {
+    Object.assign(this, { kernels: "cpu", kernelsWhy: null });
+    const { threads, why } = threadsHere(model, this.requestedThreads, this.maxThreads);
+    this.setThreads(threads, why);
     return null;
+  }
+
+  setThreads(threads, why) {
+    Object.assign(this, { threads, threadsWhy: why, adapter: cpuLabel(threads) });
   }
 
   async openGPU(model) {
@@ -121,6 +139,7 @@ export class LocalEngine {
   // Frees the model: its weights, compiled functions and GPU device (or wasm memory). tvmjs's dispose first,
   // so that the device's end is not reported as a loss.
   dispose() {
+    this.stopThreads?.();
     try {
       this.kept?.cache.dispose();
       this.tvm?.dispose();
@@ -335,6 +354,7 @@ export class LocalEngine {
         prefill_tokens_per_s: (prompt.length - cached) / (((prefillDone ?? now) - started) / 1000 || 1e-9),
         decode_tokens_per_s: generated.length / decodeSeconds,
         ...(constraint ? { grammar_ms_per_token: constraint.ms / Math.max(1, generated.length) } : {}),
+        ...(this.kernels === "cpu" ? { threads: this.threads, threads_why: this.threadsWhy } : {}),
       },
     };
   }

@@ -21,8 +21,15 @@ export function modelUrls(model, origin) {
   const base = new URL(model.base_url, origin).href;
   const url = (name) => new URL(name, base).href;
   return { base, config: url(model.files.config), tokenizer: url(model.files.tokenizer),
-           wasm: (kernels) => url(model.files[kernels === "cpu" ? model.cpu.file : model.kernels[kernels].file]), tensorCache: url(model.files.tensor_cache), url,
+           wasm: (kernels, cpuThreads = false) => url(model.files[wasmFile(model, kernels, cpuThreads)]),
+           tensorCache: url(model.files.tensor_cache), url,
            allVersions: new URL("..", base).href };  // /models/<id>/: every version's folder is under it
+}
+
+// The catalog's name of the wasm that runs `kernels` (the CPU build's threaded one with `cpuThreads`).
+function wasmFile(model, kernels, cpuThreads) {
+  if (kernels !== "cpu") return model.kernels[kernels].file;
+  return cpuThreads ? model.cpu.threads.file : model.cpu.file;
 }
 
 // The versions of each catalog model that are complete in this browser's cache: [{id, version}].
@@ -177,8 +184,8 @@ async function fetchFile(cache, file, onBytes, options) {
 }
 
 // Makes sure every file of `model` is in the cache (of its wasm, the kernel set's, or the CPU one's for
-// kernels "cpu"); reports {loaded, total, file, etaSeconds} as it goes. `options`: {partBytes, kernels
-// ("software" by default), signal}.
+// kernels "cpu", its threaded one with cpuThreads); reports {loaded, total, file, etaSeconds} as it goes.
+// `options`: {partBytes, kernels ("software" by default), cpuThreads, signal}.
 export async function ensureModelFiles(model, origin, onProgress, options = {}) {
   const urls = modelUrls(model, origin);
   const cache = await caches.open(CACHE_NAME);
@@ -192,7 +199,7 @@ export async function ensureModelFiles(model, origin, onProgress, options = {}) 
   }
   const records = JSON.parse(new TextDecoder().decode(indexBytes)).records;
   const wanted = [
-    { url: urls.config }, { url: urls.tokenizer }, { url: urls.wasm(options.kernels || "software") },
+    { url: urls.config }, { url: urls.tokenizer }, { url: urls.wasm(options.kernels || "software", options.cpuThreads) },
     ...records.map((shard) => ({ url: urls.url(shard.dataPath), bytes: shard.nbytes, sha256: shard.sha256 })),
   ];
   const missing = [];

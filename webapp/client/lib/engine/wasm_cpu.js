@@ -1,5 +1,6 @@
-// The browser's CPU as a place to run a model: the variant's WebAssembly SIMD build (catalog `cpu`), on
-// one thread of this worker. What it needs is checked before anything is downloaded.
+// The browser's CPU as a place to run a model: the variant's WebAssembly SIMD build (catalog `cpu`), on this
+// worker's thread, with helpers where the page allows (cpu_threads.js). What it needs is checked before
+// anything is downloaded.
 import { EngineError, ErrorKind } from "./errors.js";
 
 // The smallest module that uses a SIMD instruction (i32x4.splat): valid only where wasm SIMD is.
@@ -9,7 +10,7 @@ const WASM32_HEAP_BYTES = 4 * 1024 ** 3;
 
 export const hasWasmSimd = () => typeof WebAssembly === "object" && WebAssembly.validate(SIMD_PROBE);
 
-export const CPU_LABEL = "this browser, CPU (wasm SIMD, 1 thread)";
+export const cpuLabel = (threads) => `this browser, CPU (wasm SIMD, ${threads} thread${threads === 1 ? "" : "s"})`;
 
 // Throws the typed error that says why `model` cannot run on this browser's CPU.
 export function checkCpu(model) {

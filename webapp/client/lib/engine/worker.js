@@ -14,7 +14,7 @@
 // Messages in: hello {tab (its lock's name, or null)}, alive, bye, load {key, model, settings, origin, testHooks},
 // unload {key}, generate {id, key, messages, options}, count {id, key, messages}, selfcheck {id, key, check},
 // stop {id}, and, only once a load enabled the server's test hooks, lose-device {key, afterTokens}, crash.
-// Messages out: hello {host, lock, gpu, tabs}, progress {key, ...}, loaded {key, ...}, compiling {id},
+// Messages out: hello {host, lock, gpu, isolated, tabs}, progress {key, ...}, loaded {key, ...}, compiling {id},
 // compiled {id}, chunk {id, text, tokens, ids, read (with tools: content and call events)}, done {id, ...}, counted {id, tokens},
 // checked {id, tokens, stats, ranHere}, error {key, error} (a load) or {id, error} (a request),
 // refused {message} (then the connection is closed), uncaught {message}.
@@ -138,6 +138,7 @@ const HANDLERS = {
   hello: async (tab, { tab: lock }) => {
     tab.watch(lock);
     tab.send({ type: "hello", host: SHARED ? "shared" : "dedicated", lock: await lockHeld, gpu: Boolean(self.navigator.gpu),
+             isolated: Boolean(self.crossOriginIsolated),
                tabs: tabs.size });
   },
   alive: () => {},

@@ -8,6 +8,7 @@
 // one: answers in flight fail as restarted (the server takes them over), loads, counts and self-checks are
 // asked again there.
 import { complete } from "./completion.js";
+import { threadsHere } from "./cpu_threads.js";
 import { EngineError, ErrorKind } from "./errors.js";
 import { streamDeltas } from "./tools.js";
 
@@ -93,7 +94,7 @@ export class WorkerEngine {
     hello = await answered;
     if (!hello) return this.replaceShared("the shared engine did not start");
     if (hello.lock) self.navigator.locks.request(hello.lock, () => this.replaceShared("the shared engine stopped"));
-    this.host = { kind: "shared", why: null, tabs: hello.tabs, gpu: hello.gpu };
+    this.host = { kind: "shared", why: null, tabs: hello.tabs, gpu: hello.gpu, isolated: hello.isolated };
     for (const message of queued) port.postMessage(message);
     return this.host;
   }
@@ -130,16 +131,25 @@ export class WorkerEngine {
 
   // Loads `model` under `key` with a kernel set ("software", "gpu", "cpu"; undefined: the engine picks);
   // `onProgress` hears {phase: "download", loaded, total, ...} then {phase: "gpu" | "cpu"}. A shared host
-  // without WebGPU cannot load a WebGPU model: this tab then starts its own.
+  // without WebGPU cannot load a WebGPU model, and one that is not cross-origin isolated (Chromium's) runs
+  // the CPU build on one thread where this tab could run it on all its cores: this tab then starts its own.
   async load(key, model, kernels, onProgress = () => {}) {
     const host = await this.ready;
     if (host.kind === "shared" && kernels !== "cpu" && !host.gpu && self.navigator.gpu)
       this.replaceShared("this browser's SharedWorker has no WebGPU");
+    else if (host.kind === "shared" && kernels === "cpu" && !host.isolated && this.threadsWouldRun(model))
+      this.replaceShared("this browser's SharedWorker cannot share memory between threads, and this tab can run " +
+                         "the CPU build on every core");
     return new Promise((resolve, reject) => {
       const load = { model, kernels, onProgress, resolve, reject };
       this.loads.set(key, load);
       this.postLoad(key, load);
     });
+  }
+
+  // Whether this tab's own engine would run `model`'s CPU build on more than one thread (cpu_threads.js).
+  threadsWouldRun(model) {
+    return threadsHere(model, this.settings.cpuThreads, this.settings.cpuMaxThreads).threads > 1;
   }
 
   postLoad(key, { model, kernels }) {
