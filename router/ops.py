@@ -36,8 +36,12 @@ ISOLATION_HEADERS = {
 def health():
     state = current_app.extensions["seam"]
     backend = state["cloud"]
-    return jsonify({"status": "ok", "models": len(state["catalog"].models),
-                    "cloud": backend.name if backend else None, "engine_threads": getattr(backend, "threads", None)})
+    response = jsonify({"status": "ok", "models": len(state["catalog"].models),
+                        "cloud": backend.name if backend else None, "engine_threads": getattr(backend, "threads", None)})
+    # A page of an origin the server does not allow reads this opaquely (no-cors) to tell "not allowed" from
+    # "unreachable" (webapp/client/lib/server.js): it must not be blocked as another site's resource.
+    response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+    return response
 
 
 @bp.get("/metrics")
@@ -68,5 +72,6 @@ def log_request(response):
     log.info("%s %s %s %.3fs", request.method, request.path, response.status_code, seconds)
     response.headers.update(SECURITY_HEADERS)
     if current_app.config["CROSS_ORIGIN_ISOLATED"]:
-        response.headers.update(ISOLATION_HEADERS)
+        for name, value in ISOLATION_HEADERS.items():
+            response.headers.setdefault(name, value)
     return response

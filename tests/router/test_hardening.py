@@ -468,6 +468,8 @@ def test_every_response_is_cross_origin_isolated_unless_turned_off(tiny_app, tin
         assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin", path
         assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp", path
         assert response.headers["Cross-Origin-Resource-Policy"] == "same-origin", path
+    # (but /healthz, which a page of another origin reads opaquely to tell "not allowed" from "unreachable")
+    assert client.get("/healthz").headers["Cross-Origin-Resource-Policy"] == "cross-origin"
     tiny_app.config["CROSS_ORIGIN_ISOLATED"] = False
     try:
         assert "Cross-Origin-Embedder-Policy" not in client.get("/").headers

@@ -19,6 +19,10 @@ from tests.support.models import TINY
 from tests.support.pages import LOAD_TIMEOUT_MS, ChatPage
 
 VARIANT = f"{TINY}-q4f32_1"  # SwiftShader has no shader-f16
+# The router gives these Chromium tabs the CPU build (faster than SwiftShader). On several threads it would
+# run in each tab's own engine (Chromium's SharedWorker has no shared memory: test_browser_cpu.py); on one,
+# the tabs share it.
+SHARING = "?threads=1"
 GREEDY = {"temperature": 0, "max_tokens": 6, "system": "Be brief."}
 FRANCE = "What is the capital of France?"
 # What a page sees while its server is stopped: refused connections, and a kept-alive one reset.
@@ -68,9 +72,9 @@ def test_two_tabs_share_one_engine_and_a_tab_that_closes_mid_answer_frees_it(pag
     and by the server's reports), both answer alike from it; when a tab closes in the middle of an answer, the
     host drops that answer and the other tab's next one runs at once."""
     watches = []
-    first = ChatPage(page, tiny_server.url).open(preference="local_only", **GREEDY)
+    first = ChatPage(page, tiny_server.url + SHARING).open(preference="local_only", **GREEDY)
     first.wait_until_loaded()
-    second = open_tab(page.context, tiny_server.url, watches)  # the settings are the first tab's, kept
+    second = open_tab(page.context, tiny_server.url + SHARING, watches)  # the settings are the first tab's, kept
     engine = second.wait_until_loaded()
     assert engine["id"] == VARIANT
     stats = page.evaluate(HOST_STATS)
@@ -125,9 +129,9 @@ def test_garbage_ends_only_its_connection_and_a_crashed_engine_leaves_each_tab_i
     """A connection that breaks the protocol is refused and closed while the tabs go on sharing the engine;
     when the shared engine itself ends, every tab moves to an engine of its own, says why, and answers."""
     watches = []
-    first = ChatPage(page, tiny_server.url).open(preference="local_only", **GREEDY)
+    first = ChatPage(page, tiny_server.url + SHARING).open(preference="local_only", **GREEDY)
     first.wait_until_loaded()
-    second = open_tab(page.context, tiny_server.url, watches)
+    second = open_tab(page.context, tiny_server.url + SHARING, watches)
     second.wait_until_loaded()
     build = requests.get(tiny_server.url + "api/client").json()["build"]
     garbage = [42, {"type": "generate", "id": "x", "key": 5}, {"type": "no-such-thing"}, {"type": "load", "key": "k"}]
