@@ -1,6 +1,7 @@
 // One helper thread of the threaded CPU build (cpu_threads.js): an instance of the model's module over the
-// engine's shared memory that claims tasks of TVM's parallel loops (with the engine's thread) until it is terminated. It calls
-// none of the module's imports (its kernels only compute), so each is a function that fails loudly.
+// engine's shared memory that claims tasks of TVM's parallel loops, as the engine's thread does, until it is
+// terminated. It calls none of the module's imports (its kernels only compute): each is a function that fails
+// loudly.
 const unavailable = (name) => () => { throw new Error(`${name} is not available on a helper thread`); };
 const harmless = { emscripten_notify_memory_growth: () => {}, __cxa_thread_atexit: () => 0 };
 
