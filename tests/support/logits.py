@@ -11,7 +11,9 @@ import tvm
 from modelbuild.arch.llama import LlamaConfig
 from modelbuild.reference import NumpyLlama, dequantized_weights
 from modelrun.model import load_tensor_cache
-from tests.support.repo import REPO, TVMJS
+from router.ops import ISOLATION_HEADERS
+from tests.support.node import ENGINE_JS
+from tests.support.repo import TVMJS
 
 RTOL = 2e-3
 F16_RTOL = 2e-2
@@ -40,20 +42,18 @@ def assert_logits_close(got, want, rtol=RTOL):
     assert want[int(np.argmax(got))] >= want.max() - 2 * bound
 
 
-ENGINE_DIR = REPO / "webapp" / "client" / "lib" / "engine"
 # The engine's modules the page's threaded CPU build imports (cpu_threads.js and what it imports).
 THREAD_MODULES = ("cpu_threads.js", "cpu_thread.js", "errors.js")
-# The headers that make a page cross-origin isolated (router/ops.py ISOLATION_HEADERS): shared memory.
-ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 
 
 def serve_logits_page(built, serve_folder, isolated: bool = False) -> str:
-    """logits.html beside the built models; `isolated`: cross-origin isolated, for the threaded CPU build."""
+    """logits.html beside the built models; `isolated`: served with the app server's isolation headers
+    (router/ops.py), which give the page the shared memory of the threaded CPU build."""
     shutil.copy(TVMJS, built / "tvmjs.js")
     shutil.copy(Path(__file__).with_name("logits.html"), built / "logits.html")
     for name in THREAD_MODULES:
-        shutil.copy(ENGINE_DIR / name, built / name)
-    return serve_folder(built, ISOLATED if isolated else None) + "logits.html"
+        shutil.copy(ENGINE_JS / name, built / name)
+    return serve_folder(built, ISOLATION_HEADERS if isolated else None) + "logits.html"
 
 
 def assert_steps_close(result, expected, rtol=RTOL):
